@@ -1,0 +1,1 @@
+"""First-party backends, registered through the same hooks a third party uses."""

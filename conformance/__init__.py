@@ -1,0 +1,1 @@
+"""ScaiVoice conformance: the backend contract kit and the protocol conformance suite."""

@@ -1,0 +1,164 @@
+"""The one ScaiVoice error tree.
+
+Every error the engine raises, and every error a backend is expected to raise, is one of these::
+
+    ScaiVoiceError
+    ├── ConfigError                 bad engine / tenant / session configuration (operator's or client's fault)
+    ├── PluginError                 a plugin could not be loaded or broke its contract
+    │   ├── PluginLoadError         importing / registering the plugin failed (carries the distribution)
+    │   └── PluginContractError     the plugin yielded something the hook does not allow
+    ├── AuthError                   the caller is not who they claim, or may not do this
+    │   ├── Unauthorized            missing / wrong / expired credentials
+    │   └── Forbidden               valid credentials without the needed permission
+    ├── BackendError                an STT / LLM / TTS / normaliser backend failed (.backend, .retryable)
+    │   ├── BackendUnavailable      cannot be reached / not loaded (retryable)
+    │   ├── BackendTimeout          took too long (retryable)
+    │   ├── BackendRejected         refused this input (not retryable)
+    │   └── BackendProtocolError    answered with something malformed (not retryable)
+    └── SessionError                a WebSocket session cannot go on
+        ├── SessionClosed           the peer went away (nobody to tell)
+        └── ProtocolViolation       the client broke the protocol (.code, .close_code, .fatal)
+
+Lower-level exceptions (httpx, onnxruntime, OSError ...) are mapped into this tree at the edge
+where they happen, chained with ``raise ... from exc``. Barge-in is not an error: it is a
+cancelled turn and travels as ``trio.Cancelled`` inside the turn's cancel scope.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "AuthError",
+    "BackendError",
+    "BackendProtocolError",
+    "BackendRejected",
+    "BackendTimeout",
+    "BackendUnavailable",
+    "ConfigError",
+    "Forbidden",
+    "PluginContractError",
+    "PluginError",
+    "PluginLoadError",
+    "ProtocolViolation",
+    "ScaiVoiceError",
+    "SessionClosed",
+    "SessionError",
+    "Unauthorized",
+]
+
+
+class ScaiVoiceError(Exception):
+    """Root of every error ScaiVoice raises on purpose."""
+
+
+class ConfigError(ScaiVoiceError):
+    """The configuration is invalid: a missing file, a bad value, an unknown backend."""
+
+
+class PluginError(ScaiVoiceError):
+    """A plugin misbehaved."""
+
+
+class PluginLoadError(PluginError):
+    """A plugin could not be imported or registered.
+
+    Attributes:
+        distribution: the distribution (package) that ships the broken entry point.
+        entry_point: the entry point's name.
+    """
+
+    def __init__(self, message: str, *, distribution: str, entry_point: str) -> None:
+        super().__init__(message)
+        self.distribution = distribution
+        self.entry_point = entry_point
+
+
+class PluginContractError(PluginError):
+    """A plugin's hook returned something the hook specification does not allow."""
+
+
+class AuthError(ScaiVoiceError):
+    """Authentication or authorisation failed.
+
+    Attributes:
+        code: the stable protocol error code (``unauthorized``, ``token_expired``, ``forbidden``).
+    """
+
+    code = "unauthorized"
+
+    def __init__(self, message: str, *, code: str | None = None) -> None:
+        super().__init__(message)
+        if code is not None:
+            self.code = code
+
+
+class Unauthorized(AuthError):
+    """Missing, wrong, revoked or expired credentials."""
+
+    code = "unauthorized"
+
+
+class Forbidden(AuthError):
+    """Valid credentials that lack the permission for this action."""
+
+    code = "forbidden"
+
+
+class BackendError(ScaiVoiceError):
+    """A backend failed.
+
+    Attributes:
+        backend: the backend's registered name (``"whisper"``, ``"openai"``...).
+        retryable: whether trying the same call again may succeed.
+    """
+
+    retryable = False
+
+    def __init__(self, message: str, *, backend: str, retryable: bool | None = None) -> None:
+        super().__init__(message)
+        self.backend = backend
+        if retryable is not None:
+            self.retryable = retryable
+
+
+class BackendUnavailable(BackendError):
+    """The backend cannot be reached or is not loaded."""
+
+    retryable = True
+
+
+class BackendTimeout(BackendError):
+    """The backend did not answer in time."""
+
+    retryable = True
+
+
+class BackendRejected(BackendError):
+    """The backend refused the input (bad voice, unsupported language, content policy...)."""
+
+
+class BackendProtocolError(BackendError):
+    """The backend answered with something malformed or truncated."""
+
+
+class SessionError(ScaiVoiceError):
+    """A WebSocket session cannot go on."""
+
+
+class SessionClosed(SessionError):
+    """The peer closed the connection; there is nobody left to tell."""
+
+
+class ProtocolViolation(SessionError):
+    """The client broke the protocol.
+
+    Attributes:
+        code: the stable error code sent in the ``error`` event.
+        fatal: whether the session ends (then ``close_code`` is the WebSocket close code).
+        close_code: the WebSocket close code used when ``fatal``.
+    """
+
+    def __init__(self, code: str, message: str, *, fatal: bool = False, close_code: int = 4400):
+        super().__init__(message)
+        self.code = code
+        self.fatal = fatal
+        self.close_code = close_code

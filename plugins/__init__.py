@@ -1,0 +1,1 @@
+"""Opt-in session features shipped with ScaiVoice (VAD, wake word, ...), as plugins."""
