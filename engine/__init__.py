@@ -14,9 +14,9 @@ from ._backends import ChatMessage as ChatMessage
 from ._backends import LlmBackend as LlmBackend
 from ._backends import LlmCapabilities as LlmCapabilities
 from ._backends import LlmRequest as LlmRequest
-from ._backends import NormaliseRequest as NormaliseRequest
 from ._backends import NormaliserBackend as NormaliserBackend
 from ._backends import NormaliserCapabilities as NormaliserCapabilities
+from ._backends import NormaliseRequest as NormaliseRequest
 from ._backends import SttBackend as SttBackend
 from ._backends import SttCapabilities as SttCapabilities
 from ._backends import SttRequest as SttRequest

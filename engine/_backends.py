@@ -354,7 +354,10 @@ class BackendSpec:
     @classmethod
     def for_class(
         cls,
-        backend_class: type[SttBackend] | type[LlmBackend] | type[TtsBackend] | type[NormaliserBackend],
+        backend_class: type[SttBackend]
+        | type[LlmBackend]
+        | type[TtsBackend]
+        | type[NormaliserBackend],
         *,
         name: str,
         description: str = "",

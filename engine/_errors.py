@@ -51,7 +51,19 @@ class ScaiVoiceError(Exception):
 
 
 class ConfigError(ScaiVoiceError):
-    """The configuration is invalid: a missing file, a bad value, an unknown backend."""
+    """The configuration is invalid: a missing file, a bad value, an unknown backend.
+
+    Attributes:
+        code: the stable protocol error code when a client's session config caused it
+            (``invalid_config``, ``unknown_voice``).
+    """
+
+    code = "invalid_config"
+
+    def __init__(self, message: str, *, code: str | None = None) -> None:
+        super().__init__(message)
+        if code is not None:
+            self.code = code
 
 
 class PluginError(ScaiVoiceError):

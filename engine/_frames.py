@@ -1,0 +1,449 @@
+"""Protocol v1 frames: typed structs with a ``type`` tag, their codec, and the JSON Schema.
+
+Text WebSocket frames are JSON objects tagged by ``type``; binary frames carry raw PCM16LE mono
+audio (client microphone in; agent audio out, between ``agent.audio.start`` and
+``agent.audio.done`` of the same turn). docs/protocol.md is the normative description;
+docs/protocol.schema.json is generated from these classes (``scaivoice schema``).
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+import msgspec
+
+from ._errors import ProtocolViolation
+
+__all__ = [
+    "PROTOCOL_VERSION",
+    "AgentAudioDone",
+    "AgentAudioStart",
+    "AgentText",
+    "AgentTextDone",
+    "AudioCommit",
+    "AudioFormat",
+    "AudioFormats",
+    "ClientFrame",
+    "ErrorFrame",
+    "ExpressionHint",
+    "Interrupt",
+    "Metrics",
+    "Ping",
+    "Playback",
+    "Pong",
+    "ServerFrame",
+    "SessionConfig",
+    "SessionEnd",
+    "SessionEnded",
+    "SessionStart",
+    "SessionStarted",
+    "SessionUpdate",
+    "SessionUpdated",
+    "State",
+    "StateName",
+    "TextInput",
+    "ToolResult",
+    "TranscriptFrame",
+    "VadFrame",
+    "Wake",
+    "WarningFrame",
+    "decode_client_frame",
+    "encode_server_frame",
+    "protocol_schema",
+]
+
+PROTOCOL_VERSION = 1
+
+StateName = Literal["idle", "listening", "thinking", "speaking", "interrupted"]
+
+SampleRate = Annotated[int, msgspec.Meta(ge=8000, le=48000)]
+UNSET = msgspec.UNSET
+
+
+class _Frame(msgspec.Struct, tag_field="type", forbid_unknown_fields=True, kw_only=True):
+    """Base of all frames: tagged by ``type``; unknown fields are rejected."""
+
+
+# --------------------------------------------------------------------------- session config
+
+
+class SessionConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, omit_defaults=False):
+    """Per-session configuration. Every key is optional in ``session.start`` / ``session.update``.
+
+    A key whose feature is not available on this server is accepted with a ``warning``
+    (``feature_unavailable`` / ``option_unsupported``); an unknown key is an error.
+    """
+
+    voice_id: str | None = None
+    """Voice from ``GET /v1/voices`` (``"hibari:heart"``); ``None`` = the tenant / engine default."""
+    instructions: str | None = None
+    """Style instructions for TTS backends that declare support."""
+    speed: Annotated[float, msgspec.Meta(ge=0.25, le=4.0)] = 1.0
+    """Speaking rate multiplier."""
+    cfg_value: float | None = None
+    """Classifier-free guidance value for TTS backends that declare support."""
+    warmup_trim_ms: Annotated[int, msgspec.Meta(ge=0, le=2000)] = 0
+    """Milliseconds trimmed from the start of each synthesised reply."""
+    normalize_text: bool | None = None
+    """Normalise numbers, dates, units ... before TTS; ``None`` = the tenant default."""
+    language: str | None = None
+    """BCP-47 language hint for STT / LLM / TTS; ``None`` = the backends' default."""
+    input_sample_rate: SampleRate = 16000
+    """Rate of the client's PCM16 audio; resampled to what STT needs."""
+    output_sample_rate: SampleRate = 24000
+    """Rate of the agent audio the server sends."""
+    system_prompt: str | None = None
+    """System prompt / persona for the language model."""
+    diarize: bool = False
+    vad_enabled: bool = False
+    """Server-side voice activity detection and automatic barge-in."""
+    wake_word_enabled: bool = False
+    """Stay idle until a wake word (a ``wake`` frame or a server-side detector)."""
+    speaker_recognition: bool = False
+    tools_enabled: bool = False
+
+
+class SessionConfigPatch(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    """A partial :class:`SessionConfig`: only the keys present are changed."""
+
+    voice_id: str | msgspec.UnsetType | None = UNSET
+    instructions: str | msgspec.UnsetType | None = UNSET
+    speed: Annotated[float, msgspec.Meta(ge=0.25, le=4.0)] | msgspec.UnsetType = UNSET
+    cfg_value: float | msgspec.UnsetType | None = UNSET
+    warmup_trim_ms: Annotated[int, msgspec.Meta(ge=0, le=2000)] | msgspec.UnsetType = UNSET
+    normalize_text: bool | msgspec.UnsetType | None = UNSET
+    language: str | msgspec.UnsetType | None = UNSET
+    input_sample_rate: SampleRate | msgspec.UnsetType = UNSET
+    output_sample_rate: SampleRate | msgspec.UnsetType = UNSET
+    system_prompt: str | msgspec.UnsetType | None = UNSET
+    diarize: bool | msgspec.UnsetType = UNSET
+    vad_enabled: bool | msgspec.UnsetType = UNSET
+    wake_word_enabled: bool | msgspec.UnsetType = UNSET
+    speaker_recognition: bool | msgspec.UnsetType = UNSET
+    tools_enabled: bool | msgspec.UnsetType = UNSET
+
+    def keys(self) -> list[str]:
+        """The keys this patch sets."""
+        return [f for f in self.__struct_fields__ if getattr(self, f) is not UNSET]
+
+    def apply(self, base: SessionConfig) -> SessionConfig:
+        """Return ``base`` with this patch's keys replaced."""
+        return msgspec.structs.replace(base, **{k: getattr(self, k) for k in self.keys()})
+
+
+CONFIG_KEYS: frozenset[str] = frozenset(SessionConfig.__struct_fields__)
+
+
+# --------------------------------------------------------------------------- client frames
+
+
+class SessionStart(_Frame, tag="session.start"):
+    """First frame of every session: protocol version and initial config."""
+
+    protocol: int
+    config: SessionConfigPatch = msgspec.field(default_factory=SessionConfigPatch)
+
+
+class SessionUpdate(_Frame, tag="session.update"):
+    """Change config keys; applied at the next turn where a running turn cannot change."""
+
+    config: SessionConfigPatch
+
+
+class Interrupt(_Frame, tag="interrupt"):
+    """Explicit barge-in: stop the agent's current turn now."""
+
+
+class VadFrame(_Frame, tag="vad"):
+    """Client-side voice activity: the user started (``true``) or stopped speaking."""
+
+    speaking: bool
+
+
+class Wake(_Frame, tag="wake"):
+    """A client-side wake-word detector fired."""
+
+    confidence: Annotated[float, msgspec.Meta(ge=0.0, le=1.0)] = 1.0
+
+
+class AudioCommit(_Frame, tag="audio.commit"):
+    """End of the user's turn (push-to-talk)."""
+
+
+class TextInput(_Frame, tag="text"):
+    """Typed user input: a whole user turn as text."""
+
+    text: Annotated[str, msgspec.Meta(min_length=1, max_length=10000)]
+
+
+class Playback(_Frame, tag="playback"):
+    """How much of a turn's agent audio the client has actually played."""
+
+    turn_id: int
+    played_ms: Annotated[int, msgspec.Meta(ge=0)]
+
+
+class ToolResult(_Frame, tag="tool.result"):
+    """Reserved for tools (``tools_enabled``): the result of a tool call."""
+
+    call_id: str
+    result: Any = None
+
+
+class SessionEnd(_Frame, tag="session.end"):
+    """The client is done; the server answers ``session.ended`` and closes with 1000."""
+
+
+class Ping(_Frame, tag="ping"):
+    """Keep-alive; answered with ``pong`` carrying the same ``id``."""
+
+    id: str | int | None = None
+
+
+ClientFrame = (
+    SessionStart
+    | SessionUpdate
+    | Interrupt
+    | VadFrame
+    | Wake
+    | AudioCommit
+    | TextInput
+    | Playback
+    | ToolResult
+    | SessionEnd
+    | Ping
+)
+
+CLIENT_FRAME_TYPES: tuple[type[_Frame], ...] = ClientFrame.__args__  # type: ignore[attr-defined]
+
+
+# --------------------------------------------------------------------------- server frames
+
+
+class AudioFormat(msgspec.Struct, kw_only=True):
+    """A raw audio format on the socket."""
+
+    encoding: Literal["pcm_s16le"] = "pcm_s16le"
+    sample_rate: int
+    channels: Literal[1] = 1
+
+
+class AudioFormats(msgspec.Struct, kw_only=True):
+    """The formats of both directions."""
+
+    input: AudioFormat
+    output: AudioFormat
+
+
+class SessionStarted(_Frame, tag="session.started"):
+    """The session is open; ``config`` is the effective configuration."""
+
+    session_id: str
+    protocol: int
+    config: SessionConfig
+    audio: AudioFormats
+
+
+class SessionUpdated(_Frame, tag="session.updated"):
+    """A ``session.update`` was applied; ``config`` is the new effective configuration."""
+
+    config: SessionConfig
+
+
+class State(_Frame, tag="state"):
+    """The conversation state changed. ``turn_id`` is the turn it concerns, if any."""
+
+    state: StateName
+    turn_id: int | None = None
+
+
+class TranscriptFrame(_Frame, tag="transcript"):
+    """What the user said: interim results (``final: false``) precede the turn's final one."""
+
+    turn_id: int
+    text: str
+    final: bool
+    start_ms: int
+    end_ms: int
+
+
+class AgentText(_Frame, tag="agent.text"):
+    """A streaming piece of the agent's reply text."""
+
+    turn_id: int
+    delta: str
+
+
+class AgentTextDone(_Frame, tag="agent.text.done"):
+    """The agent's reply text is complete (or was cut off: ``interrupted``)."""
+
+    turn_id: int
+    text: str
+    interrupted: bool
+    heard_text: str
+
+
+class AgentAudioStart(_Frame, tag="agent.audio.start"):
+    """Binary PCM frames of this turn follow, until ``agent.audio.done``."""
+
+    turn_id: int
+    sample_rate: int
+    format: Literal["pcm_s16le"] = "pcm_s16le"
+
+
+class AgentAudioDone(_Frame, tag="agent.audio.done"):
+    """No more audio of this turn."""
+
+    turn_id: int
+    duration_ms: int
+    interrupted: bool
+
+
+class Metrics(_Frame, tag="metrics"):
+    """Per-stage latencies of a completed turn, in milliseconds (``null`` = stage not run)."""
+
+    turn_id: int
+    stt_ms: float | None = None
+    llm_first_token_ms: float | None = None
+    tts_first_audio_ms: float | None = None
+    end_of_turn_to_first_audio_ms: float | None = None
+    end_of_turn_to_first_text_ms: float | None = None
+    total_ms: float | None = None
+
+
+class WarningFrame(_Frame, tag="warning"):
+    """Something degraded or was ignored; the session goes on."""
+
+    code: str
+    message: str
+
+
+class ErrorFrame(_Frame, tag="error"):
+    """Something failed. ``fatal`` errors are followed by the socket closing."""
+
+    code: str
+    message: str
+    fatal: bool = False
+
+
+class Pong(_Frame, tag="pong"):
+    """Answer to ``ping``."""
+
+    id: str | int | None = None
+
+
+class SessionEnded(_Frame, tag="session.ended"):
+    """The session is over; the socket closes next."""
+
+    reason: str = "client_ended"
+
+
+class ExpressionHint(_Frame, tag="expression_hint"):
+    """Reserved: never emitted by protocol v1 servers; clients must ignore it."""
+
+    turn_id: int
+    hint: str
+
+
+ServerFrame = (
+    SessionStarted
+    | SessionUpdated
+    | State
+    | TranscriptFrame
+    | AgentText
+    | AgentTextDone
+    | AgentAudioStart
+    | AgentAudioDone
+    | Metrics
+    | WarningFrame
+    | ErrorFrame
+    | Pong
+    | SessionEnded
+    | ExpressionHint
+)
+
+SERVER_FRAME_TYPES: tuple[type[_Frame], ...] = ServerFrame.__args__  # type: ignore[attr-defined]
+
+
+# --------------------------------------------------------------------------- codec
+
+_client_decoder = msgspec.json.Decoder(ClientFrame)
+_server_decoder = msgspec.json.Decoder(ServerFrame)
+_encoder = msgspec.json.Encoder()
+_CLIENT_TAGS = frozenset(t.__struct_config__.tag for t in CLIENT_FRAME_TYPES)
+
+
+class _Probe(msgspec.Struct):
+    type: Any = None
+
+
+def decode_client_frame(raw: str | bytes) -> ClientFrame:
+    """Parse one client text frame.
+
+    Raises:
+        ProtocolViolation: ``invalid_json``, ``unknown_type``, ``unknown_config_key`` or
+            ``invalid_frame`` (wrong field names or types), never fatal.
+    """
+    try:
+        return _client_decoder.decode(raw)
+    except msgspec.ValidationError as exc:
+        raise _diagnose(raw, exc) from exc
+    except msgspec.DecodeError as exc:
+        raise ProtocolViolation("invalid_json", f"not a JSON object: {exc}") from exc
+
+
+def _diagnose(raw: str | bytes, exc: msgspec.ValidationError) -> ProtocolViolation:
+    try:
+        doc = msgspec.json.decode(raw)
+    except msgspec.DecodeError:  # pragma: no cover - the typed decoder already parsed it
+        doc = None
+    if not isinstance(doc, dict):
+        return ProtocolViolation("invalid_frame", "a frame must be a JSON object with a 'type'")
+    frame_type = doc.get("type")
+    if frame_type not in _CLIENT_TAGS:
+        return ProtocolViolation(
+            "unknown_type",
+            f"unknown frame type {frame_type!r}; expected one of {sorted(_CLIENT_TAGS)}",
+        )
+    config = doc.get("config")
+    if isinstance(config, dict):
+        unknown = sorted(set(config) - CONFIG_KEYS)
+        if unknown:
+            return ProtocolViolation(
+                "unknown_config_key",
+                f"unknown session config key(s) {unknown}; known keys: {sorted(CONFIG_KEYS)}",
+            )
+    return ProtocolViolation("invalid_frame", f"invalid {frame_type!r} frame: {exc}")
+
+
+def decode_server_frame(raw: str | bytes) -> ServerFrame:
+    """Parse one server text frame (clients and the conformance suite use this)."""
+    return _server_decoder.decode(raw)
+
+
+def encode_server_frame(frame: ServerFrame) -> bytes:
+    """Serialise a server frame to JSON bytes (send them as a *text* WebSocket frame)."""
+    return _encoder.encode(frame)
+
+
+def encode_client_frame(frame: ClientFrame) -> bytes:
+    """Serialise a client frame to JSON bytes."""
+    return _encoder.encode(frame)
+
+
+def protocol_schema() -> dict[str, Any]:
+    """The JSON Schema of protocol v1 (client and server frames), as checked in under docs/."""
+    (client, server), components = msgspec.json.schema_components(
+        [ClientFrame, ServerFrame], ref_template="#/$defs/{name}"
+    )
+    return {
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "$id": "https://scaivoice.dev/schema/protocol-v1.json",
+        "title": "ScaiVoice protocol v1",
+        "description": (
+            "Text frames of the ScaiVoice WebSocket protocol, version 1. Binary frames carry "
+            "raw PCM16LE mono audio and are not described here. See docs/protocol.md."
+        ),
+        "oneOf": [{"$ref": "#/$defs/ClientFrame"}, {"$ref": "#/$defs/ServerFrame"}],
+        "$defs": {"ClientFrame": client, "ServerFrame": server, **components},
+    }

@@ -1,0 +1,126 @@
+"""Running the engine as a service: hypercorn's trio worker on one port, with graceful drain."""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import signal
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from functools import partial
+
+import hypercorn.config
+import hypercorn.trio
+import trio
+
+from ._config import EngineConfig
+from ._engine import Engine
+from ._errors import ConfigError
+from ._plugins import PluginHost
+from ._server import ScaiVoiceApp
+
+__all__ = ["RunningServer", "serve", "wait_for_termination"]
+
+log = logging.getLogger("scaivoice.server")
+
+
+@dataclass(frozen=True, slots=True)
+class RunningServer:
+    """What :func:`serve` reports once it listens."""
+
+    url: str
+    """``http://host:port`` of the bound socket (the real port when 0 was asked)."""
+    engine: Engine
+
+    @property
+    def ws_url(self) -> str:
+        """The WebSocket session URL."""
+        return self.url.replace("http://", "ws://", 1) + "/v1/session"
+
+
+async def wait_for_termination() -> None:
+    """Return on SIGTERM or SIGINT (main thread only)."""
+    with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+        async for signum in signals:
+            log.warning("received %s: draining", signal.Signals(signum).name)
+            return
+
+
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` only accepts connections from this machine."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+async def serve(
+    config: EngineConfig,
+    host: PluginHost,
+    *,
+    shutdown_trigger: Callable[[], Awaitable[None]] = wait_for_termination,
+    task_status: trio.TaskStatus[RunningServer] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Open the engine and serve it until ``shutdown_trigger`` returns, then drain.
+
+    Draining: new sessions are refused (1013) and ``/health`` answers 503; live sessions may go
+    on for ``server.drain_timeout_s``, then are closed with 1001 "going away". Cancelling
+    ``serve`` stops at once (sessions are closed with 1001 as their scopes unwind).
+
+    Raises:
+        ConfigError: no API key is configured and the host is not a loopback address.
+    """
+    server = config.server
+    if config.open_mode and not is_loopback(server.host):
+        raise ConfigError(
+            f"no API keys are configured, so the server is open; it refuses to listen on "
+            f"{server.host!r}. Configure [tenants.NAME] keys (scaivoice keys new) or bind "
+            "to 127.0.0.1"
+        )
+    async with Engine.open(config, host) as engine:
+        if config.open_mode:
+            log.warning(
+                "NO API KEYS CONFIGURED: the server is OPEN to anyone who can reach %s "
+                "(loopback only). Configure tenants with keys before exposing it.",
+                server.host,
+            )
+        hc = hypercorn.config.Config()
+        hc.bind = [f"{server.host}:{server.port}"]
+        hc.websocket_max_message_size = config.session.max_frame_bytes * 4
+        hc.graceful_timeout = 5.0
+        hc.accesslog = None
+        hc.errorlog = logging.getLogger("scaivoice.hypercorn")
+        hc.keep_alive_timeout = 30
+        stop_http = trio.Event()
+        async with trio.open_nursery() as nursery:
+            binds = await nursery.start(
+                partial(
+                    hypercorn.trio.serve, ScaiVoiceApp(engine), hc, shutdown_trigger=stop_http.wait
+                )
+            )
+            url = binds[0]
+            log.info(
+                "ScaiVoice listening on %s (sessions at %s/v1/session)",
+                url,
+                url.replace("http", "ws", 1),
+            )
+            task_status.started(RunningServer(url=url, engine=engine))
+            await shutdown_trigger()
+            await drain(engine, config.server.drain_timeout_s)
+            stop_http.set()
+
+
+async def drain(engine: Engine, timeout_s: float) -> None:
+    """Refuse new sessions, wait up to ``timeout_s`` for live ones, then close them (1001)."""
+    sessions = engine.sessions
+    sessions.draining = True
+    log.info("draining %d live session(s), up to %.0f s", len(sessions.live), timeout_s)
+    with trio.move_on_after(timeout_s):
+        await sessions.wait_empty()
+    if sessions.live:
+        log.warning("closing %d session(s) still live: going away", len(sessions.live))
+        sessions.close_all()
+        with trio.move_on_after(5):
+            await sessions.wait_empty()

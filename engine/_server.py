@@ -1,0 +1,257 @@
+"""The ASGI application: the WebSocket session endpoint and the HTTP API on one port.
+
+Routes::
+
+    GET  /v1/session          WebSocket, protocol v1 (API key or ?token=)
+    POST /v1/session-tokens   mint a short-lived browser session token (API key, scaivoice:use)
+    GET  /v1/voices           the voice library
+    GET  /health              backends' health; 503 while draining or when a backend is down
+
+HTTP errors are RFC 9457 problem documents (``application/problem+json``) with a stable
+``code``. WebSocket refusals are an ``error`` frame followed by a close code, so that browsers,
+which cannot read a refused handshake's status, still learn why.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import urllib.parse
+from collections.abc import Awaitable, Callable, Mapping, MutableMapping
+from typing import Any
+
+from ._auth import PERMISSION_USE, Principal, bearer_from_headers
+from ._engine import Engine
+from ._errors import AuthError, SessionClosed
+from ._frames import ErrorFrame, encode_server_frame
+from ._session import Session
+from ._transport import CloseCode
+
+__all__ = ["ScaiVoiceApp"]
+
+log = logging.getLogger("scaivoice.server")
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+
+_PROBLEM_BASE = "https://scaivoice.dev/problems/"
+
+
+class AsgiWebSocketTransport:
+    """The session :class:`~scaivoice.engine._transport.Transport` over an ASGI WebSocket."""
+
+    def __init__(self, receive: Receive, send: Send) -> None:
+        self._receive = receive
+        self._send = send
+        self._closed = False
+
+    async def receive(self) -> str | bytes:
+        message = await self._receive()
+        kind = message["type"]
+        if kind == "websocket.receive":
+            if message.get("bytes") is not None:
+                return bytes(message["bytes"])
+            return str(message.get("text") or "")
+        self._closed = True
+        raise SessionClosed(f"the client disconnected ({message.get('code', 'no code')})")
+
+    async def send_text(self, text: str) -> None:
+        if self._closed:
+            raise SessionClosed("the socket is closed")
+        await self._send({"type": "websocket.send", "text": text})
+
+    async def send_bytes(self, data: bytes) -> None:
+        if self._closed:
+            raise SessionClosed("the socket is closed")
+        await self._send({"type": "websocket.send", "bytes": data})
+
+    async def close(self, code: int, reason: str = "") -> None:
+        if self._closed:
+            return
+        self._closed = True
+        await self._send({"type": "websocket.close", "code": int(code), "reason": reason[:120]})
+
+
+class ScaiVoiceApp:
+    """The ASGI app serving one opened :class:`Engine`."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self._routes: Mapping[
+            tuple[str, str], Callable[[Scope, Receive, Send], Awaitable[None]]
+        ] = {
+            ("GET", "/health"): self._health,
+            ("GET", "/v1/voices"): self._voices,
+            ("POST", "/v1/session-tokens"): self._session_tokens,
+        }
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "lifespan":
+            await _lifespan(receive, send)
+        elif scope["type"] == "websocket":
+            await self._websocket(scope, receive, send)
+        elif scope["type"] == "http":
+            await self._http(scope, receive, send)
+
+    # ---------------------------------------------------------------- WebSocket
+
+    async def _websocket(self, scope: Scope, receive: Receive, send: Send) -> None:
+        connect = await receive()
+        if connect["type"] != "websocket.connect":
+            return
+        if scope["path"] != "/v1/session":
+            await send({"type": "websocket.close", "code": 1008})  # handshake refused: 403
+            return
+        await send({"type": "websocket.accept"})
+        transport = AsgiWebSocketTransport(receive, send)
+        if self.engine.sessions.draining:
+            await _refuse(
+                transport,
+                "server_draining",
+                "the server is shutting down; reconnect elsewhere",
+                CloseCode.TRY_AGAIN_LATER,
+            )
+            return
+        try:
+            principal = self._authenticate(scope)
+            principal.require(PERMISSION_USE)
+        except AuthError as exc:
+            code = CloseCode.FORBIDDEN if exc.code == "forbidden" else CloseCode.UNAUTHORIZED
+            await _refuse(transport, exc.code, str(exc), code)
+            return
+        await Session(self.engine, principal, transport).run()
+
+    def _authenticate(self, scope: Scope) -> Principal:
+        query = urllib.parse.parse_qs(scope.get("query_string", b"").decode("latin-1"))
+        token = query.get("token", [None])[0]
+        return self.engine.auth.authenticate(
+            bearer=bearer_from_headers(scope.get("headers", [])), token=token
+        )
+
+    # ---------------------------------------------------------------- HTTP
+
+    async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
+        route = self._routes.get((scope["method"], scope["path"]))
+        if route is None:
+            if any(path == scope["path"] for _, path in self._routes):
+                await _problem(
+                    send, 405, "method_not_allowed", f"{scope['method']} is not allowed here"
+                )
+            else:
+                await _problem(send, 404, "not_found", f"no route {scope['path']}")
+            return
+        try:
+            await route(scope, receive, send)
+        except AuthError as exc:
+            status = 403 if exc.code == "forbidden" else 401
+            await _problem(send, status, exc.code, str(exc))
+
+    async def _health(self, scope: Scope, receive: Receive, send: Send) -> None:
+        backends = await self.engine.health()
+        draining = self.engine.sessions.draining
+        healthy = all(entry["ok"] for entry in backends.values())
+        status = "draining" if draining else ("ok" if healthy else "degraded")
+        await _json(
+            send,
+            200 if healthy and not draining else 503,
+            {
+                "status": status,
+                "backends": backends,
+                "sessions": {"live": len(self.engine.sessions.live)},
+            },
+        )
+
+    async def _voices(self, scope: Scope, receive: Receive, send: Send) -> None:
+        principal = self._authenticate(scope)
+        principal.require(PERMISSION_USE)
+        default = self.engine.config.session_defaults(principal.tenant).voice_id
+        data = [
+            {
+                "id": entry.id,
+                "backend": entry.backend,
+                "name": entry.voice.name,
+                "language": entry.voice.language,
+                "sample_rate": entry.voice.sample_rate,
+                "description": entry.voice.description,
+                "default": entry.id == default,
+            }
+            for entry in self.engine.voices.values()
+        ]
+        await _json(send, 200, {"object": "list", "data": data})
+
+    async def _session_tokens(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await _drain_body(receive)
+        bearer = bearer_from_headers(scope.get("headers", []))
+        principal = self.engine.auth.authenticate_key(bearer)
+        principal.require(PERMISSION_USE)
+        token, expires_at = self.engine.auth.mint_session_token(principal)
+        await _json(
+            send,
+            201,
+            {
+                "token": token,
+                "expires_at": expires_at,
+                "expires_in": self.engine.auth.token_ttl_s,
+                "url": "/v1/session?token=" + urllib.parse.quote(token),
+            },
+        )
+
+
+async def _refuse(transport: AsgiWebSocketTransport, code: str, message: str, close: int) -> None:
+    frame = ErrorFrame(code=code, message=message, fatal=True)
+    await transport.send_text(encode_server_frame(frame).decode())
+    await transport.close(close, code)
+
+
+async def _lifespan(receive: Receive, send: Send) -> None:
+    while True:
+        message = await receive()
+        if message["type"] == "lifespan.startup":
+            await send({"type": "lifespan.startup.complete"})
+        elif message["type"] == "lifespan.shutdown":
+            await send({"type": "lifespan.shutdown.complete"})
+            return
+
+
+async def _drain_body(receive: Receive) -> bytes:
+    body = b""
+    while True:
+        message = await receive()
+        body += message.get("body", b"")
+        if len(body) > 64 * 1024:
+            return body[: 64 * 1024]
+        if not message.get("more_body"):
+            return body
+
+
+async def _json(send: Send, status: int, doc: Any, content_type: str = "application/json") -> None:
+    body = json.dumps(doc).encode()
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [
+                (b"content-type", content_type.encode()),
+                (b"content-length", str(len(body)).encode()),
+                (b"cache-control", b"no-store"),
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})
+
+
+async def _problem(send: Send, status: int, code: str, detail: str) -> None:
+    await _json(
+        send,
+        status,
+        {
+            "type": _PROBLEM_BASE + code,
+            "title": code.replace("_", " "),
+            "status": status,
+            "detail": detail,
+            "code": code,
+        },
+        content_type="application/problem+json",
+    )

@@ -1,0 +1,703 @@
+"""One WebSocket session: a trio nursery supervising the reader, dialogue, synthesis and writer.
+
+::
+
+    transport ──► reader ──events──► dialogue (state machine) ──jobs──► synthesis ──┐
+                                      │  ▲  └─ per user turn: STT task ─┐            │
+                                      │  └──────── TranscriptFinal ◄────┘            │
+                                      └──────────── frames ──► outbound ◄── audio ───┘
+                                                                  │
+                                                               writer ──► transport
+
+Channels are bounded: a client that sends faster than the session consumes is slowed down by
+TCP back-pressure; a client that does not read is closed (``slow_client``, 4420). Each agent
+turn runs inside its own ``trio.CancelScope``, created by the dialogue task and entered by the
+synthesis task; barge-in cancels it.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections import deque
+from dataclasses import dataclass
+from typing import TypeVar
+
+import trio
+
+from ._agent_turn import AgentTurn
+from ._audio import StreamResampler
+from ._auth import Principal
+from ._backends import ChatMessage, LlmRequest, SttRequest, Transcript
+from ._engine import Engine
+from ._errors import BackendError, ConfigError, ProtocolViolation, SessionClosed
+from ._features import FeatureSession, SpeechStarted, SpeechStopped, WakeDetected
+from ._frames import (
+    PROTOCOL_VERSION,
+    AudioCommit,
+    AudioFormat,
+    AudioFormats,
+    ClientFrame,
+    ErrorFrame,
+    Interrupt,
+    Ping,
+    Playback,
+    Pong,
+    ServerFrame,
+    SessionConfig,
+    SessionConfigPatch,
+    SessionEnd,
+    SessionEnded,
+    SessionStart,
+    SessionStarted,
+    SessionUpdate,
+    SessionUpdated,
+    State,
+    TextInput,
+    ToolResult,
+    TranscriptFrame,
+    VadFrame,
+    Wake,
+    WarningFrame,
+    decode_client_frame,
+    encode_server_frame,
+)
+from ._logging import session_id_var
+from ._statemachine import (
+    Action,
+    AgentOutputStarted,
+    AgentTurnEnded,
+    CancelAgentTurn,
+    Commit,
+    Conversation,
+    DiscardUserTurn,
+    EmitState,
+    EmitWarning,
+    Event,
+    FinalizeUserTurn,
+    InterruptRequested,
+    OpenUserTurn,
+    SpeechStart,
+    SpeechStop,
+    StartAgentTurn,
+    TranscriptFinal,
+    TypedText,
+    UserAudio,
+    WakeWord,
+)
+from ._transport import CloseCode, Transport
+
+__all__ = ["Session"]
+
+log = logging.getLogger("scaivoice.session")
+
+E = TypeVar("E", bound=BaseException)
+
+_STT_RATE = 16000
+_PRE_ROLL_MS = 300
+_FINISH_DEADLINE_S = 2.0
+
+
+class _SessionOver(Exception):
+    """Ends the session: raised by a task, caught by the runner's ``except*``."""
+
+    def __init__(self, close_code: int, reason: str, error: ErrorFrame | None = None) -> None:
+        super().__init__(reason)
+        self.close_code = close_code
+        self.reason = reason
+        self.error = error
+
+
+@dataclass(frozen=True, slots=True)
+class _AudioIn:
+    pcm: bytes
+
+
+@dataclass(slots=True)
+class _UserTurn:
+    turn_id: int
+    audio: trio.MemorySendChannel[bytes]
+    scope: trio.CancelScope
+    audio_ms: float = 0.0
+    ended_at: float | None = None
+
+
+_Item = ClientFrame | _AudioIn | Event | SpeechStarted | SpeechStopped | WakeDetected
+
+
+class Session:
+    """A ScaiVoice protocol v1 session over ``transport`` for ``principal``.
+
+    Args:
+        engine: the opened engine (backends, features, limits).
+        principal: the authenticated caller (its tenant's defaults apply).
+        transport: the socket.
+    """
+
+    def __init__(self, engine: Engine, principal: Principal, transport: Transport) -> None:
+        self.engine = engine
+        self.principal = principal
+        self.transport = transport
+        self.session_id = "sess_" + uuid.uuid4().hex[:20]
+        self.limits = engine.config.session
+        self.config: SessionConfig = engine.config.session_defaults(principal.tenant)
+        self.history: deque[ChatMessage] = deque(maxlen=max(self.limits.history_messages, 1))
+        self._conversation = Conversation()
+        self._out_send, self._out_recv = trio.open_memory_channel[str | bytes](64)
+        self._events_send, self._events_recv = trio.open_memory_channel[_Item](128)
+        self._jobs_send, self._jobs_recv = trio.open_memory_channel[AgentTurn](1)
+        self._nursery: trio.Nursery | None = None
+        self._last_activity = trio.current_time()
+        self._resampler = StreamResampler(self.config.input_sample_rate, _STT_RATE)
+        self._pre_roll: deque[bytes] = deque()
+        self._pre_roll_ms = 0.0
+        self._user_turn: _UserTurn | None = None
+        self._agent_turn: AgentTurn | None = None
+        self._features: dict[str, FeatureSession] = {}
+        self._client_vad = False
+        self._user_texts: dict[int, str] = {}
+        self._turn_end_times: dict[int, float] = {}
+        self._stt_ms: dict[int, float] = {}
+
+    # ================================================================ the runner
+
+    async def run(self) -> None:
+        """Run the session to its end and close the socket with the matching close code.
+
+        Client faults, backend failures and peer disconnects never escape: they end in an
+        ``error`` event and / or a close code. Cancelling ``run`` (engine shutdown) closes the
+        session with 1001 "going away".
+        """
+        session_id_var.set(self.session_id)
+        outer = trio.CancelScope()
+        registry = self.engine.sessions
+        registry.add(self.session_id, self.principal.tenant, outer)
+        end: _SessionOver | None = _SessionOver(CloseCode.NORMAL, "client_ended")
+        log.info("session opened for tenant %s", self.principal.tenant)
+        try:
+            with outer:
+                try:
+                    await self._handshake()
+                    deadline = trio.current_time() + self.limits.max_duration_s
+                    with trio.move_on_at(deadline) as duration:
+                        await self._supervise()
+                    if duration.cancelled_caught:
+                        end = _SessionOver(
+                            CloseCode.MAX_DURATION,
+                            "max_duration",
+                            ErrorFrame(
+                                code="max_duration",
+                                message=f"the session reached its maximum duration "
+                                f"of {self.limits.max_duration_s:g} s",
+                                fatal=True,
+                            ),
+                        )
+                except* _SessionOver as group:
+                    end = _first(group, _SessionOver)
+                except* ProtocolViolation as group:
+                    violation = _first(group, ProtocolViolation)
+                    end = _SessionOver(
+                        violation.close_code,
+                        violation.code,
+                        ErrorFrame(code=violation.code, message=str(violation), fatal=True),
+                    )
+                except* SessionClosed:
+                    end = None
+                except* Exception as group:
+                    log.error("session crashed", exc_info=group)
+                    end = _SessionOver(
+                        CloseCode.INTERNAL_ERROR,
+                        "internal_error",
+                        ErrorFrame(
+                            code="internal_error", message="internal server error", fatal=True
+                        ),
+                    )
+            if outer.cancelled_caught:
+                end = _SessionOver(
+                    CloseCode.GOING_AWAY,
+                    "server_shutdown",
+                    ErrorFrame(
+                        code="server_shutdown", message="the server is shutting down", fatal=True
+                    ),
+                )
+        finally:
+            registry.remove(self.session_id)
+            await self._finish(end)
+
+    async def _finish(self, end: _SessionOver | None) -> None:
+        with trio.move_on_after(_FINISH_DEADLINE_S, shield=True):
+            if end is None:
+                log.info("session closed by the client")
+                await self.transport.close(CloseCode.NORMAL)
+                return
+            log.info("session ended: %s (%d)", end.reason, end.close_code)
+            try:
+                if end.error is not None:
+                    await self.transport.send_text(_text(end.error))
+                await self.transport.send_text(_text(SessionEnded(reason=end.reason)))
+            except SessionClosed:
+                pass
+            await self.transport.close(end.close_code, end.reason)
+
+    # ================================================================ handshake
+
+    async def _handshake(self) -> None:
+        with trio.move_on_after(self.limits.start_timeout_s) as timer:
+            while True:
+                message = await self.transport.receive()
+                if isinstance(message, bytes):
+                    await self._send_direct_error("not_started", "send session.start first")
+                    continue
+                try:
+                    frame = decode_client_frame(message)
+                except ProtocolViolation as exc:
+                    await self._send_direct_error(exc.code, str(exc))
+                    continue
+                if not isinstance(frame, SessionStart):
+                    await self._send_direct_error(
+                        "not_started", f"{frame.__struct_config__.tag!r} before session.start"
+                    )
+                    continue
+                if frame.protocol != PROTOCOL_VERSION:
+                    raise ProtocolViolation(
+                        "unsupported_protocol",
+                        f"protocol {frame.protocol} is not supported; this server speaks "
+                        f"{PROTOCOL_VERSION}",
+                        fatal=True,
+                        close_code=CloseCode.UNSUPPORTED_PROTOCOL,
+                    )
+                try:
+                    config, warnings = self._validate_config(frame.config, self.config)
+                except ConfigError as exc:
+                    await self._send_direct_error(exc.code, str(exc))
+                    continue
+                break
+        if timer.cancelled_caught:
+            raise _SessionOver(
+                CloseCode.TIMEOUT,
+                "start_timeout",
+                ErrorFrame(code="start_timeout", message="no session.start in time", fatal=True),
+            )
+        self._apply_config(config)
+        await self.transport.send_text(
+            _text(
+                SessionStarted(
+                    session_id=self.session_id,
+                    protocol=PROTOCOL_VERSION,
+                    config=self.config,
+                    audio=AudioFormats(
+                        input=AudioFormat(sample_rate=self.config.input_sample_rate),
+                        output=AudioFormat(sample_rate=self.config.output_sample_rate),
+                    ),
+                )
+            )
+        )
+        for warning in warnings:
+            await self.transport.send_text(_text(warning))
+        await self.transport.send_text(_text(State(state="idle")))
+        self._last_activity = trio.current_time()
+
+    async def _send_direct_error(self, code: str, message: str) -> None:
+        await self.transport.send_text(_text(ErrorFrame(code=code, message=message, fatal=False)))
+
+    # ================================================================ the nursery
+
+    async def _supervise(self) -> None:
+        async with trio.open_nursery() as nursery:
+            self._nursery = nursery
+            nursery.start_soon(self._reader)
+            nursery.start_soon(self._writer)
+            nursery.start_soon(self._dialogue)
+            nursery.start_soon(self._synthesis)
+            nursery.start_soon(self._idle_watchdog)
+
+    async def _send(self, frame: ServerFrame) -> None:
+        await self._out_send.send(_text(frame))
+
+    async def _send_audio(self, pcm: bytes) -> None:
+        await self._out_send.send(pcm)
+
+    # ---------------------------------------------------------------- reader
+
+    async def _reader(self) -> None:
+        max_bytes = self.limits.max_frame_bytes
+        while True:
+            message = await self.transport.receive()
+            self._last_activity = trio.current_time()
+            if len(message) > max_bytes:
+                await self._error("frame_too_large", f"frames are limited to {max_bytes} bytes")
+                continue
+            if isinstance(message, bytes):
+                if len(message) % 2:
+                    await self._error(
+                        "odd_audio_length", "audio frames are PCM16: an even number of bytes"
+                    )
+                    continue
+                if message:
+                    await self._events_send.send(_AudioIn(message))
+                continue
+            try:
+                frame = decode_client_frame(message)
+            except ProtocolViolation as exc:
+                await self._error(exc.code, str(exc))
+                continue
+            if isinstance(frame, Ping):
+                await self._send(Pong(id=frame.id))
+            elif isinstance(frame, SessionStart):
+                await self._error("already_started", "the session has already started")
+            elif isinstance(frame, SessionEnd):
+                raise _SessionOver(CloseCode.NORMAL, "client_ended")
+            else:
+                await self._events_send.send(frame)
+
+    # ---------------------------------------------------------------- writer
+
+    async def _writer(self) -> None:
+        timeout = self.limits.slow_client_timeout_s
+        async with self._out_recv:
+            async for item in self._out_recv:
+                with trio.move_on_after(timeout) as timer:
+                    if isinstance(item, str):
+                        await self.transport.send_text(item)
+                    else:
+                        await self.transport.send_bytes(item)
+                if timer.cancelled_caught:
+                    raise _SessionOver(
+                        CloseCode.SLOW_CLIENT,
+                        "slow_client",
+                        ErrorFrame(
+                            code="slow_client",
+                            message=f"the client read nothing for {timeout:g} s",
+                            fatal=True,
+                        ),
+                    )
+
+    # ---------------------------------------------------------------- watchdog
+
+    async def _idle_watchdog(self) -> None:
+        while True:
+            deadline = self._last_activity + self.limits.idle_timeout_s
+            if trio.current_time() >= deadline:
+                raise _SessionOver(
+                    CloseCode.TIMEOUT,
+                    "idle_timeout",
+                    ErrorFrame(
+                        code="idle_timeout",
+                        message=f"no frame from the client for {self.limits.idle_timeout_s:g} s",
+                        fatal=True,
+                    ),
+                )
+            await trio.sleep_until(deadline)
+
+    # ================================================================ dialogue
+
+    async def _dialogue(self) -> None:
+        async with self._events_recv:
+            async for item in self._events_recv:
+                await self._on_item(item)
+
+    async def _on_item(self, item: _Item) -> None:
+        conv = self._conversation
+        match item:
+            case _AudioIn(pcm=pcm):
+                await self._on_audio(pcm)
+            case VadFrame(speaking=speaking):
+                if not self._client_vad:
+                    self._client_vad = True
+                    self._reconfigure()
+                event = SpeechStart(barge_in=self.config.vad_enabled) if speaking else SpeechStop()
+                await self._apply(conv.handle(event))
+            case Interrupt():
+                await self._apply(conv.handle(InterruptRequested()))
+            case AudioCommit():
+                await self._apply(conv.handle(Commit()))
+            case TextInput(text=text):
+                await self._apply(conv.handle(TypedText(text)))
+            case Wake():
+                if not self.config.wake_word_enabled:
+                    await self._warn("wake_ignored", "wake frames need wake_word_enabled")
+                await self._apply(conv.handle(WakeWord()))
+            case Playback(turn_id=turn_id, played_ms=played_ms):
+                turn = self._agent_turn
+                if turn is not None and turn.turn_id == turn_id:
+                    turn.playback.report_played(played_ms)
+            case SessionUpdate(config=patch):
+                await self._on_update(patch)
+            case ToolResult():
+                await self._error(
+                    "tools_unavailable", "tool.result is reserved: this server runs no tools"
+                )
+            case SpeechStarted():
+                await self._apply(conv.handle(SpeechStart(barge_in=self.config.vad_enabled)))
+            case SpeechStopped():
+                await self._apply(conv.handle(SpeechStop()))
+            case WakeDetected():
+                await self._apply(conv.handle(WakeWord()))
+            case AgentOutputStarted(turn_id=turn_id):
+                await self._apply(conv.handle(item))
+                turn = self._agent_turn
+                if turn is not None and turn.turn_id == turn_id:
+                    turn.output_acknowledged.set()
+            case AgentTurnEnded(turn_id=turn_id):
+                if self._agent_turn is not None and self._agent_turn.turn_id == turn_id:
+                    self._agent_turn = None
+                await self._apply(conv.handle(item))
+            case TranscriptFinal():
+                await self._apply(conv.handle(item))
+            case _:  # pragma: no cover - exhaustive over _Item
+                raise AssertionError(f"unhandled dialogue item {item!r}")
+
+    async def _on_audio(self, pcm: bytes) -> None:
+        pcm = self._resampler.process(pcm)
+        if not pcm:
+            return
+        duration_ms = len(pcm) / 2 / _STT_RATE * 1000.0
+        self._pre_roll.append(pcm)
+        self._pre_roll_ms += duration_ms
+        await self._apply(self._conversation.handle(UserAudio()))
+        for feature in self._features.values():
+            for event in await feature.process(pcm):
+                await self._on_item(event)
+        turn = self._user_turn
+        if turn is None:
+            while self._pre_roll_ms > _PRE_ROLL_MS and len(self._pre_roll) > 1:
+                dropped = self._pre_roll.popleft()
+                self._pre_roll_ms -= len(dropped) / 2 / _STT_RATE * 1000.0
+            return
+        while self._pre_roll:
+            chunk = self._pre_roll.popleft()
+            turn.audio_ms += len(chunk) / 2 / _STT_RATE * 1000.0
+            await turn.audio.send(chunk)
+        self._pre_roll_ms = 0.0
+        if turn.audio_ms >= self.limits.max_user_turn_s * 1000.0:
+            await self._warn(
+                "user_turn_too_long",
+                f"the user turn reached {self.limits.max_user_turn_s:g} s and was ended "
+                "here; what follows belongs to the next turn",
+            )
+            await self._apply(self._conversation.handle(Commit()))
+
+    async def _apply(self, actions: list[Action]) -> None:
+        for action in actions:
+            match action:
+                case EmitState(state=state, turn_id=turn_id):
+                    await self._send(State(state=state, turn_id=turn_id))
+                case EmitWarning(code=code, message=message):
+                    await self._warn(code, message)
+                case OpenUserTurn(turn_id=turn_id):
+                    self._open_user_turn(turn_id)
+                case FinalizeUserTurn(turn_id=turn_id):
+                    turn = self._user_turn
+                    if turn is not None and turn.turn_id == turn_id:
+                        turn.ended_at = trio.current_time()
+                        self._turn_end_times[turn_id] = turn.ended_at
+                        turn.audio.close()
+                        self._user_turn = None
+                case DiscardUserTurn(turn_id=turn_id):
+                    turn = self._user_turn
+                    if turn is not None and turn.turn_id == turn_id:
+                        turn.scope.cancel()
+                        turn.audio.close()
+                        self._user_turn = None
+                case StartAgentTurn(turn_id=turn_id, user_text=user_text):
+                    await self._start_agent_turn(turn_id, user_text)
+                case CancelAgentTurn(turn_id=turn_id):
+                    turn = self._agent_turn
+                    if turn is not None and turn.turn_id == turn_id:
+                        turn.cancel_requested_at = trio.current_time()
+                        turn.scope.cancel()
+
+    # ---------------------------------------------------------------- user turns (STT)
+
+    def _open_user_turn(self, turn_id: int) -> None:
+        assert self._nursery is not None
+        audio_send, audio_recv = trio.open_memory_channel[bytes](256)
+        turn = _UserTurn(turn_id=turn_id, audio=audio_send, scope=trio.CancelScope())
+        self._user_turn = turn
+        self._nursery.start_soon(self._transcribe, turn, audio_recv)
+
+    async def _transcribe(self, turn: _UserTurn, audio: trio.MemoryReceiveChannel[bytes]) -> None:
+        stt = self.engine.stt
+        request = SttRequest(sample_rate=_STT_RATE, language=self.config.language)
+        results_send, results_recv = trio.open_memory_channel[Transcript](16)
+        final_text = ""
+        failure: BackendError | None = None
+
+        async def produce() -> None:
+            nonlocal failure
+            try:
+                await stt.transcribe(request, audio, results_send)
+            except BackendError as exc:
+                failure = exc
+            except Exception as exc:
+                log.exception("STT backend %r raised an unmapped exception", stt.name)
+                failure = BackendError(str(exc), backend=stt.name)
+            finally:
+                results_send.close()
+                audio.close()
+
+        with turn.scope:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(produce)
+                async with results_recv:
+                    async for result in results_recv:
+                        await self._send(
+                            TranscriptFrame(
+                                turn_id=turn.turn_id,
+                                text=result.text,
+                                final=result.final,
+                                start_ms=result.start_ms,
+                                end_ms=result.end_ms,
+                            )
+                        )
+                        if result.final:
+                            final_text = result.text
+            if failure is not None:
+                await self._error("stt_failed", f"speech recognition failed: {failure}")
+                final_text = ""
+            if turn.ended_at is not None:
+                self._stt_ms[turn.turn_id] = round((trio.current_time() - turn.ended_at) * 1000, 2)
+            await self._events_send.send(TranscriptFinal(turn.turn_id, final_text.strip()))
+
+    # ---------------------------------------------------------------- agent turns
+
+    async def _start_agent_turn(self, turn_id: int, user_text: str) -> None:
+        config = self.config
+        system_prompt = config.system_prompt or self.limits.system_prompt
+        messages = (
+            ChatMessage("system", system_prompt),
+            *self.history,
+            ChatMessage("user", user_text),
+        )
+        ended = self._turn_end_times.pop(turn_id, None)
+        turn = AgentTurn(
+            turn_id=turn_id,
+            request=LlmRequest(messages=messages, language=config.language),
+            config=config,
+            engine=self.engine,
+            emit=self._send,
+            emit_audio=self._send_audio,
+            output_started=self._output_started,
+            lead_ms=self.limits.audio_lead_ms,
+            user_turn_ended=ended if ended is not None else trio.current_time(),
+            stt_ms=self._stt_ms.pop(turn_id, None),
+        )
+        self._user_texts[turn_id] = user_text
+        self._agent_turn = turn
+        await self._jobs_send.send(turn)
+
+    async def _output_started(self, turn: AgentTurn) -> None:
+        await self._events_send.send(AgentOutputStarted(turn.turn_id))
+
+    async def _synthesis(self) -> None:
+        async with self._jobs_recv:
+            async for turn in self._jobs_recv:
+                outcome = await turn.run()
+                user_text = self._user_texts.pop(turn.turn_id, "")
+                self.history.append(ChatMessage("user", user_text))
+                if outcome.heard_text:
+                    self.history.append(ChatMessage("assistant", outcome.heard_text))
+                await self._events_send.send(AgentTurnEnded(turn.turn_id, outcome.interrupted))
+
+    # ================================================================ config
+
+    async def _on_update(self, patch: SessionConfigPatch) -> None:
+        try:
+            config, warnings = self._validate_config(patch, self.config)
+        except ConfigError as exc:
+            await self._error(exc.code, str(exc))
+            return
+        self._apply_config(config)
+        await self._send(SessionUpdated(config=self.config))
+        for warning in warnings:
+            await self._send(warning)
+
+    def _validate_config(
+        self, patch: SessionConfigPatch, base: SessionConfig
+    ) -> tuple[SessionConfig, list[WarningFrame]]:
+        """The config after ``patch``, and the warnings it deserves.
+
+        Raises:
+            ConfigError: an unknown voice (``unknown_voice``).
+        """
+        config = patch.apply(base)
+        engine = self.engine
+        backend_name, _ = engine.resolve_voice(config.voice_id)
+        caps = engine.tts[backend_name].capabilities
+        warnings: list[WarningFrame] = []
+        changed = set(patch.keys())
+
+        def unsupported(key: str, what: str) -> None:
+            if key in changed:
+                warnings.append(
+                    WarningFrame(
+                        code="option_unsupported",
+                        message=f"{key} is not supported by the {backend_name!r} voice backend "
+                        f"({what}); it is ignored",
+                    )
+                )
+
+        if config.speed != 1.0 and not caps.speed:
+            unsupported("speed", "it speaks at its natural rate")
+        if config.instructions and not caps.instructions:
+            unsupported("instructions", "it takes no style instructions")
+        if config.cfg_value is not None and not caps.cfg_value:
+            unsupported("cfg_value", "it has no guidance setting")
+        if config.normalize_text and engine.normaliser is None and "normalize_text" in changed:
+            warnings.append(_unavailable("normalize_text", "no text normaliser is configured"))
+        for key, hint in (
+            ("vad_enabled", "barge-in follows the client's `vad` frames"),
+            ("wake_word_enabled", "send `wake` frames from a client-side detector"),
+            ("diarize", "transcripts carry no speaker labels"),
+            ("speaker_recognition", "speakers are not identified"),
+            ("tools_enabled", "the language model gets no tools"),
+        ):
+            if key in changed and getattr(config, key) and key not in engine.features:
+                warnings.append(
+                    _unavailable(key, f"no server-side feature for it is installed; {hint}")
+                )
+        return config, warnings
+
+    def _apply_config(self, config: SessionConfig) -> None:
+        old = self.config
+        self.config = config
+        if config.input_sample_rate != old.input_sample_rate:
+            self._resampler = StreamResampler(config.input_sample_rate, _STT_RATE)
+        for key, (_spec, feature) in self.engine.features.items():
+            enabled = bool(getattr(config, key, False))
+            if enabled and key not in self._features:
+                self._features[key] = feature.open_session(sample_rate=_STT_RATE, options={})
+            elif not enabled:
+                self._features.pop(key, None)
+        self._reconfigure()
+
+    def _reconfigure(self) -> None:
+        self._conversation.configure(
+            wake_word_mode=self.config.wake_word_enabled,
+            vad_segmentation=self._client_vad or "vad_enabled" in self._features,
+        )
+
+    # ================================================================ helpers
+
+    async def _warn(self, code: str, message: str) -> None:
+        await self._send(WarningFrame(code=code, message=message))
+
+    async def _error(self, code: str, message: str) -> None:
+        await self._send(ErrorFrame(code=code, message=message, fatal=False))
+
+
+def _text(frame: ServerFrame) -> str:
+    return encode_server_frame(frame).decode("utf-8")
+
+
+def _unavailable(key: str, why: str) -> WarningFrame:
+    return WarningFrame(code="feature_unavailable", message=f"{key}: {why}")
+
+
+def _first(group: BaseExceptionGroup[E], kind: type[E]) -> E:
+    for exc in group.exceptions:
+        if isinstance(exc, BaseExceptionGroup):
+            return _first(exc, kind)
+        if isinstance(exc, kind):
+            return exc
+    raise AssertionError("empty exception group")  # pragma: no cover

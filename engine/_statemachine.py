@@ -1,0 +1,360 @@
+"""The conversation state machine: synchronous, sans-IO. Events in, actions out.
+
+It knows nothing of sockets, tasks or backends. The session shell feeds it what happened (the
+user started speaking, a final transcript arrived, the agent's turn ended...) and executes the
+actions it returns (open an STT stream, start or cancel an agent turn, emit a state).
+
+The reported state is derived from two phases, the user's and the agent's::
+
+    agent turn speaking            -> speaking
+    agent turn pending (no output) -> thinking
+    user turn finalizing (STT)     -> thinking
+    user turn open                 -> listening
+    otherwise                      -> idle
+
+``interrupted`` is emitted once when a cancelled agent turn has fully stopped; the derived state
+follows it. In wake-word mode no user turn opens before a wake; the session falls back asleep
+(idle) when an agent turn completes. docs/protocol.md has the full transition table.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+
+from ._frames import StateName
+
+__all__ = [
+    "Action",
+    "AgentOutputStarted",
+    "AgentTurnEnded",
+    "CancelAgentTurn",
+    "Commit",
+    "Conversation",
+    "DiscardUserTurn",
+    "EmitState",
+    "EmitWarning",
+    "Event",
+    "FinalizeUserTurn",
+    "InterruptRequested",
+    "OpenUserTurn",
+    "SpeechStart",
+    "SpeechStop",
+    "StartAgentTurn",
+    "TranscriptFinal",
+    "TypedText",
+    "UserAudio",
+    "WakeWord",
+]
+
+
+# --------------------------------------------------------------------------- events
+
+
+@dataclass(frozen=True, slots=True)
+class UserAudio:
+    """A chunk of user audio arrived."""
+
+
+@dataclass(frozen=True, slots=True)
+class SpeechStart:
+    """Voice activity began (server VAD or a client ``vad`` frame).
+
+    ``barge_in`` says whether this speech may interrupt the agent (``vad_enabled``).
+    """
+
+    barge_in: bool
+
+
+@dataclass(frozen=True, slots=True)
+class SpeechStop:
+    """Voice activity ended: end of the user's turn."""
+
+
+@dataclass(frozen=True, slots=True)
+class Commit:
+    """``audio.commit``: the client ends the user's turn."""
+
+
+@dataclass(frozen=True, slots=True)
+class TypedText:
+    """A ``text`` frame: a whole user turn as text."""
+
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class TranscriptFinal:
+    """The STT stream of ``turn_id`` produced its final transcript."""
+
+    turn_id: int
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class InterruptRequested:
+    """An explicit ``interrupt`` frame."""
+
+
+@dataclass(frozen=True, slots=True)
+class WakeWord:
+    """A wake word was detected (``wake`` frame or server detector)."""
+
+
+@dataclass(frozen=True, slots=True)
+class AgentOutputStarted:
+    """The agent turn ``turn_id`` started speaking (first audio, or first text when text-only)."""
+
+    turn_id: int
+
+
+@dataclass(frozen=True, slots=True)
+class AgentTurnEnded:
+    """The agent turn ``turn_id`` has fully stopped; ``interrupted`` if it was cancelled."""
+
+    turn_id: int
+    interrupted: bool
+
+
+Event = (
+    UserAudio
+    | SpeechStart
+    | SpeechStop
+    | Commit
+    | TypedText
+    | TranscriptFinal
+    | InterruptRequested
+    | WakeWord
+    | AgentOutputStarted
+    | AgentTurnEnded
+)
+
+
+# --------------------------------------------------------------------------- actions
+
+
+@dataclass(frozen=True, slots=True)
+class EmitState:
+    state: StateName
+    turn_id: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class EmitWarning:
+    code: str
+    message: str
+
+
+@dataclass(frozen=True, slots=True)
+class OpenUserTurn:
+    """Start an STT stream for ``turn_id``; route user audio to it."""
+
+    turn_id: int
+
+
+@dataclass(frozen=True, slots=True)
+class FinalizeUserTurn:
+    """End the audio of ``turn_id``'s STT stream; its final transcript will follow."""
+
+    turn_id: int
+
+
+@dataclass(frozen=True, slots=True)
+class DiscardUserTurn:
+    """Abandon ``turn_id``'s STT stream (superseded by typed text)."""
+
+    turn_id: int
+
+
+@dataclass(frozen=True, slots=True)
+class StartAgentTurn:
+    """Reply to ``user_text`` as agent turn ``turn_id``."""
+
+    turn_id: int
+    user_text: str
+
+
+@dataclass(frozen=True, slots=True)
+class CancelAgentTurn:
+    """Cancel the running agent turn (barge-in). ``AgentTurnEnded`` follows."""
+
+    turn_id: int
+
+
+Action = (
+    EmitState
+    | EmitWarning
+    | OpenUserTurn
+    | FinalizeUserTurn
+    | DiscardUserTurn
+    | StartAgentTurn
+    | CancelAgentTurn
+)
+
+
+class _Agent(enum.Enum):
+    NONE = "none"
+    PENDING = "pending"
+    SPEAKING = "speaking"
+    CANCELLING = "cancelling"
+
+
+class Conversation:
+    """The state machine of one session.
+
+    Args:
+        wake_word_mode: stay idle until a wake word.
+        vad_segmentation: user turns open on speech start (VAD) rather than on any audio.
+    """
+
+    def __init__(self, *, wake_word_mode: bool = False, vad_segmentation: bool = False) -> None:
+        self.wake_word_mode = wake_word_mode
+        self.vad_segmentation = vad_segmentation
+        self.awake = False
+        self.last_turn_id = 0
+        self._open_turn: int | None = None
+        self._finalizing: set[int] = set()
+        self._agent = _Agent.NONE
+        self._agent_turn: int | None = None
+        self._queued: StartAgentTurn | None = None
+        self._reported: StateName = "idle"
+        self._reported_turn: int | None = None
+
+    # ---------------------------------------------------------------- queries
+
+    @property
+    def state(self) -> StateName:
+        """The state last reported to the client."""
+        return self._reported
+
+    @property
+    def user_turn(self) -> int | None:
+        """The turn whose audio is being collected, if any."""
+        return self._open_turn
+
+    @property
+    def agent_turn(self) -> int | None:
+        """The agent turn running (or stopping), if any."""
+        return self._agent_turn
+
+    def configure(self, *, wake_word_mode: bool, vad_segmentation: bool) -> list[Action]:
+        """Apply a config change; takes effect for the next user turn."""
+        self.wake_word_mode = wake_word_mode
+        self.vad_segmentation = vad_segmentation or self.vad_segmentation
+        if not wake_word_mode:
+            self.awake = False
+        return []
+
+    # ---------------------------------------------------------------- the table
+
+    def handle(self, event: Event) -> list[Action]:
+        """Advance on ``event``; return the actions for the shell, in order."""
+        actions: list[Action] = []
+        match event:
+            case UserAudio():
+                if not self.vad_segmentation:
+                    self._open_user_turn(actions)
+            case SpeechStart(barge_in=barge_in):
+                if barge_in and self._agent in (_Agent.PENDING, _Agent.SPEAKING):
+                    self._cancel_agent(actions)
+                self._open_user_turn(actions)
+            case SpeechStop() | Commit():
+                if self._open_turn is not None:
+                    self._finalizing.add(self._open_turn)
+                    actions.append(FinalizeUserTurn(self._open_turn))
+                    self._open_turn = None
+                elif isinstance(event, Commit):
+                    actions.append(
+                        EmitWarning(
+                            "nothing_to_commit", "audio.commit with no user audio to commit"
+                        )
+                    )
+            case TypedText(text=text):
+                if self._open_turn is not None:
+                    actions.append(DiscardUserTurn(self._open_turn))
+                    self._open_turn = None
+                self.last_turn_id += 1
+                self._start_agent(StartAgentTurn(self.last_turn_id, text), actions)
+            case TranscriptFinal(turn_id=turn_id, text=text):
+                if turn_id in self._finalizing:
+                    self._finalizing.discard(turn_id)
+                    if text.strip():
+                        self._start_agent(StartAgentTurn(turn_id, text), actions)
+                    elif self.wake_word_mode and self._agent is _Agent.NONE:
+                        self.awake = False
+            case InterruptRequested():
+                if self._agent in (_Agent.PENDING, _Agent.SPEAKING):
+                    self._cancel_agent(actions)
+            case WakeWord():
+                if self.wake_word_mode:
+                    self.awake = True
+                    self._open_user_turn(actions)
+            case AgentOutputStarted(turn_id=turn_id):
+                if self._agent is _Agent.PENDING and self._agent_turn == turn_id:
+                    self._agent = _Agent.SPEAKING
+            case AgentTurnEnded(turn_id=turn_id, interrupted=interrupted):
+                if self._agent_turn == turn_id and self._agent is not _Agent.NONE:
+                    was_cancelled = self._agent is _Agent.CANCELLING or interrupted
+                    self._agent = _Agent.NONE
+                    self._agent_turn = None
+                    if was_cancelled:
+                        self._report(actions, "interrupted", turn_id)
+                    elif self.wake_word_mode and self._open_turn is None:
+                        self.awake = False
+                    queued, self._queued = self._queued, None
+                    if queued is not None:
+                        self._launch_agent(queued, actions)
+        self._report_derived(actions)
+        return actions
+
+    # ---------------------------------------------------------------- helpers
+
+    def _open_user_turn(self, actions: list[Action]) -> None:
+        if self._open_turn is not None:
+            return
+        if self.wake_word_mode and not self.awake:
+            return
+        self.last_turn_id += 1
+        self._open_turn = self.last_turn_id
+        actions.append(OpenUserTurn(self.last_turn_id))
+
+    def _start_agent(self, start: StartAgentTurn, actions: list[Action]) -> None:
+        if self._agent is _Agent.NONE:
+            self._launch_agent(start, actions)
+            return
+        # A newer user turn supersedes the running agent turn: stop it, then start this one.
+        self._queued = start
+        if self._agent is not _Agent.CANCELLING:
+            self._cancel_agent(actions)
+
+    def _launch_agent(self, start: StartAgentTurn, actions: list[Action]) -> None:
+        self._agent = _Agent.PENDING
+        self._agent_turn = start.turn_id
+        actions.append(start)
+
+    def _cancel_agent(self, actions: list[Action]) -> None:
+        assert self._agent_turn is not None
+        self._agent = _Agent.CANCELLING
+        actions.append(CancelAgentTurn(self._agent_turn))
+
+    def _derived(self) -> tuple[StateName, int | None]:
+        if self._agent is _Agent.SPEAKING:
+            return "speaking", self._agent_turn
+        if self._agent is _Agent.PENDING:
+            return "thinking", self._agent_turn
+        if self._agent is _Agent.CANCELLING:
+            return self._reported, self._reported_turn  # hold until the turn has stopped
+        if self._open_turn is not None:
+            return "listening", self._open_turn
+        if self._finalizing:
+            return "thinking", max(self._finalizing)
+        return "idle", None
+
+    def _report_derived(self, actions: list[Action]) -> None:
+        state, turn_id = self._derived()
+        if (state, turn_id) != (self._reported, self._reported_turn):
+            self._report(actions, state, turn_id)
+
+    def _report(self, actions: list[Action], state: StateName, turn_id: int | None) -> None:
+        self._reported, self._reported_turn = state, turn_id
+        actions.append(EmitState(state, turn_id))

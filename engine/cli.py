@@ -1,0 +1,292 @@
+"""The ``scaivoice`` command. The only place that reads the environment.
+
+::
+
+    scaivoice serve [--host H] [--port P] [--config FILE]     run the engine
+    scaivoice talk FILE.wav [--url URL] [--token T] [--out reply.wav] [--json]
+    scaivoice plugins                                          what was discovered
+    scaivoice voices [--url URL]                               the voice library
+    scaivoice keys new --tenant NAME [--role ROLE]             a new API key and its hash
+    scaivoice schema                                           protocol v1 JSON Schema
+    scaivoice bench turns [--turns N]                          barge-in / overhead benchmark
+
+Environment: ``SCAIVOICE_CONFIG`` (config file), ``SCAIVOICE_HOST``, ``SCAIVOICE_PORT``,
+``SCAIVOICE_LOG_FORMAT`` (text | json), ``SCAIVOICE_DISABLE_PLUGIN_AUTOLOAD=1`` (built-ins only),
+``SCAIVOICE_API_KEY`` (client commands).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import trio
+
+from ._auth import hash_key, new_key
+from ._config import EngineConfig, load_config
+from ._errors import ScaiVoiceError
+from ._frames import protocol_schema
+from ._logging import configure_logging
+from ._plugins import PluginHost
+
+__all__ = ["main"]
+
+
+def _plugin_host(*, strict: bool = True) -> tuple[PluginHost, list[ScaiVoiceError]]:
+    host = PluginHost()
+    third_party = os.environ.get("SCAIVOICE_DISABLE_PLUGIN_AUTOLOAD", "") not in ("1", "true")
+    failures = host.load_entry_points(include_third_party=third_party, strict=strict)
+    return host, list(failures)
+
+
+def _engine_config(args: argparse.Namespace) -> EngineConfig:
+    path = args.config or os.environ.get("SCAIVOICE_CONFIG") or None
+    overrides: dict[str, Any] = {}
+    server: dict[str, Any] = {}
+    host = getattr(args, "host", None) or os.environ.get("SCAIVOICE_HOST")
+    port = getattr(args, "port", None) or os.environ.get("SCAIVOICE_PORT")
+    if host:
+        server["host"] = host
+    if port is not None:
+        server["port"] = int(port)
+    if os.environ.get("SCAIVOICE_LOG_FORMAT"):
+        server["log_format"] = os.environ["SCAIVOICE_LOG_FORMAT"]
+    if server:
+        overrides["server"] = server
+    return load_config(Path(path) if path else None, overrides)
+
+
+# --------------------------------------------------------------------------- commands
+
+
+def _cmd_serve(args: argparse.Namespace) -> int:
+    from ._serve import serve
+
+    config = _engine_config(args)
+    configure_logging(config.server.log_format)
+    host, _ = _plugin_host()
+    trio.run(serve, config, host)
+    return 0
+
+
+def _cmd_plugins(args: argparse.Namespace) -> int:
+    host, failures = _plugin_host(strict=False)
+    report: dict[str, Any] = {
+        "plugins": [
+            {"name": p.name, "distribution": p.distribution, "version": p.version}
+            for p in host.plugins
+        ],
+        "backends": {},
+        "features": {},
+        "failures": [str(f) for f in failures],
+    }
+    for kind in ("stt", "llm", "tts", "normaliser"):
+        report["backends"][kind] = {
+            name: {"description": spec.description, "capabilities": _caps(spec.capabilities)}
+            for name, spec in sorted(host.backend_specs(kind).items())
+        }
+    for key, spec in sorted(host.feature_specs().items()):
+        report["features"][spec.name] = {"config_key": key, "description": spec.description}
+    if args.json:
+        print(json.dumps(report, indent=2))
+        return 1 if failures else 0
+    print("plugins:")
+    for plugin in report["plugins"]:
+        print(f"  {plugin['name']:<28} {plugin['distribution']} {plugin['version']}")
+    for kind, backends in report["backends"].items():
+        print(f"{kind} backends:")
+        for name, info in (
+            backends.items() or {"(none)": {"description": "", "capabilities": {}}}.items()
+        ):
+            caps = ", ".join(f"{k}={v}" for k, v in info["capabilities"].items())
+            print(f"  {name:<14} {info['description']}")
+            if caps:
+                print(f"  {'':<14} {caps}")
+    print("session features:")
+    for name, info in report["features"].items() or {"(none)": {"config_key": "-"}}.items():
+        print(f"  {name:<14} enabled by {info['config_key']}")
+    for failure in failures:
+        print(f"FAILED: {failure}", file=sys.stderr)
+    return 1 if failures else 0
+
+
+def _caps(capabilities: object) -> dict[str, Any]:
+    fields = getattr(capabilities, "__dataclass_fields__", {})
+    return {name: getattr(capabilities, name) for name in fields}
+
+
+def _cmd_voices(args: argparse.Namespace) -> int:
+    if args.url:
+        import httpx
+
+        key = args.api_key or os.environ.get("SCAIVOICE_API_KEY")
+        headers = {"Authorization": f"Bearer {key}"} if key else {}
+        response = httpx.get(args.url.rstrip("/") + "/v1/voices", headers=headers, timeout=10)
+        response.raise_for_status()
+        voices = response.json()["data"]
+    else:
+        voices = trio.run(_local_voices, _engine_config(args))
+    if args.json:
+        print(json.dumps(voices, indent=2))
+    else:
+        for voice in voices:
+            print(
+                f"{voice['id']:<32} {voice['language']:<8} {voice['sample_rate']:>6} Hz  {voice['name']}"
+            )
+    return 0
+
+
+async def _local_voices(config: EngineConfig) -> list[dict[str, Any]]:
+    from ._engine import _voice_library
+
+    host, _ = _plugin_host()
+    specs = host.backend_specs("tts")
+    opened = {}
+    for name in config.backends.tts_names:
+        if name not in specs:
+            raise ScaiVoiceError(f"no tts backend named {name!r} is installed")
+        opened[name] = specs[name].factory(config.backends.options.get(name, {}))
+    voices: list[dict[str, Any]] = []
+    for name, backend in opened.items():
+        async with backend:
+            library = await _voice_library({name: backend})  # type: ignore[dict-item]
+        voices += [
+            {
+                "id": v.id,
+                "name": v.voice.name,
+                "language": v.voice.language,
+                "sample_rate": v.voice.sample_rate,
+            }
+            for v in library.values()
+        ]
+    return voices
+
+
+def _cmd_keys(args: argparse.Namespace) -> int:
+    key = new_key()
+    key_id = args.id or f"key-{int(time.time())}"
+    print(f"API key (shown once; give it to the client): {key}", file=sys.stderr)
+    print(f"[[tenants.{args.tenant}.keys]]")
+    print(f'id = "{key_id}"')
+    print(f'hash = "{hash_key(key)}"')
+    print(f'roles = ["{args.role}"]')
+    return 0
+
+
+def _cmd_schema(args: argparse.Namespace) -> int:
+    print(json.dumps(protocol_schema(), indent=2, sort_keys=True))
+    return 0
+
+
+def _cmd_talk(args: argparse.Namespace) -> int:
+    from ._talk import talk
+
+    key = args.api_key or os.environ.get("SCAIVOICE_API_KEY")
+    config = dict(_parse_pairs(args.set or []))
+    return trio.run(
+        lambda: talk(
+            args.file,
+            url=args.url,
+            api_key=key,
+            token=args.token,
+            out=args.out,
+            as_json=args.json,
+            config=config,
+            timeout_s=args.timeout,
+        )
+    )
+
+
+def _cmd_bench(args: argparse.Namespace) -> int:
+    from ._bench import run_turn_benchmark
+
+    return run_turn_benchmark(turns=args.turns, url=args.url, api_key=args.api_key)
+
+
+def _parse_pairs(pairs: Sequence[str]) -> list[tuple[str, Any]]:
+    parsed = []
+    for pair in pairs:
+        key, _, raw = pair.partition("=")
+        try:
+            value: Any = json.loads(raw)
+        except ValueError:
+            value = raw
+        parsed.append((key, value))
+    return parsed
+
+
+# --------------------------------------------------------------------------- parser
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="scaivoice", description="ScaiVoice voice-bot engine")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("serve", help="run the engine (WebSocket sessions + HTTP API)")
+    p.add_argument("--host", help="address to bind (default 127.0.0.1)")
+    p.add_argument("--port", type=int, help="port (default 8765; 0 = any free port)")
+    p.add_argument("--config", help="TOML config file (or SCAIVOICE_CONFIG)")
+    p.set_defaults(func=_cmd_serve)
+
+    p = sub.add_parser("talk", help="run one session from a WAV file")
+    p.add_argument("file", help="16-bit PCM WAV file (any rate; mono or stereo)")
+    p.add_argument("--url", default="ws://127.0.0.1:8765/v1/session")
+    p.add_argument("--token", help="session token")
+    p.add_argument("--api-key", help="API key (or SCAIVOICE_API_KEY)")
+    p.add_argument("--out", help="write the agent's reply audio to this WAV file")
+    p.add_argument("--json", action="store_true", help="print JSON lines")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="session config key")
+    p.add_argument("--timeout", type=float, default=120.0, help="give up after this many seconds")
+    p.set_defaults(func=_cmd_talk)
+
+    p = sub.add_parser("plugins", help="list discovered plugins, backends and features")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=_cmd_plugins)
+
+    p = sub.add_parser("voices", help="list the voice library")
+    p.add_argument("--url", help="ask a running server (http://host:port) instead")
+    p.add_argument("--api-key")
+    p.add_argument("--config")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=_cmd_voices)
+
+    p = sub.add_parser("keys", help="API keys")
+    keys = p.add_subparsers(dest="keys_command", required=True)
+    k = keys.add_parser("new", help="print a new key and the config lines holding its hash")
+    k.add_argument("--tenant", required=True)
+    k.add_argument("--role", default="user")
+    k.add_argument("--id")
+    k.set_defaults(func=_cmd_keys)
+
+    p = sub.add_parser("schema", help="print the protocol v1 JSON Schema")
+    p.set_defaults(func=_cmd_schema)
+
+    p = sub.add_parser("bench", help="benchmarks that print figures")
+    bench = p.add_subparsers(dest="bench_command", required=True)
+    b = bench.add_parser("turns", help="barge-in latency and engine overhead on the test backends")
+    b.add_argument("--turns", type=int, default=200)
+    b.add_argument("--url", help="benchmark this server instead of starting one")
+    b.add_argument("--api-key")
+    b.set_defaults(func=_cmd_bench)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args))
+    except ScaiVoiceError as exc:
+        print(f"scaivoice: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
