@@ -390,5 +390,10 @@ class BackendSpec:
             name=name,
             factory=factory,
             capabilities=backend_class.capabilities,
-            description=description or (backend_class.__doc__ or "").strip().splitlines()[0],
+            description=description or _first_line(backend_class.__doc__),
         )
+
+
+def _first_line(doc: str | None) -> str:
+    lines = (doc or "").strip().splitlines()
+    return lines[0] if lines else ""

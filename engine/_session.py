@@ -225,19 +225,24 @@ class Session:
             await self._finish(end)
 
     async def _finish(self, end: _SessionOver | None) -> None:
-        with trio.move_on_after(_FINISH_DEADLINE_S, shield=True):
+        # Shielded: this runs while the session is being cancelled (drain, shutdown). The
+        # goodbye frames get a deadline of their own so a stuck client cannot block the close.
+        with trio.CancelScope(shield=True):
             if end is None:
                 log.info("session closed by the client")
-                await self.transport.close(CloseCode.NORMAL)
-                return
-            log.info("session ended: %s (%d)", end.reason, end.close_code)
-            try:
-                if end.error is not None:
-                    await self.transport.send_text(_text(end.error))
-                await self.transport.send_text(_text(SessionEnded(reason=end.reason)))
-            except SessionClosed:
-                pass
-            await self.transport.close(end.close_code, end.reason)
+                code, reason = CloseCode.NORMAL, ""
+            else:
+                log.info("session ended: %s (%d)", end.reason, end.close_code)
+                code, reason = end.close_code, end.reason
+                with trio.move_on_after(_FINISH_DEADLINE_S):
+                    try:
+                        if end.error is not None:
+                            await self.transport.send_text(_text(end.error))
+                        await self.transport.send_text(_text(SessionEnded(reason=end.reason)))
+                    except SessionClosed:
+                        pass
+            with trio.move_on_after(_FINISH_DEADLINE_S):
+                await self.transport.close(code, reason)
 
     # ================================================================ handshake
 
@@ -491,6 +496,7 @@ class Session:
                     if turn is not None and turn.turn_id == turn_id:
                         turn.ended_at = trio.current_time()
                         self._turn_end_times[turn_id] = turn.ended_at
+                        await self._flush_resampler(turn)
                         turn.audio.close()
                         self._user_turn = None
                 case DiscardUserTurn(turn_id=turn_id):
@@ -508,6 +514,16 @@ class Session:
                         turn.scope.cancel()
 
     # ---------------------------------------------------------------- user turns (STT)
+
+    async def _flush_resampler(self, turn: _UserTurn) -> None:
+        """Send the resampler's held-back tail to the ending turn; start a fresh stream."""
+        if self._resampler.from_rate == _STT_RATE:
+            return
+        tail = self._resampler.process(b"", last=True)
+        self._resampler = StreamResampler(self.config.input_sample_rate, _STT_RATE)
+        if tail:
+            turn.audio_ms += len(tail) / 2 / _STT_RATE * 1000.0
+            await turn.audio.send(tail)
 
     def _open_user_turn(self, turn_id: int) -> None:
         assert self._nursery is not None

@@ -294,10 +294,10 @@ class Conversation:
                     self._agent = _Agent.SPEAKING
             case AgentTurnEnded(turn_id=turn_id, interrupted=interrupted):
                 if self._agent_turn == turn_id and self._agent is not _Agent.NONE:
-                    was_cancelled = self._agent is _Agent.CANCELLING or interrupted
+                    # A turn that completed before a late cancel took effect was not interrupted.
                     self._agent = _Agent.NONE
                     self._agent_turn = None
-                    if was_cancelled:
+                    if interrupted:
                         self._report(actions, "interrupted", turn_id)
                     elif self.wake_word_mode and self._open_turn is None:
                         self.awake = False

@@ -3,6 +3,7 @@
 - :func:`memory_transport_pair` — a session transport and the client end, in memory.
 - :class:`MemoryClient` — drive a session frame by frame and read typed frames back.
 - :func:`open_test_engine` — an engine on the deterministic test backends (or any you name).
+- :func:`run_memory_session` — run one protocol session of an engine over a memory transport.
 """
 
 from __future__ import annotations
@@ -19,7 +20,9 @@ from ._config import config_from_mapping
 from ._engine import Engine
 from ._errors import SessionClosed
 from ._frames import ServerFrame, decode_server_frame
+from ._auth import PERMISSION_USE, Principal
 from ._plugins import PluginHost
+from ._session import Session
 
 __all__ = [
     "AudioReceived",
@@ -27,6 +30,7 @@ __all__ = [
     "MemoryTransport",
     "memory_transport_pair",
     "open_test_engine",
+    "run_memory_session",
     "test_engine_config",
 ]
 
@@ -173,3 +177,14 @@ async def open_test_engine(
     config = config_from_mapping(test_engine_config(overrides))
     async with Engine.open(config, host) as engine:
         yield engine
+
+
+async def run_memory_session(
+    engine: Engine, transport: MemoryTransport, *, tenant: str = "default"
+) -> None:
+    """Run one session of ``engine`` over ``transport`` until it ends (start it in a nursery).
+
+    Cancelling it closes the session with 1001, as a server shutdown would.
+    """
+    principal = Principal(tenant=tenant, key_id="test", permissions=frozenset({PERMISSION_USE}))
+    await Session(engine, principal, transport).run()
