@@ -55,6 +55,7 @@ _CLOSE_DEADLINE_S = 2.0
 @dataclass(frozen=True, slots=True)
 class _PieceStart:
     text: str
+    index: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,6 +116,8 @@ class AgentTurn:
     cancel_requested_at: float | None = None
     _text: list[str] = field(default_factory=list)
     _text_only: list[str] = field(default_factory=list)
+    _piece_ms: list[float] = field(default_factory=list)
+    _open_piece: tuple[str, float, int] | None = None
     _audio_started: bool = False
     _announced: bool = False
     _tts_warned: bool = False
@@ -151,6 +154,10 @@ class AgentTurn:
     async def _close(self, interrupted: bool) -> TurnOutcome:
         text = "".join(self._text).strip()
         if interrupted:
+            if self._open_piece is not None:
+                # Cut off mid-piece: its length is what the TTS had produced so far.
+                text_piece, start_ms, index = self._open_piece
+                self.playback.add_text(text_piece, start_ms, start_ms + self._piece_ms[index])
             heard = self.playback.heard_text(self.playback.heard_ms(trio.current_time()))
             if self._text_only:
                 heard = (heard + " " + " ".join(p.strip() for p in self._text_only)).strip()
@@ -243,7 +250,8 @@ class AgentTurn:
                 if self._tts_warned or not spoken.strip():
                     await play.send(_TextOnly(piece))
                     continue
-                await play.send(_PieceStart(piece))
+                self._piece_ms.append(0.0)
+                await play.send(_PieceStart(piece, len(self._piece_ms) - 1))
                 try:
                     await self._synthesize_piece(tts, spoken, voice, play)
                 except BackendError as exc:
@@ -303,6 +311,7 @@ class AgentTurn:
                     if trim_ms > 0:
                         chunk, trim_ms = _trim_start(chunk, trim_ms)
                     if chunk.pcm:
+                        self._piece_ms[-1] += chunk.duration_ms
                         await play.send(chunk)
         if failure is not None:
             raise failure
@@ -314,7 +323,6 @@ class AgentTurn:
         resampler: StreamResampler | None = None
         frame_bytes = out_rate * _FRAME_MS // 1000 * 2
         pending = b""
-        piece_start = 0.0
         async with play:
             async for item in play:
                 if isinstance(item, AudioChunk):
@@ -325,7 +333,7 @@ class AgentTurn:
                         frame, pending = pending[:frame_bytes], pending[frame_bytes:]
                         await self._send_audio(frame, out_rate)
                 elif isinstance(item, _PieceStart):
-                    piece_start = self.playback.sent_ms
+                    self._open_piece = (item.text, self.playback.sent_ms, item.index)
                 elif isinstance(item, _PieceEnd):
                     if resampler is not None:
                         pending += resampler.process(b"", last=True)
@@ -333,7 +341,9 @@ class AgentTurn:
                     if pending:
                         await self._send_audio(pending, out_rate)
                         pending = b""
-                    self.playback.add_text(item.text, piece_start, self.playback.sent_ms)
+                    if self._open_piece is not None:
+                        self.playback.add_text(item.text, self._open_piece[1], self.playback.sent_ms)
+                        self._open_piece = None
                 else:
                     self._text_only.append(item.text)
                     await self._announce()

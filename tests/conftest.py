@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 import trio
 
+from scaivoice.backends import testing as testing_backends
 from scaivoice.engine import BackendSpec, PluginHost, hookimpl
 from scaivoice.engine._frames import ServerFrame
 from scaivoice.engine.testing import (
@@ -43,8 +44,9 @@ class ExtraBackends:
 
 
 def host_with(*specs: BackendSpec) -> PluginHost:
+    """Only the deterministic test backends (+ ``specs``): independent of installed extras."""
     host = PluginHost()
-    host.load_entry_points(include_third_party=False)
+    host.register(testing_backends, name="builtin-test-backends", distribution="scaivoice")
     if specs:
         host.register(ExtraBackends(*specs), name="test-extra-backends")
     return host
