@@ -60,7 +60,10 @@ class PluginHost:
         """
         try:
             self._pm.register(plugin, name=name)
+            self._pm.check_pending()  # a hook name with a typo is an error, not ignored
         except (ValueError, pluggy.PluginValidationError) as exc:
+            if self._pm.is_registered(plugin):
+                self._pm.unregister(plugin)
             raise PluginLoadError(
                 f"plugin {name!r} from {distribution or 'code'} could not be registered: {exc}",
                 distribution=distribution,
@@ -92,7 +95,10 @@ class PluginHost:
             try:
                 plugin = ep.load()
                 self._pm.register(plugin, name=ep.name)
+                self._pm.check_pending()
             except Exception as exc:  # an entry point can raise anything on import
+                if self._pm.has_plugin(ep.name):
+                    self._pm.unregister(name=ep.name)
                 error = PluginLoadError(
                     f"plugin {ep.name!r} from distribution {dist!r} failed to load: "
                     f"{type(exc).__name__}: {exc}",

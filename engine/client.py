@@ -190,8 +190,9 @@ async def connect(
         config: initial session config keys.
 
     Raises:
-        SessionClosed: the server refused the session (``close_code`` tells why).
-        ProtocolViolation: the server answered ``session.start`` with an error.
+        SessionClosed: the connection failed or closed without a word.
+        ProtocolViolation: the server refused the session or ``session.start``: ``code`` is
+            the error code, ``close_code`` the WebSocket close code of a refusal.
 
     Leaving the block closes the socket (under a deadline). Cancelling closes it too.
     """
@@ -212,7 +213,15 @@ async def connect(
                 if isinstance(frame, frames.SessionStarted):
                     client.started = frame
                 elif isinstance(frame, frames.ErrorFrame):
-                    raise ProtocolViolation(frame.code, frame.message, fatal=frame.fatal)
+                    close_code = 0
+                    if frame.fatal:  # learn the close code that follows a refusal
+                        with trio.move_on_after(5):
+                            async for _ in client.events():
+                                pass
+                        close_code = client.close_code or 0
+                    raise ProtocolViolation(
+                        frame.code, frame.message, fatal=frame.fatal, close_code=close_code
+                    )
             yield client
     except trio_websocket.HandshakeError as exc:
         raise SessionClosed(f"the server refused the WebSocket handshake: {exc}") from exc
