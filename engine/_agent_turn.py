@@ -140,7 +140,7 @@ class AgentTurn:
         with self.scope:
             deltas_send, deltas_recv = trio.open_memory_channel[str](64)
             pieces_send, pieces_recv = trio.open_memory_channel[str](8)
-            play_send, play_recv = trio.open_memory_channel[_PlayItem](16)
+            play_send, play_recv = trio.open_memory_channel[_PlayItem](2)
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(self._generate, deltas_send)
                 nursery.start_soon(self._chunk_text, deltas_recv, pieces_send)
@@ -178,8 +178,7 @@ class AgentTurn:
                 turn_id=self.turn_id, text=text, interrupted=interrupted, heard_text=heard
             )
         )
-        if not interrupted:
-            await self.emit(self._metrics())
+        await self.emit(self._metrics())
         return TurnOutcome(text=text, heard_text=heard, interrupted=interrupted)
 
     def _metrics(self) -> Metrics:
@@ -197,6 +196,7 @@ class AgentTurn:
             end_of_turn_to_first_audio_ms=ms(m.user_turn_ended, m.first_audio),
             end_of_turn_to_first_text_ms=ms(m.user_turn_ended, m.first_text),
             total_ms=ms(m.user_turn_ended or m.started, now),
+            barge_in_ms=ms(self.cancel_requested_at, now),
         )
 
     # ---------------------------------------------------------------- stage 1: LLM
@@ -288,7 +288,7 @@ class AgentTurn:
         caps = tts.capabilities
         cfg = self.config
         request = _tts_request(text, voice, cfg, caps)
-        chunks_send, chunks_recv = trio.open_memory_channel[AudioChunk](4)
+        chunks_send, chunks_recv = trio.open_memory_channel[AudioChunk](1)
         failure: BackendError | None = None
 
         async def produce() -> None:

@@ -300,7 +300,10 @@ class AgentAudioDone(_Frame, tag="agent.audio.done"):
 
 
 class Metrics(_Frame, tag="metrics"):
-    """Per-stage latencies of a completed turn, in milliseconds (``null`` = stage not run)."""
+    """Per-stage latencies of a turn, in milliseconds (``null`` = stage not run / not reached).
+
+    Sent at the end of every agent turn, before its ``interrupted`` state when it was cut off.
+    """
 
     turn_id: int
     stt_ms: float | None = None
@@ -309,6 +312,8 @@ class Metrics(_Frame, tag="metrics"):
     end_of_turn_to_first_audio_ms: float | None = None
     end_of_turn_to_first_text_ms: float | None = None
     total_ms: float | None = None
+    barge_in_ms: float | None = None
+    """Interrupted turns: from the barge-in reaching the session to the turn having stopped."""
 
 
 class WarningFrame(_Frame, tag="warning"):
