@@ -58,7 +58,7 @@ class TestStt(SttBackend):
 
     __test__ = False  # not a pytest class
 
-    class Options(BackendOptions):
+    class Options(BackendOptions, frozen=True):
         transcripts: tuple[str, ...] = ("hello there",)
         silence_threshold: float = 0.01
         interim_every_ms: int = 500
@@ -143,7 +143,7 @@ class TestLlm(LlmBackend):
 
     __test__ = False
 
-    class Options(BackendOptions):
+    class Options(BackendOptions, frozen=True):
         reply: str = "You said: {user}."
         first_token_latency_ms: float = 0.0
         token_latency_ms: float = 0.0
@@ -172,7 +172,7 @@ class TestTts(TtsBackend):
 
     __test__ = False
 
-    class Options(BackendOptions):
+    class Options(BackendOptions, frozen=True):
         sample_rate: int = 24000
         ms_per_char: float = 50.0
         chunk_ms: int = 100

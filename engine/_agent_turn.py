@@ -342,7 +342,9 @@ class AgentTurn:
                         await self._send_audio(pending, out_rate)
                         pending = b""
                     if self._open_piece is not None:
-                        self.playback.add_text(item.text, self._open_piece[1], self.playback.sent_ms)
+                        self.playback.add_text(
+                            item.text, self._open_piece[1], self.playback.sent_ms
+                        )
                         self._open_piece = None
                 else:
                     self._text_only.append(item.text)

@@ -61,9 +61,11 @@ BackendKind = Literal["stt", "llm", "tts", "normaliser"]
 class BackendOptions(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=True):
     """Base for a backend's options. Subclass it; unknown keys are rejected.
 
+    Repeat ``frozen=True`` in the subclass (type checkers need it to see a frozen record).
+
     Example::
 
-        class Options(BackendOptions):
+        class Options(BackendOptions, frozen=True):
             model: str = "tiny.en"
             threads: int = 2
     """

@@ -48,8 +48,16 @@ def run_turn_benchmark(*, turns: int, url: str | None, api_key: str | None) -> i
         port = _free_port()
         env = {**os.environ, "SCAIVOICE_DISABLE_PLUGIN_AUTOLOAD": "1"}
         server = subprocess.Popen(
-            [sys.executable, "-m", "scaivoice.engine.cli", "serve", "--config", str(config),
-             "--port", str(port)],
+            [
+                sys.executable,
+                "-m",
+                "scaivoice.engine.cli",
+                "serve",
+                "--config",
+                str(config),
+                "--port",
+                str(port),
+            ],
             env=env,
             stderr=subprocess.DEVNULL,
         )
@@ -127,7 +135,9 @@ async def _run(url: str, api_key: str | None, turns: int) -> int:
         await session.end()
     print(f"{turns} turns through {url}; client-side times include loopback and client parsing")
     _report("engine overhead: end of user turn -> first agent audio byte (client)", overhead)
-    _report("engine overhead: end of user turn -> first audio frame queued (server)", server_overhead)
+    _report(
+        "engine overhead: end of user turn -> first audio frame queued (server)", server_overhead
+    )
     _report("barge-in: interrupt sent -> interrupted received (client)", to_interrupted)
     _report("barge-in: interrupt sent -> last audio byte of the turn (client)", to_last_audio)
     _report("barge-in: interrupt handled -> turn fully stopped (server)", server_barge_in)

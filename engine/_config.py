@@ -34,7 +34,7 @@ class _Section(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=
     pass
 
 
-class ServerConfig(_Section):
+class ServerConfig(_Section, frozen=True):
     """Where and how the engine listens."""
 
     host: str = "127.0.0.1"
@@ -45,7 +45,7 @@ class ServerConfig(_Section):
     """``text`` or ``json`` (one JSON object a line, with the session id)."""
 
 
-class SessionLimits(_Section):
+class SessionLimits(_Section, frozen=True):
     """Per-session timing and size limits."""
 
     start_timeout_s: _Positive = 10.0
@@ -70,7 +70,7 @@ class SessionLimits(_Section):
     )
 
 
-class BackendsConfig(_Section):
+class BackendsConfig(_Section, frozen=True):
     """Which backends serve sessions, by registered name, with per-backend option tables."""
 
     stt: str = "whisper"
@@ -88,7 +88,7 @@ class BackendsConfig(_Section):
         return (self.tts,) if isinstance(self.tts, str) else tuple(self.tts)
 
 
-class KeyConfig(_Section):
+class KeyConfig(_Section, frozen=True):
     """An API key, stored as its hash only (``scaivoice keys new`` prints both)."""
 
     id: str
@@ -97,14 +97,14 @@ class KeyConfig(_Section):
     roles: list[str] = msgspec.field(default_factory=lambda: ["user"])
 
 
-class TenantConfig(_Section):
+class TenantConfig(_Section, frozen=True):
     """A product served by this engine: its keys and its session defaults."""
 
     keys: list[KeyConfig] = msgspec.field(default_factory=list)
     defaults: SessionConfigPatch = msgspec.field(default_factory=SessionConfigPatch)
 
 
-class AuthConfig(_Section):
+class AuthConfig(_Section, frozen=True):
     """Credentials."""
 
     token_secret: str | None = None
@@ -114,7 +114,7 @@ class AuthConfig(_Section):
     """Custom roles: name -> permissions (``user`` and ``admin`` are built in)."""
 
 
-class EngineConfig(_Section):
+class EngineConfig(_Section, frozen=True):
     """Everything an engine needs, frozen."""
 
     server: ServerConfig = msgspec.field(default_factory=ServerConfig)

@@ -214,7 +214,7 @@ ClientFrame = (
     | Ping
 )
 
-CLIENT_FRAME_TYPES: tuple[type[_Frame], ...] = ClientFrame.__args__  # type: ignore[attr-defined]
+CLIENT_FRAME_TYPES: tuple[type[_Frame], ...] = ClientFrame.__args__
 
 
 # --------------------------------------------------------------------------- server frames
@@ -367,7 +367,7 @@ ServerFrame = (
     | ExpressionHint
 )
 
-SERVER_FRAME_TYPES: tuple[type[_Frame], ...] = ServerFrame.__args__  # type: ignore[attr-defined]
+SERVER_FRAME_TYPES: tuple[type[_Frame], ...] = ServerFrame.__args__
 
 
 # --------------------------------------------------------------------------- codec
@@ -390,7 +390,8 @@ def decode_client_frame(raw: str | bytes) -> ClientFrame:
             ``invalid_frame`` (wrong field names or types), never fatal.
     """
     try:
-        return _client_decoder.decode(raw)
+        frame: ClientFrame = _client_decoder.decode(raw)
+        return frame
     except msgspec.ValidationError as exc:
         raise _diagnose(raw, exc) from exc
     except msgspec.DecodeError as exc:
@@ -408,7 +409,8 @@ def _diagnose(raw: str | bytes, exc: msgspec.ValidationError) -> ProtocolViolati
     if frame_type not in _CLIENT_TAGS:
         return ProtocolViolation(
             "unknown_type",
-            f"unknown frame type {frame_type!r}; expected one of {sorted(_CLIENT_TAGS)}",
+            f"unknown frame type {frame_type!r}; expected one of "
+            f"{sorted(str(tag) for tag in _CLIENT_TAGS)}",
         )
     config = doc.get("config")
     if isinstance(config, dict):
@@ -423,7 +425,8 @@ def _diagnose(raw: str | bytes, exc: msgspec.ValidationError) -> ProtocolViolati
 
 def decode_server_frame(raw: str | bytes) -> ServerFrame:
     """Parse one server text frame (clients and the conformance suite use this)."""
-    return _server_decoder.decode(raw)
+    frame: ServerFrame = _server_decoder.decode(raw)
+    return frame
 
 
 def encode_server_frame(frame: ServerFrame) -> bytes:

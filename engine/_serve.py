@@ -97,7 +97,10 @@ async def serve(
         async with trio.open_nursery() as nursery:
             binds = await nursery.start(
                 partial(
-                    hypercorn.trio.serve, ScaiVoiceApp(engine), hc, shutdown_trigger=stop_http.wait
+                    hypercorn.trio.serve,
+                    ScaiVoiceApp(engine),  # type: ignore[arg-type]  # a plain ASGI 3 callable
+                    hc,
+                    shutdown_trigger=stop_http.wait,
                 )
             )
             url = binds[0]

@@ -219,7 +219,7 @@ async def _drain_body(receive: Receive) -> bytes:
     body = b""
     while True:
         message = await receive()
-        body += message.get("body", b"")
+        body += bytes(message.get("body", b""))
         if len(body) > 64 * 1024:
             return body[: 64 * 1024]
         if not message.get("more_body"):

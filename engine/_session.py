@@ -21,7 +21,7 @@ import logging
 import uuid
 from collections import deque
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import TypeVar, cast
 
 import trio
 
@@ -230,7 +230,7 @@ class Session:
         with trio.CancelScope(shield=True):
             if end is None:
                 log.info("session closed by the client")
-                code, reason = CloseCode.NORMAL, ""
+                code, reason = int(CloseCode.NORMAL), ""
             else:
                 log.info("session ended: %s (%d)", end.reason, end.close_code)
                 code, reason = end.close_code, end.reason
@@ -500,18 +500,18 @@ class Session:
                         turn.audio.close()
                         self._user_turn = None
                 case DiscardUserTurn(turn_id=turn_id):
-                    turn = self._user_turn
-                    if turn is not None and turn.turn_id == turn_id:
-                        turn.scope.cancel()
-                        turn.audio.close()
+                    user_turn = self._user_turn
+                    if user_turn is not None and user_turn.turn_id == turn_id:
+                        user_turn.scope.cancel()
+                        user_turn.audio.close()
                         self._user_turn = None
                 case StartAgentTurn(turn_id=turn_id, user_text=user_text):
                     await self._start_agent_turn(turn_id, user_text)
                 case CancelAgentTurn(turn_id=turn_id):
-                    turn = self._agent_turn
-                    if turn is not None and turn.turn_id == turn_id:
-                        turn.cancel_requested_at = trio.current_time()
-                        turn.scope.cancel()
+                    agent_turn = self._agent_turn
+                    if agent_turn is not None and agent_turn.turn_id == turn_id:
+                        agent_turn.cancel_requested_at = trio.current_time()
+                        agent_turn.scope.cancel()
 
     # ---------------------------------------------------------------- user turns (STT)
 
@@ -713,7 +713,7 @@ def _unavailable(key: str, why: str) -> WarningFrame:
 def _first(group: BaseExceptionGroup[E], kind: type[E]) -> E:
     for exc in group.exceptions:
         if isinstance(exc, BaseExceptionGroup):
-            return _first(exc, kind)
+            return _first(cast("BaseExceptionGroup[E]", exc), kind)
         if isinstance(exc, kind):
             return exc
     raise AssertionError("empty exception group")  # pragma: no cover

@@ -29,6 +29,7 @@ from typing import Any
 import trio
 
 from ._auth import hash_key, new_key
+from ._backends import BackendKind
 from ._config import EngineConfig, load_config
 from ._errors import ScaiVoiceError
 from ._frames import protocol_schema
@@ -86,7 +87,8 @@ def _cmd_plugins(args: argparse.Namespace) -> int:
         "features": {},
         "failures": [str(f) for f in failures],
     }
-    for kind in ("stt", "llm", "tts", "normaliser"):
+    kinds: tuple[BackendKind, ...] = ("stt", "llm", "tts", "normaliser")
+    for kind in kinds:
         report["backends"][kind] = {
             name: {"description": spec.description, "capabilities": _caps(spec.capabilities)}
             for name, spec in sorted(host.backend_specs(kind).items())
@@ -101,15 +103,17 @@ def _cmd_plugins(args: argparse.Namespace) -> int:
         print(f"  {plugin['name']:<28} {plugin['distribution']} {plugin['version']}")
     for kind, backends in report["backends"].items():
         print(f"{kind} backends:")
-        for name, info in (
-            backends.items() or {"(none)": {"description": "", "capabilities": {}}}.items()
-        ):
+        if not backends:
+            print("  (none)")
+        for name, info in backends.items():
             caps = ", ".join(f"{k}={v}" for k, v in info["capabilities"].items())
             print(f"  {name:<14} {info['description']}")
             if caps:
                 print(f"  {'':<14} {caps}")
     print("session features:")
-    for name, info in report["features"].items() or {"(none)": {"config_key": "-"}}.items():
+    if not report["features"]:
+        print("  (none)")
+    for name, info in report["features"].items():
         print(f"  {name:<14} enabled by {info['config_key']}")
     for failure in failures:
         print(f"FAILED: {failure}", file=sys.stderr)

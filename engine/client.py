@@ -151,9 +151,10 @@ class VoiceClient:
         try:
             message = await self._ws.get_message()
         except trio_websocket.ConnectionClosed as exc:
-            self.close_code = exc.reason.code
-            self.close_reason = exc.reason.reason
-            raise SessionClosed(f"closed with {exc.reason.code} {exc.reason.reason or ''}") from exc
+            if exc.reason is not None:
+                self.close_code = exc.reason.code
+                self.close_reason = exc.reason.reason
+            raise SessionClosed(f"closed with {self.close_code} {self.close_reason or ''}") from exc
         if isinstance(message, bytes):
             return AgentAudio(self._audio_turn, message, self._audio_rate)
         frame = decode_server_frame(message)
@@ -199,7 +200,7 @@ async def connect(
     if token:
         separator = "&" if "?" in url else "?"
         url = f"{url}{separator}token={urllib.parse.quote(token)}"
-    headers = [("Authorization", f"Bearer {api_key}")] if api_key else []
+    headers = [(b"authorization", f"Bearer {api_key}".encode())] if api_key else []
     try:
         async with trio_websocket.open_websocket_url(
             url, extra_headers=headers, message_queue_size=256, max_message_size=16 * 1024 * 1024
@@ -254,5 +255,5 @@ def _as_pcm16(pcm: bytes | npt.NDArray[Any]) -> bytes:
         return bytes(pcm)
     array = np.asarray(pcm)
     if array.dtype.kind == "f":
-        return (np.clip(array, -1.0, 1.0) * 32767).astype("<i2").tobytes()
-    return array.astype("<i2").tobytes()
+        return bytes((np.clip(array, -1.0, 1.0) * 32767).astype("<i2").tobytes())
+    return bytes(array.astype("<i2").tobytes())

@@ -16,11 +16,11 @@ from typing import Any
 import msgspec
 import trio
 
+from ._auth import PERMISSION_USE, Principal
 from ._config import config_from_mapping
 from ._engine import Engine
 from ._errors import SessionClosed
 from ._frames import ServerFrame, decode_server_frame
-from ._auth import PERMISSION_USE, Principal
 from ._plugins import PluginHost
 from ._session import Session
 

@@ -8,7 +8,6 @@ from typing import Any
 
 import pytest
 import trio
-
 from scaivoice.backends import testing as testing_backends
 from scaivoice.engine import BackendSpec, PluginHost, hookimpl
 from scaivoice.engine._frames import ServerFrame
@@ -91,7 +90,13 @@ def check_invariants(items: Sequence[ServerFrame | AudioReceived]) -> None:
             assert audio_open is not None, "audio outside agent.audio.start/done"
             assert audio_open not in interrupted, "audio after the interrupted state"
             continue
-        if kind in {"agent.text", "agent.text.done", "agent.audio.start", "agent.audio.done", "metrics"}:
+        if kind in {
+            "agent.text",
+            "agent.text.done",
+            "agent.audio.start",
+            "agent.audio.done",
+            "metrics",
+        }:
             assert turn not in interrupted, f"{kind} of turn {turn} after interrupted"
         if kind == "agent.audio.start":
             assert audio_open is None

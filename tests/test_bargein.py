@@ -10,7 +10,6 @@ from __future__ import annotations
 from typing import Any, ClassVar
 
 import trio
-
 from scaivoice.engine import (
     AudioChunk,
     BackendOptions,
@@ -51,7 +50,7 @@ class Gates:
 class GatedLlm(LlmBackend):
     """Waits for ``Gates.first_token`` before answering; records requests and cancellation."""
 
-    class Options(BackendOptions):
+    class Options(BackendOptions, frozen=True):
         gated: bool = True
 
     def __init__(self, options: Options) -> None:
@@ -74,7 +73,7 @@ class GatedLlm(LlmBackend):
 class GatedTts(TtsBackend):
     """Sends one 100 ms chunk, then waits for ``Gates.tts_release`` before the rest."""
 
-    class Options(BackendOptions):
+    class Options(BackendOptions, frozen=True):
         pass
 
     capabilities = TtsCapabilities(streaming=True, voices=False)
@@ -82,7 +81,9 @@ class GatedTts(TtsBackend):
     def __init__(self, options: Options) -> None:
         pass
 
-    async def synthesize(self, request: TtsRequest, audio: trio.MemorySendChannel[AudioChunk]) -> None:
+    async def synthesize(
+        self, request: TtsRequest, audio: trio.MemorySendChannel[AudioChunk]
+    ) -> None:
         async with audio:
             try:
                 await audio.send(AudioChunk(b"\x01\x00" * 2400, 24000))

@@ -8,7 +8,7 @@ import types
 from collections.abc import Iterator
 
 import pytest
-
+from scaivoice.backends.testing import TestTts
 from scaivoice.engine import (
     BackendSpec,
     FeatureSpec,
@@ -17,7 +17,6 @@ from scaivoice.engine import (
     PluginLoadError,
     hookimpl,
 )
-from scaivoice.backends.testing import TestTts
 
 
 def test_builtin_backends_are_discovered_through_the_entry_point_group() -> None:

@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import inspect
-import re
 import json
+import re
 from pathlib import Path
 
 import pytest
-
 import scaivoice.engine as public
 from scaivoice.engine import _frames, _session
 from scaivoice.engine._frames import (
@@ -79,7 +78,9 @@ def test_server_frames_round_trip(frame_type: type) -> None:
 
 def _defaults(frame_type: type) -> set[str]:
     n = len(frame_type.__struct_defaults__)
-    return set(frame_type.__struct_fields__[len(frame_type.__struct_fields__) - n :]) if n else set()
+    return (
+        set(frame_type.__struct_fields__[len(frame_type.__struct_fields__) - n :]) if n else set()
+    )
 
 
 def _example(annotation: str) -> object:
@@ -108,7 +109,9 @@ def test_client_frame_decoding_is_strict() -> None:
 
 
 def test_config_patch_applies_only_present_keys() -> None:
-    frame = decode_client_frame('{"type": "session.update", "config": {"speed": 1.5, "language": null}}')
+    frame = decode_client_frame(
+        '{"type": "session.update", "config": {"speed": 1.5, "language": null}}'
+    )
     assert isinstance(frame, _frames.SessionUpdate)
     base = _frames.SessionConfig(language="de", voice_id="x:y")
     updated = frame.config.apply(base)

@@ -14,7 +14,6 @@ from typing import Any
 import httpx
 import pytest
 import trio
-
 from scaivoice.engine import ConfigError, ProtocolViolation
 from scaivoice.engine._auth import Authenticator, Principal, hash_key
 from scaivoice.engine._config import config_from_mapping
@@ -53,7 +52,9 @@ async def running_server(
     config = config_from_mapping(doc)
     stop = trio.Event()
     async with trio.open_nursery() as nursery:
-        server = await nursery.start(partial(serve, config, host_with(), shutdown_trigger=stop.wait))
+        server = await nursery.start(
+            partial(serve, config, host_with(), shutdown_trigger=stop.wait)
+        )
         yield server, stop
         stop.set()
 
@@ -80,7 +81,11 @@ async def test_a_full_turn_through_the_real_server() -> None:
                     audio += event.pcm
                     continue
                 kinds.append(event.__struct_config__.tag)
-                if isinstance(event, frames.State) and event.state == "idle" and "agent.text.done" in kinds:
+                if (
+                    isinstance(event, frames.State)
+                    and event.state == "idle"
+                    and "agent.text.done" in kinds
+                ):
                     break
         assert len(audio) / 2 / 24000 == pytest.approx(len("You said: hello.") * 0.05, abs=0.05)
         assert kinds.index("agent.audio.start") < kinds.index("agent.audio.done")
@@ -138,7 +143,13 @@ async def test_api_keys_work_as_bearer_headers_and_select_the_tenant() -> None:
     [
         ("POST", "/v1/session-tokens", {}, 401, "unauthorized"),
         ("POST", "/v1/session-tokens", {"Authorization": "Bearer nope"}, 401, "unauthorized"),
-        ("POST", "/v1/session-tokens", {"Authorization": f"Bearer {KEY_AUDITOR}"}, 403, "forbidden"),
+        (
+            "POST",
+            "/v1/session-tokens",
+            {"Authorization": f"Bearer {KEY_AUDITOR}"},
+            403,
+            "forbidden",
+        ),
         ("GET", "/v1/voices", {}, 401, "unauthorized"),
         ("GET", "/v1/nothing-here", {}, 404, "not_found"),
         ("DELETE", "/health", {}, 405, "method_not_allowed"),
@@ -147,7 +158,10 @@ async def test_api_keys_work_as_bearer_headers_and_select_the_tenant() -> None:
 async def test_http_errors_are_problem_documents(
     method: str, path: str, headers: dict[str, str], status: int, code: str
 ) -> None:
-    async with running_server(TENANTS) as (server, _), httpx.AsyncClient(base_url=server.url) as http:
+    async with (
+        running_server(TENANTS) as (server, _),
+        httpx.AsyncClient(base_url=server.url) as http,
+    ):
         response = await http.request(method, path, headers=headers)
     assert response.status_code == status
     assert response.headers["content-type"] == "application/problem+json"
@@ -157,7 +171,10 @@ async def test_http_errors_are_problem_documents(
 
 
 async def test_health_and_voices() -> None:
-    async with running_server(TENANTS) as (server, _), httpx.AsyncClient(base_url=server.url) as http:
+    async with (
+        running_server(TENANTS) as (server, _),
+        httpx.AsyncClient(base_url=server.url) as http,
+    ):
         health = await http.get("/health")
         voices = await http.get("/v1/voices", headers={"Authorization": f"Bearer {KEY_ACME}"})
     assert health.status_code == 200
@@ -202,8 +219,14 @@ async def test_talk_streams_a_wav_and_writes_the_reply(tmp_path: Path, capsys: A
     out = tmp_path / "reply.wav"
     async with running_server() as (server, _):
         code = await talk(
-            str(source), url=server.ws_url, api_key=None, token=None, out=str(out),
-            as_json=True, config={}, timeout_s=20,
+            str(source),
+            url=server.ws_url,
+            api_key=None,
+            token=None,
+            out=str(out),
+            as_json=True,
+            config={},
+            timeout_s=20,
         )
     assert code == 0
     lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
@@ -212,4 +235,6 @@ async def test_talk_streams_a_wav_and_writes_the_reply(tmp_path: Path, capsys: A
     assert next(line for line in lines if line["event"] == "heard")["text"] == "hello there"
     with wave.open(str(out), "rb") as reply:
         assert reply.getframerate() == 24000
-        assert reply.getnframes() / 24000 == pytest.approx(len("You said: hello there.") * 0.05, abs=0.05)
+        assert reply.getnframes() / 24000 == pytest.approx(
+            len("You said: hello there.") * 0.05, abs=0.05
+        )

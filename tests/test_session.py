@@ -6,7 +6,6 @@ from typing import Any
 
 import pytest
 import trio
-
 from scaivoice.engine import (
     AudioChunk,
     BackendOptions,
@@ -25,7 +24,7 @@ from scaivoice.engine.testing import AudioReceived
 
 from .conftest import open_session, tag
 
-SPEECH = (b"\x00\x10" * 8000)  # 0.5 s of a loud-enough square-ish signal at 16 kHz
+SPEECH = b"\x00\x10" * 8000  # 0.5 s of a loud-enough square-ish signal at 16 kHz
 SILENCE = b"\x00\x00" * 8000
 
 
@@ -268,7 +267,9 @@ async def test_silence_only_turns_get_no_reply(invariants: Any) -> None:
 
 
 async def test_input_and_output_rates_are_resampled() -> None:
-    async with open_session(start={"input_sample_rate": 8000, "output_sample_rate": 16000}) as client:
+    async with open_session(
+        start={"input_sample_rate": 8000, "output_sample_rate": 16000}
+    ) as client:
         await client.receive()
         await client.send_raw(b"\x00\x10" * 8000)  # 1 s at 8 kHz
         await client.send_json({"type": "audio.commit"})
@@ -314,7 +315,7 @@ async def test_user_turns_longer_than_the_cap_are_split(invariants: Any) -> None
 class FlakyTts(TtsBackend):
     """Fails its first ``failures`` calls, then speaks a short tone."""
 
-    class Options(BackendOptions):
+    class Options(BackendOptions, frozen=True):
         failures: int = 1
 
     capabilities = TtsCapabilities(streaming=True, voices=False)
@@ -322,7 +323,9 @@ class FlakyTts(TtsBackend):
     def __init__(self, options: Options) -> None:
         self.remaining = options.failures
 
-    async def synthesize(self, request: TtsRequest, audio: trio.MemorySendChannel[AudioChunk]) -> None:
+    async def synthesize(
+        self, request: TtsRequest, audio: trio.MemorySendChannel[AudioChunk]
+    ) -> None:
         async with audio:
             if self.remaining > 0:
                 self.remaining -= 1
@@ -333,7 +336,7 @@ class FlakyTts(TtsBackend):
 class BrokenLlm(LlmBackend):
     """Raises a plain exception (a bug) on its first call, then answers."""
 
-    class Options(BackendOptions):
+    class Options(BackendOptions, frozen=True):
         pass
 
     def __init__(self, options: Options) -> None:
@@ -348,7 +351,7 @@ class BrokenLlm(LlmBackend):
 
 
 class DeadStt(SttBackend):
-    class Options(BackendOptions):
+    class Options(BackendOptions, frozen=True):
         pass
 
     def __init__(self, options: Options) -> None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-
 from scaivoice.engine._statemachine import (
     AgentOutputStarted,
     AgentTurnEnded,
@@ -30,7 +29,12 @@ PUSH_TO_TALK = [
     ([], UserAudio(), [OpenUserTurn(1), EmitState("listening", 1)], "listening"),
     ([UserAudio()], UserAudio(), [], "listening"),
     ([UserAudio()], Commit(), [FinalizeUserTurn(1), EmitState("thinking", 1)], "thinking"),
-    ([], Commit(), [EmitWarning("nothing_to_commit", "audio.commit with no user audio to commit")], "idle"),
+    (
+        [],
+        Commit(),
+        [EmitWarning("nothing_to_commit", "audio.commit with no user audio to commit")],
+        "idle",
+    ),
     (
         [UserAudio(), Commit()],
         TranscriptFinal(1, "hi"),
@@ -158,7 +162,12 @@ def test_transition(setup, event, actions, state) -> None:
 VAD_SEGMENTED = [
     ([], UserAudio(), [], "idle"),
     ([], SpeechStart(barge_in=True), [OpenUserTurn(1), EmitState("listening", 1)], "listening"),
-    ([SpeechStart(barge_in=True)], SpeechStop(), [FinalizeUserTurn(1), EmitState("thinking", 1)], "thinking"),
+    (
+        [SpeechStart(barge_in=True)],
+        SpeechStop(),
+        [FinalizeUserTurn(1), EmitState("thinking", 1)],
+        "thinking",
+    ),
     # The user speaks again while the previous turn is still being transcribed.
     (
         [SpeechStart(barge_in=True), SpeechStop()],
