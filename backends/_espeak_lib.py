@@ -155,7 +155,7 @@ def load_library() -> EspeakLibrary:
         EspeakError: neither espeakng-loader nor a system libespeak-ng is available.
     """
     try:
-        import espeakng_loader
+        import espeakng_loader  # type: ignore[import-untyped]
     except ImportError:
         name = ctypes.util.find_library("espeak-ng")
         if name is None:

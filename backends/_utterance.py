@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import numpy.typing as npt
+
 from scaivoice.engine import Word, pcm16_to_float
 
 __all__ = ["Decoded", "Piece", "UtteranceBuffer"]

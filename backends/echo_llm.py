@@ -10,6 +10,7 @@ import re
 from typing import ClassVar
 
 import trio
+
 from scaivoice.engine import BackendOptions, LlmBackend, LlmCapabilities, LlmRequest
 
 __all__ = ["EchoLlm", "EchoOptions"]
@@ -17,7 +18,7 @@ __all__ = ["EchoLlm", "EchoOptions"]
 _WORD = re.compile(r"\s*\S+")
 
 
-class EchoOptions(BackendOptions):
+class EchoOptions(BackendOptions, frozen=True):
     """Options of the ``echo`` backend.
 
     Attributes:

@@ -16,6 +16,7 @@ from typing import Annotated, ClassVar
 
 import msgspec
 import trio
+
 from scaivoice.engine import (
     AudioChunk,
     BackendOptions,
@@ -46,7 +47,7 @@ _WPM_RANGE = (80, 450)
 _SENTENCE_END = re.compile(r"(?<=[.!?;:…])\s+")
 
 
-class EspeakOptions(BackendOptions):
+class EspeakOptions(BackendOptions, frozen=True):
     """Options of the ``espeak`` backend.
 
     Attributes:
@@ -126,7 +127,9 @@ class EspeakTts(TtsBackend):
     ) -> None:
         """Synthesise ``request.text`` sentence by sentence into PCM16 chunks.
 
-        Cancelling stops before the next sentence and closes ``audio``.
+        The voice is ``request.voice_id``, else the one named by ``request.language``
+        (``"de"``), else the ``voice`` option. Cancelling stops before the next sentence and
+        closes ``audio``.
 
         Raises:
             BackendRejected: a voice espeak-ng does not have, or a speed out of range.
@@ -134,7 +137,7 @@ class EspeakTts(TtsBackend):
         """
         async with audio:
             lib = self._require()
-            voice = request.voice_id or self.options.voice
+            voice = request.voice_id or (request.language or self.options.voice).lower()
             rate = round(self.options.rate_wpm * request.speed)
             if not _WPM_RANGE[0] <= rate <= _WPM_RANGE[1]:
                 raise BackendRejected(

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Annotated, Any, ClassVar, TypeVar
 import msgspec
 import numpy as np
 import trio
+
 from scaivoice.engine import (
     AudioChunk,
     BackendOptions,
@@ -31,7 +32,7 @@ from ._packages import missing
 from ._pcm import split_pcm
 
 if TYPE_CHECKING:
-    from hibari import Hibari
+    from hibari import Hibari  # type: ignore[import-untyped]
 
 __all__ = ["HibariOptions", "HibariTts"]
 
@@ -50,7 +51,7 @@ _SPEED_RANGE = (0.5, 2.0)
 _T = TypeVar("_T")
 
 
-class HibariOptions(BackendOptions):
+class HibariOptions(BackendOptions, frozen=True):
     """Options of the ``hibari`` backend.
 
     Attributes:
@@ -83,7 +84,7 @@ class HibariTts(TtsBackend):
     def __init__(self, options: HibariOptions | None = None) -> None:
         self.options = options or HibariOptions()
         self._tts: Hibari | None = None
-        # hibari's G2P keeps state and the model is small: one synthesis at a time.
+        # hibari's G2P is not documented as thread-safe, and one core is plenty: one at a time.
         self._limiter = trio.CapacityLimiter(1)
 
     async def open(self) -> None:
@@ -118,12 +119,17 @@ class HibariTts(TtsBackend):
         milliseconds and is dropped) and closes ``audio``.
 
         Raises:
-            BackendRejected: unknown voice or speed outside 0.5-2.0.
+            BackendRejected: unknown voice, a language other than English, or speed outside
+                0.5-2.0.
             BackendUnavailable: the backend is not open or synthesis failed.
         """
         async with audio:
             tts = self._require()
             self._check_voice(request.voice_id or self.options.voice)
+            if request.language and not request.language.lower().startswith("en"):
+                raise BackendRejected(
+                    f"hibari speaks English, not {request.language!r}", backend=self.name
+                )
             speed = request.speed
             if not _SPEED_RANGE[0] <= speed <= _SPEED_RANGE[1]:
                 raise BackendRejected(

@@ -13,12 +13,13 @@ being computed, i.e. within tens of milliseconds once the prompt has been read.
 from __future__ import annotations
 
 import functools
-from collections.abc import Iterator
+from collections.abc import Generator
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, ClassVar
 
 import msgspec
 import trio
+
 from scaivoice.engine import (
     BackendOptions,
     BackendRejected,
@@ -42,7 +43,7 @@ _TEMPLATE_TOKENS = 8  # chat-template overhead per message, when fitting the his
 _DONE = object()
 
 
-class LlamaCppOptions(BackendOptions):
+class LlamaCppOptions(BackendOptions, frozen=True):
     """Options of the ``llama-cpp`` backend.
 
     Attributes:
@@ -125,9 +126,10 @@ class LlamaCppLlm(LlmBackend):
             messages = await trio.to_thread.run_sync(self._fit, llm, messages, max_tokens)
             tokens = await self._step(functools.partial(self._start, llm, messages, max_tokens))
             try:
-                while (
-                    chunk := await self._step(functools.partial(next, tokens, _DONE))
-                ) is not _DONE:
+                while True:
+                    chunk = await self._step(functools.partial(next, tokens, _DONE))
+                    if chunk is _DONE:
+                        break
                     text = chunk["choices"][0]["delta"].get("content")
                     if text:
                         await deltas.send(text)
@@ -136,7 +138,9 @@ class LlamaCppLlm(LlmBackend):
 
     # ------------------------------------------------------------------ helpers
 
-    def _start(self, llm: Llama, messages: list[dict[str, str]], max_tokens: int) -> Iterator[Any]:
+    def _start(
+        self, llm: Llama, messages: list[dict[str, str]], max_tokens: int
+    ) -> Generator[Any, None, None]:
         stream = llm.create_chat_completion(
             messages=messages,  # type: ignore[arg-type]
             stream=True,
@@ -146,7 +150,7 @@ class LlamaCppLlm(LlmBackend):
             repeat_penalty=self.options.repeat_penalty,
             seed=self.options.seed,
         )
-        return iter(stream)  # type: ignore[arg-type]
+        return stream  # type: ignore[return-value]
 
     async def _step(self, work: functools.partial[Any]) -> Any:
         """One short blocking call in a worker thread, waited for on cancel (it is short)."""

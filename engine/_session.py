@@ -421,6 +421,7 @@ class Session:
             case Wake():
                 if not self.config.wake_word_enabled:
                     await self._warn("wake_ignored", "wake frames need wake_word_enabled")
+                self._clear_pre_roll()  # the wake word itself is not part of the request
                 await self._apply(conv.handle(WakeWord()))
             case Playback(turn_id=turn_id, played_ms=played_ms):
                 turn = self._agent_turn
@@ -437,6 +438,7 @@ class Session:
             case SpeechStopped():
                 await self._apply(conv.handle(SpeechStop()))
             case WakeDetected():
+                self._clear_pre_roll()
                 await self._apply(conv.handle(WakeWord()))
             case AgentOutputStarted(turn_id=turn_id):
                 await self._apply(conv.handle(item))
@@ -465,9 +467,7 @@ class Session:
                 await self._on_item(event)
         turn = self._user_turn
         if turn is None:
-            while self._pre_roll_ms > _PRE_ROLL_MS and len(self._pre_roll) > 1:
-                dropped = self._pre_roll.popleft()
-                self._pre_roll_ms -= len(dropped) / 2 / _STT_RATE * 1000.0
+            self._trim_pre_roll()
             return
         while self._pre_roll:
             chunk = self._pre_roll.popleft()
@@ -481,6 +481,23 @@ class Session:
                 "here; what follows belongs to the next turn",
             )
             await self._apply(self._conversation.handle(Commit()))
+
+    def _trim_pre_roll(self) -> None:
+        """Keep only the last ``_PRE_ROLL_MS`` of audio heard outside a user turn."""
+        excess = int((self._pre_roll_ms - _PRE_ROLL_MS) * _STT_RATE / 1000.0) * 2
+        while excess > 0 and self._pre_roll:
+            head = self._pre_roll[0]
+            if len(head) <= excess:
+                self._pre_roll.popleft()
+                excess -= len(head)
+            else:
+                self._pre_roll[0] = head[excess:]
+                excess = 0
+        self._pre_roll_ms = sum(len(c) for c in self._pre_roll) / 2 / _STT_RATE * 1000.0
+
+    def _clear_pre_roll(self) -> None:
+        self._pre_roll.clear()
+        self._pre_roll_ms = 0.0
 
     async def _apply(self, actions: list[Action]) -> None:
         for action in actions:

@@ -18,7 +18,7 @@ import numpy as np
 import numpy.typing as npt
 
 if TYPE_CHECKING:
-    import onnxruntime
+    import onnxruntime  # type: ignore[import-untyped]
 
 __all__ = ["CONTEXT", "FRAME", "SAMPLE_RATE", "SileroModel", "SileroStream"]
 

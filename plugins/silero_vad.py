@@ -3,8 +3,8 @@
 A session that sets ``vad_enabled`` gets :class:`SpeechStarted` / :class:`SpeechStopped` events
 from its microphone audio. The model (``data/silero_vad.onnx``, MIT, licence alongside) is
 loaded once per engine and runs on onnxruntime alone: the ``silero_vad`` Python package is never
-imported (it imports torch). Operator options (``[features.silero-vad]``), which a session's
-own option table may override::
+imported (it imports torch). The operator's options (``[backends.feature_options.silero-vad]``),
+which a session's own option table may override::
 
     threshold = 0.5        # speech probability that starts a speech run
     neg_threshold = 0.35   # below this a frame is silence (default threshold - 0.15)
@@ -21,6 +21,7 @@ from typing import Annotated, Any
 
 import msgspec
 import trio
+
 from scaivoice.engine import (
     BackendOptions,
     ConfigError,
@@ -55,7 +56,7 @@ _Probability = Annotated[float, msgspec.Meta(ge=0.0, le=1.0)]
 _Millis = Annotated[int, msgspec.Meta(ge=0)]
 
 
-class SileroVadOptions(BackendOptions):
+class SileroVadOptions(BackendOptions, frozen=True):
     """Options of the ``silero-vad`` feature (see the module docstring)."""
 
     threshold: _Probability = 0.5

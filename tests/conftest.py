@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 import trio
+
 from scaivoice.backends import testing as testing_backends
 from scaivoice.engine import BackendSpec, PluginHost, hookimpl
 from scaivoice.engine._frames import ServerFrame

@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any, ClassVar
 
 import trio
+
 from scaivoice.engine import (
     AudioChunk,
     BackendOptions,

@@ -11,6 +11,7 @@ import tomllib
 
 import pytest
 import trio
+
 from scaivoice.engine import ConfigError, Forbidden, Unauthorized
 from scaivoice.engine._auth import Authenticator, Principal, hash_key
 from scaivoice.engine._config import config_from_mapping, load_config

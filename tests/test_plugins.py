@@ -8,6 +8,7 @@ import types
 from collections.abc import Iterator
 
 import pytest
+
 from scaivoice.backends.testing import TestTts
 from scaivoice.engine import (
     BackendSpec,

@@ -8,6 +8,7 @@ import re
 from pathlib import Path
 
 import pytest
+
 import scaivoice.engine as public
 from scaivoice.engine import _frames, _session
 from scaivoice.engine._frames import (

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+
 from scaivoice.engine._playback import PlaybackModel, heard_prefix
 from scaivoice.engine._text import SentenceChunker
 

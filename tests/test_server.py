@@ -14,6 +14,7 @@ from typing import Any
 import httpx
 import pytest
 import trio
+
 from scaivoice.engine import ConfigError, ProtocolViolation
 from scaivoice.engine._auth import Authenticator, Principal, hash_key
 from scaivoice.engine._config import config_from_mapping

@@ -6,6 +6,7 @@ from typing import Any
 
 import pytest
 import trio
+
 from scaivoice.engine import (
     AudioChunk,
     BackendOptions,
@@ -411,3 +412,52 @@ async def test_a_failing_stt_is_an_error_and_the_session_returns_to_idle() -> No
         await client.send_json({"type": "text", "text": "typed instead"})
         items = await _collect_turn(client, "agent.text.done")
         assert items[-1].text == "You said: typed instead."
+
+
+async def test_wake_word_mode_ignores_audio_until_a_wake(invariants: Any) -> None:
+    async with open_session(start={"wake_word_enabled": True}) as client:
+        assert (await client.receive()).code == "feature_unavailable"  # no server detector
+        assert (await client.receive()).state == "idle"
+        await client.send_raw(SPEECH)
+        await client.send_json({"type": "ping"})
+        assert tag(await client.receive()) == "pong"  # the audio opened no turn
+        await client.send_json({"type": "wake", "confidence": 0.9})
+        await client.send_raw(SPEECH)
+        await client.send_json({"type": "audio.commit"})
+        items = await _collect_turn(client, "state", state="idle")
+        invariants(items)
+        assert [i.state for i in items if tag(i) == "state"][:2] == ["listening", "thinking"]
+        assert next(i for i in items if tag(i) == "transcript" and i.final).end_ms == 500
+        # Asleep again after the reply.
+        await client.send_raw(SPEECH)
+        await client.send_json({"type": "ping"})
+        assert tag(await client.receive()) == "pong"
+
+
+async def test_client_vad_frames_segment_user_turns(invariants: Any) -> None:
+    async with open_session(start={}) as client:
+        await client.receive()
+        await client.send_json({"type": "vad", "speaking": False})  # announces client VAD
+        await client.send_raw(SILENCE)  # not speech: opens nothing, kept as pre-roll
+        await client.send_json({"type": "vad", "speaking": True})
+        await client.send_raw(SPEECH)
+        await client.send_json({"type": "vad", "speaking": False})
+        items = await _collect_turn(client, "state", state="idle")
+        invariants(items)
+        final = next(i for i in items if tag(i) == "transcript" and i.final)
+        assert final.end_ms == 300 + 500  # 300 ms of pre-roll + the speech
+        assert next(i for i in items if tag(i) == "agent.text.done").text == "You said: hello there."
+
+
+async def test_session_update_applies_to_the_next_turn() -> None:
+    async with open_session(start={}) as client:
+        await client.receive()
+        await client.send_json(
+            {"type": "session.update", "config": {"voice_id": "test-tts:tone-b", "speed": 2.0}}
+        )
+        updated = await client.receive()
+        assert (updated.config.voice_id, updated.config.speed) == ("test-tts:tone-b", 2.0)
+        await client.send_json({"type": "text", "text": "hi"})
+        items = await _collect_turn(client, "agent.audio.done")
+        # test-tts honours speed natively: half the duration of a normal-speed reply.
+        assert items[-1].duration_ms == pytest.approx(len("You said: hi.") * 50 / 2, abs=45)

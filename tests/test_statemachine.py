@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+
 from scaivoice.engine._statemachine import (
     AgentOutputStarted,
     AgentTurnEnded,

@@ -1,0 +1,68 @@
+"""Cutting long utterances into Whisper-sized pieces, and the two-token limiter (fast)."""
+
+from __future__ import annotations
+
+import numpy as np
+import trio
+import trio.testing
+
+from scaivoice.backends._limits import BothLimiters
+from scaivoice.backends._utterance import UtteranceBuffer
+
+RATE = 16000
+
+
+def loud(seconds: float) -> bytes:
+    rng = np.random.default_rng(1)
+    return (rng.normal(0, 8000, int(seconds * RATE)).clip(-32768, 32767)).astype("<i2").tobytes()
+
+
+def quiet(seconds: float) -> bytes:
+    return b"\0\0" * int(seconds * RATE)
+
+
+def test_short_audio_stays_in_the_open_piece() -> None:
+    buffer = UtteranceBuffer(max_piece_s=4.0)
+    buffer.append(loud(3.0))
+    assert buffer.sealed == []
+    assert buffer.total_ms == 3000
+    assert len(buffer.open_piece().pcm) == 3 * RATE * 2
+
+
+def test_a_long_utterance_is_cut_in_the_pause() -> None:
+    buffer = UtteranceBuffer(max_piece_s=4.0, search_s=1.0)
+    for piece in (loud(3.4), quiet(0.2), loud(3.0)):
+        for start in range(0, len(piece), 3200):
+            buffer.append(piece[start : start + 3200])
+    (sealed,) = buffer.sealed
+    cut_s = len(sealed.pcm) / 2 / RATE
+    assert 3.4 <= cut_s <= 3.6
+    rest = buffer.open_piece()
+    assert rest.start == len(sealed.pcm) // 2
+    assert buffer.total_samples == int(6.6 * RATE)
+    assert sealed.pcm + rest.pcm == loud(3.4) + quiet(0.2) + loud(3.0)
+    assert buffer.undecoded() == [sealed]
+
+
+def test_audio_without_pauses_is_still_cut_within_the_limit() -> None:
+    buffer = UtteranceBuffer(max_piece_s=2.0)
+    buffer.append(loud(9.0))
+    assert len(buffer.sealed) >= 4
+    assert all(len(p.pcm) // 2 <= 2 * RATE for p in buffer.sealed)
+    assert b"".join(p.pcm for p in buffer.sealed) + buffer.open_piece().pcm == loud(9.0)
+
+
+async def test_both_limiters_give_the_outer_token_back_on_cancel() -> None:
+    outer, inner = trio.CapacityLimiter(1), trio.CapacityLimiter(1)
+    both = BothLimiters(outer, inner)
+    holder = object()
+    await inner.acquire_on_behalf_of(holder)
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(both.acquire_on_behalf_of, object())
+        await trio.testing.wait_all_tasks_blocked()
+        assert outer.borrowed_tokens == 1  # held while waiting for the inner token
+        nursery.cancel_scope.cancel()
+    assert outer.borrowed_tokens == 0
+    inner.release_on_behalf_of(holder)
+    assert await trio.to_thread.run_sync(lambda: 42, limiter=both) == 42
+    assert (outer.borrowed_tokens, inner.borrowed_tokens) == (0, 0)
