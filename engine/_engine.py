@@ -142,14 +142,14 @@ class Engine:
                 options = names.feature_options.get(feature_spec.name, {})
                 feature = feature_spec.factory(options)  # bad options: a start-up error
                 try:
-                    opened = await stack.enter_async_context(feature)
+                    await stack.enter_async_context(feature)
                 except (ConfigError, BackendError) as exc:
                     # An optional feature whose model or runtime is missing degrades to
                     # "not installed": sessions that ask for it get feature_unavailable.
                     log.warning("session feature %r is unavailable: %s", feature_spec.name, exc)
                     continue
                 log.info("opened session feature %r (%s)", feature_spec.name, key)
-                features[key] = (feature_spec, opened)
+                features[key] = (feature_spec, feature)
             voices = await _voice_library(tts)
             assert isinstance(stt, SttBackend) and isinstance(llm, LlmBackend)
             assert normaliser is None or isinstance(normaliser, NormaliserBackend)
