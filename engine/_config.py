@@ -75,8 +75,9 @@ class BackendsConfig(_Section, frozen=True):
 
     stt: str = "whisper"
     llm: str = "llama-cpp"
-    tts: str | list[str] = "hibari"
-    """One name, or a list: the first is the default voice's backend; all are opened."""
+    tts: str | list[str] = msgspec.field(default_factory=lambda: ["hibari", "piper", "espeak"])
+    """One name, or a list: the first must open and speaks by default; the others add their
+    voices to the library when installed (skipped with a warning when not)."""
     normaliser: str | None = None
     options: dict[str, dict[str, Any]] = msgspec.field(default_factory=dict)
     """``[backends.options.NAME]`` tables, validated by each backend's ``Options``."""

@@ -129,11 +129,7 @@ class Engine:
 
             stt = await open_backend("stt", names.stt)
             llm = await open_backend("llm", names.llm)
-            tts: dict[str, TtsBackend] = {}
-            for name in names.tts_names:
-                opened = await open_backend("tts", name)
-                assert isinstance(opened, TtsBackend)
-                tts[name] = opened
+            tts = await open_voice_backends(config, specs["tts"], stack)
             normaliser = (
                 await open_backend("normaliser", names.normaliser) if names.normaliser else None
             )
@@ -217,6 +213,34 @@ def _lookup(specs: Mapping[str, BackendSpec], kind: str, name: str) -> BackendSp
             f"no {kind} backend named {name!r} is installed{hint}; installed: {known}"
         )
     return specs[name]
+
+
+async def open_voice_backends(
+    config: EngineConfig, specs: Mapping[str, BackendSpec], stack: AsyncExitStack
+) -> dict[str, TtsBackend]:
+    """Open the TTS backends of ``backends.tts``: the first must open (it speaks by default);
+    the others join the voice library when they are installed and open, and are skipped with a
+    logged warning when not.
+
+    Raises:
+        ConfigError, BackendError: the first backend is missing or fails to open.
+    """
+    names = config.backends.tts_names
+    opened: dict[str, TtsBackend] = {}
+    for index, name in enumerate(names):
+        try:
+            spec = _lookup(specs, "tts", name)
+            backend = spec.factory(config.backends.options.get(name, {}))
+            assert isinstance(backend, TtsBackend)
+            log.info("opening tts backend %r", name)
+            await stack.enter_async_context(backend)
+        except (ConfigError, BackendError) as exc:
+            if index == 0:
+                raise
+            log.warning("voices of tts backend %r are not available: %s", name, exc)
+            continue
+        opened[name] = backend
+    return opened
 
 
 async def _voice_library(tts: Mapping[str, TtsBackend]) -> dict[str, LibraryVoice]:

@@ -147,29 +147,23 @@ def _cmd_voices(args: argparse.Namespace) -> int:
 
 
 async def _local_voices(config: EngineConfig) -> list[dict[str, Any]]:
-    from ._engine import _voice_library
+    from contextlib import AsyncExitStack
+
+    from ._engine import _voice_library, open_voice_backends
 
     host, _ = _plugin_host()
-    specs = host.backend_specs("tts")
-    opened = {}
-    for name in config.backends.tts_names:
-        if name not in specs:
-            raise ScaiVoiceError(f"no tts backend named {name!r} is installed")
-        opened[name] = specs[name].factory(config.backends.options.get(name, {}))
-    voices: list[dict[str, Any]] = []
-    for name, backend in opened.items():
-        async with backend:
-            library = await _voice_library({name: backend})  # type: ignore[dict-item]
-        voices += [
-            {
-                "id": v.id,
-                "name": v.voice.name,
-                "language": v.voice.language,
-                "sample_rate": v.voice.sample_rate,
-            }
-            for v in library.values()
-        ]
-    return voices
+    async with AsyncExitStack() as stack:
+        opened = await open_voice_backends(config, host.backend_specs("tts"), stack)
+        library = await _voice_library(opened)
+    return [
+        {
+            "id": v.id,
+            "name": v.voice.name,
+            "language": v.voice.language,
+            "sample_rate": v.voice.sample_rate,
+        }
+        for v in library.values()
+    ]
 
 
 def _cmd_keys(args: argparse.Namespace) -> int:
@@ -211,6 +205,14 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     from ._bench import run_turn_benchmark
 
     return run_turn_benchmark(turns=args.turns, url=args.url, api_key=args.api_key)
+
+
+def _cmd_bench_stack(args: argparse.Namespace) -> int:
+    from ._bench_stack import run_stack_benchmark
+
+    return run_stack_benchmark(
+        turns=args.turns, url=args.url, api_key=args.api_key, min_silence_ms=args.min_silence_ms
+    )
 
 
 def _parse_pairs(pairs: Sequence[str]) -> list[tuple[str, Any]]:
@@ -278,6 +280,20 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--url", help="benchmark this server instead of starting one")
     b.add_argument("--api-key")
     b.set_defaults(func=_cmd_bench)
+    b = bench.add_parser(
+        "stack", help="end-of-speech latency, real-time factors and memory of the embedded stack"
+    )
+    b.add_argument("--turns", type=int, default=20)
+    b.add_argument(
+        "--url", help="benchmark this server instead of starting one (no memory figures)"
+    )
+    b.add_argument("--api-key")
+    b.add_argument(
+        "--min-silence-ms",
+        type=int,
+        help="Silero VAD hang time of the started server (default: the plugin's)",
+    )
+    b.set_defaults(func=_cmd_bench_stack)
     return parser
 
 

