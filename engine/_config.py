@@ -24,10 +24,12 @@ __all__ = [
     "ServerConfig",
     "SessionLimits",
     "TenantConfig",
+    "VoiceNotesConfig",
     "load_config",
 ]
 
 _Positive = Annotated[float, msgspec.Meta(gt=0)]
+_KINDS = frozenset({"stt", "llm", "tts", "normaliser"})
 
 
 class _Section(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=True):
@@ -88,6 +90,32 @@ class BackendsConfig(_Section, frozen=True):
     def tts_names(self) -> tuple[str, ...]:
         return (self.tts,) if isinstance(self.tts, str) else tuple(self.tts)
 
+    def options_for(self, kind: str, name: str) -> dict[str, Any]:
+        """The option table of backend ``name`` of ``kind``.
+
+        ``[backends.options.KIND.NAME]`` (for names several kinds share, like ``openai``) wins
+        over ``[backends.options.NAME]``.
+        """
+        by_kind = self.options.get(kind)
+        if isinstance(by_kind, dict) and isinstance(by_kind.get(name), dict):
+            return dict(by_kind[name])
+        plain = self.options.get(name, {})
+        return {k: v for k, v in plain.items() if k not in _KINDS or not isinstance(v, dict)}
+
+
+class VoiceNotesConfig(_Section, frozen=True):
+    """The OpenAI-compatible voice-note API (``/v1/audio/transcriptions``, ``/v1/audio/speech``)."""
+
+    transcription_enabled: bool = True
+    """``false`` answers transcription requests with 404 (``VOICE_TRANSCRIPTION_ENABLED``)."""
+    max_upload_bytes: Annotated[int, msgspec.Meta(ge=1024)] = 25 * 1024 * 1024
+    """Larger uploads are refused with 413 (OpenAI's own limit is 25 MB)."""
+    max_input_chars: Annotated[int, msgspec.Meta(ge=1)] = 5000
+    """Longer speech input is refused with 400 ``input_too_long``."""
+    cache_dir: str | None = None
+    """Where synthesised notes are cached (a shared volume works); unset: in memory."""
+    cache_max_bytes: Annotated[int, msgspec.Meta(ge=0)] = 512 * 1024 * 1024
+
 
 class KeyConfig(_Section, frozen=True):
     """An API key, stored as its hash only (``scaivoice keys new`` prints both)."""
@@ -125,6 +153,7 @@ class EngineConfig(_Section, frozen=True):
     """Engine-wide session defaults (voice, normalisation, ...)."""
     auth: AuthConfig = msgspec.field(default_factory=AuthConfig)
     tenants: dict[str, TenantConfig] = msgspec.field(default_factory=dict)
+    voice_notes: VoiceNotesConfig = msgspec.field(default_factory=VoiceNotesConfig)
 
     @property
     def open_mode(self) -> bool:

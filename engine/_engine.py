@@ -123,7 +123,7 @@ class Engine:
 
             async def open_backend(kind: BackendKind, name: str) -> object:
                 spec = _lookup(specs[kind], kind, name)
-                backend = spec.factory(names.options.get(name, {}))
+                backend = spec.factory(names.options_for(kind, name))
                 log.info("opening %s backend %r", kind, name)
                 return await stack.enter_async_context(backend)
 
@@ -171,6 +171,10 @@ class Engine:
         if voice_id in self.voices:
             entry = self.voices[voice_id]
             return entry.backend, entry.voice.id
+        if ":" not in voice_id:  # a bare voice name that only one backend has ("heart")
+            matches = [e for e in self.voices.values() if e.voice.id == voice_id]
+            if len(matches) == 1:
+                return matches[0].backend, matches[0].voice.id
         backend, sep, local = voice_id.partition(":")
         if sep and backend in self.tts and not self.voices_listed(backend):
             return backend, local  # a backend that does not list voices accepts any id
@@ -230,7 +234,7 @@ async def open_voice_backends(
     for index, name in enumerate(names):
         try:
             spec = _lookup(specs, "tts", name)
-            backend = spec.factory(config.backends.options.get(name, {}))
+            backend = spec.factory(config.backends.options_for("tts", name))
             assert isinstance(backend, TtsBackend)
             log.info("opening tts backend %r", name)
             await stack.enter_async_context(backend)

@@ -2,10 +2,13 @@
 
 Routes::
 
-    GET  /v1/session          WebSocket, protocol v1 (API key or ?token=)
-    POST /v1/session-tokens   mint a short-lived browser session token (API key, scaivoice:use)
-    GET  /v1/voices           the voice library
-    GET  /health              backends' health; 503 while draining or when a backend is down
+    GET  /v1/session                WebSocket, protocol v1 (API key or ?token=)
+    POST /v1/session-tokens         mint a short-lived browser session token (scaivoice:use)
+    GET  /v1/voices                 the voice library
+    POST /v1/audio/transcriptions   OpenAI-compatible: an audio file in, its transcript out
+    POST /v1/audio/speech           OpenAI-compatible: text in, audio (an OGG/Opus note...) out
+    GET  /v1/models                 the models those two answer to
+    GET  /health                    backends' health; 503 while draining or a backend is down
 
 HTTP errors are RFC 9457 problem documents (``application/problem+json``) with a stable
 ``code``. WebSocket refusals are an ``error`` frame followed by a close code, so that browsers,
@@ -14,29 +17,33 @@ which cannot read a refused handshake's status, still learn why.
 
 from __future__ import annotations
 
-import json
 import logging
 import urllib.parse
-from collections.abc import Awaitable, Callable, Mapping, MutableMapping
-from typing import Any
+from collections.abc import Awaitable, Callable, Mapping
 
 from ._auth import PERMISSION_USE, Principal, bearer_from_headers
 from ._engine import Engine
 from ._errors import AuthError, SessionClosed
 from ._frames import ErrorFrame, encode_server_frame
+from ._http import (
+    HttpProblem,
+    Receive,
+    Scope,
+    Send,
+    header,
+    parse_multipart,
+    read_body,
+    send_bytes,
+    send_json,
+    send_problem,
+)
 from ._session import Session
 from ._transport import CloseCode
+from ._voicenotes import VoiceNotes
 
 __all__ = ["ScaiVoiceApp"]
 
 log = logging.getLogger("scaivoice.server")
-
-Scope = MutableMapping[str, Any]
-Message = MutableMapping[str, Any]
-Receive = Callable[[], Awaitable[Message]]
-Send = Callable[[Message], Awaitable[None]]
-
-_PROBLEM_BASE = "https://scaivoice.dev/problems/"
 
 
 class AsgiWebSocketTransport:
@@ -79,12 +86,16 @@ class ScaiVoiceApp:
 
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
+        self.voice_notes = VoiceNotes(engine)
         self._routes: Mapping[
             tuple[str, str], Callable[[Scope, Receive, Send], Awaitable[None]]
         ] = {
             ("GET", "/health"): self._health,
             ("GET", "/v1/voices"): self._voices,
             ("POST", "/v1/session-tokens"): self._session_tokens,
+            ("POST", "/v1/audio/transcriptions"): self._transcriptions,
+            ("POST", "/v1/audio/speech"): self._speech,
+            ("GET", "/v1/models"): self._models,
         }
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -134,32 +145,35 @@ class ScaiVoiceApp:
 
     async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
         route = self._routes.get((scope["method"], scope["path"]))
-        if route is None:
-            if any(path == scope["path"] for _, path in self._routes):
-                await _problem(
-                    send, 405, "method_not_allowed", f"{scope['method']} is not allowed here"
-                )
-            else:
-                await _problem(send, 404, "not_found", f"no route {scope['path']}")
-            return
         try:
+            if route is None:
+                if any(path == scope["path"] for _, path in self._routes):
+                    raise HttpProblem(
+                        405, "method_not_allowed", f"{scope['method']} is not allowed here"
+                    )
+                raise HttpProblem(404, "not_found", f"no route {scope['path']}")
             await route(scope, receive, send)
         except AuthError as exc:
             status = 403 if exc.code == "forbidden" else 401
-            await _problem(send, status, exc.code, str(exc))
+            await send_problem(send, HttpProblem(status, exc.code, str(exc)))
+        except HttpProblem as problem:
+            await send_problem(send, problem)
 
     async def _health(self, scope: Scope, receive: Receive, send: Send) -> None:
         backends = await self.engine.health()
         draining = self.engine.sessions.draining
         healthy = all(entry["ok"] for entry in backends.values())
+        default_voice = backends.get(f"tts:{self.engine.default_tts}", {"ok": False})
         status = "draining" if draining else ("ok" if healthy else "degraded")
-        await _json(
+        await send_json(
             send,
             200 if healthy and not draining else 503,
             {
                 "status": status,
+                "synthesis": bool(default_voice["ok"]) and not draining,
                 "backends": backends,
                 "sessions": {"live": len(self.engine.sessions.live)},
+                "speech_cache": self.voice_notes.cache.describe(),
             },
         )
 
@@ -179,15 +193,14 @@ class ScaiVoiceApp:
             }
             for entry in self.engine.voices.values()
         ]
-        await _json(send, 200, {"object": "list", "data": data})
+        await send_json(send, 200, {"object": "list", "data": data})
 
     async def _session_tokens(self, scope: Scope, receive: Receive, send: Send) -> None:
-        await _drain_body(receive)
-        bearer = bearer_from_headers(scope.get("headers", []))
-        principal = self.engine.auth.authenticate_key(bearer)
+        await read_body(receive, limit=64 * 1024)
+        principal = self.engine.auth.authenticate_key(bearer_from_headers(scope.get("headers", [])))
         principal.require(PERMISSION_USE)
         token, expires_at = self.engine.auth.mint_session_token(principal)
-        await _json(
+        await send_json(
             send,
             201,
             {
@@ -197,6 +210,41 @@ class ScaiVoiceApp:
                 "url": "/v1/session?token=" + urllib.parse.quote(token),
             },
         )
+
+    # ---------------------------------------------------------------- voice notes
+
+    async def _transcriptions(self, scope: Scope, receive: Receive, send: Send) -> None:
+        principal = self._authenticate(scope)
+        principal.require(PERMISSION_USE)
+        limit = self.engine.config.voice_notes.max_upload_bytes
+        body = await read_body(receive, limit=limit + 64 * 1024)  # room for the form's fields
+        form = parse_multipart(body, header(scope, b"content-type"))
+        upload = form.get("file")
+        if upload is not None and len(upload.data) > limit:
+            raise HttpProblem(413, "payload_too_large", f"audio files are limited to {limit} bytes")
+        fmt, document = await self.voice_notes.transcribe(principal, form)
+        if fmt in ("json", "verbose_json"):
+            await send_json(send, 200, document)
+            return
+        content_type = {"text": "text/plain", "srt": "application/x-subrip", "vtt": "text/vtt"}
+        await send_bytes(send, 200, document.encode(), content_type[fmt] + "; charset=utf-8")
+
+    async def _speech(self, scope: Scope, receive: Receive, send: Send) -> None:
+        principal = self._authenticate(scope)
+        principal.require(PERMISSION_USE)
+        body = await read_body(receive, limit=256 * 1024)
+        result = await self.voice_notes.speech(principal, body)
+        headers = [
+            ("x-scaivoice-cache", "hit" if result.cache_hit else "miss"),
+            ("x-scaivoice-voice", result.voice_id),
+        ]
+        headers += [("x-scaivoice-warning", warning) for warning in result.warnings]
+        await send_bytes(send, 200, result.data, result.content_type, headers)
+
+    async def _models(self, scope: Scope, receive: Receive, send: Send) -> None:
+        principal = self._authenticate(scope)
+        principal.require(PERMISSION_USE)
+        await send_json(send, 200, {"object": "list", "data": self.voice_notes.models()})
 
 
 async def _refuse(transport: AsgiWebSocketTransport, code: str, message: str, close: int) -> None:
@@ -213,45 +261,3 @@ async def _lifespan(receive: Receive, send: Send) -> None:
         elif message["type"] == "lifespan.shutdown":
             await send({"type": "lifespan.shutdown.complete"})
             return
-
-
-async def _drain_body(receive: Receive) -> bytes:
-    body = b""
-    while True:
-        message = await receive()
-        body += bytes(message.get("body", b""))
-        if len(body) > 64 * 1024:
-            return body[: 64 * 1024]
-        if not message.get("more_body"):
-            return body
-
-
-async def _json(send: Send, status: int, doc: Any, content_type: str = "application/json") -> None:
-    body = json.dumps(doc).encode()
-    await send(
-        {
-            "type": "http.response.start",
-            "status": status,
-            "headers": [
-                (b"content-type", content_type.encode()),
-                (b"content-length", str(len(body)).encode()),
-                (b"cache-control", b"no-store"),
-            ],
-        }
-    )
-    await send({"type": "http.response.body", "body": body})
-
-
-async def _problem(send: Send, status: int, code: str, detail: str) -> None:
-    await _json(
-        send,
-        status,
-        {
-            "type": _PROBLEM_BASE + code,
-            "title": code.replace("_", " "),
-            "status": status,
-            "detail": detail,
-            "code": code,
-        },
-        content_type="application/problem+json",
-    )

@@ -60,7 +60,35 @@ def _engine_config(args: argparse.Namespace) -> EngineConfig:
         server["log_format"] = os.environ["SCAIVOICE_LOG_FORMAT"]
     if server:
         overrides["server"] = server
+    overrides.update(_gateway_environment())
     return load_config(Path(path) if path else None, overrides)
+
+
+def _gateway_environment() -> dict[str, Any]:
+    """The voice-gateway environment names: upstream Whisper / TTS servers, voice, switch."""
+    env = os.environ
+    backends: dict[str, Any] = {}
+    options: dict[str, Any] = {}
+    overrides: dict[str, Any] = {}
+    if env.get("WHISPER_BASE_URL"):
+        backends["stt"] = "openai"
+        options["stt"] = {"openai": {"base_url": env["WHISPER_BASE_URL"]}}
+    if env.get("TTS_BASE_URL"):
+        backends["tts"] = "openai"
+        options["tts"] = {"openai": {"base_url": env["TTS_BASE_URL"]}}
+    if backends:
+        overrides["backends"] = {**backends, "options": options}
+    if env.get("TTS_VOICE"):
+        overrides["defaults"] = {"voice_id": env["TTS_VOICE"]}
+    if env.get("VOICE_TRANSCRIPTION_ENABLED"):
+        enabled = env["VOICE_TRANSCRIPTION_ENABLED"].strip().lower() not in (
+            "0",
+            "false",
+            "no",
+            "off",
+        )
+        overrides["voice_notes"] = {"transcription_enabled": enabled}
+    return overrides
 
 
 # --------------------------------------------------------------------------- commands

@@ -6,10 +6,10 @@ synthesised, for sessions that set ``normalize_text``. This one rewrites, in one
 - the abbreviations of its table (``"e.g."`` -> ``"for example"``), set by the operator;
 - the words of the request's lexicon (``NormaliseRequest.lexicon``), which win over the table.
 
-Matching is whole-word and case-insensitive; a match that starts with a capital letter gets a
-capitalised replacement (``"E.g."`` -> ``"For example"``), and an abbreviation that ends the
-text keeps its full stop. The table is English: for a request in another language only the
-lexicon is applied.
+Matching is whole-word and case-insensitive. A capitalised match that starts a sentence gets a
+capitalised replacement (``"E.g. tea"`` -> ``"For example tea"``, but ``"use NGINX"`` ->
+``"use engine x"``), and an abbreviation that ends the text keeps its full stop. The table is
+English: for a request in another language only the lexicon is applied.
 
 Operator options (``[backends.options.example-abbrev]`` in the engine's TOML)::
 
@@ -54,7 +54,7 @@ BUILTIN_ABBREVIATIONS: Final[Mapping[str, str]] = MappingProxyType(
 class AbbreviationNormaliser(NormaliserBackend):
     """Expands abbreviations ("e.g." -> "for example") and the request's lexicon."""
 
-    class Options(BackendOptions):
+    class Options(BackendOptions, frozen=True):
         """Options of ``example-abbrev``.
 
         Attributes:
@@ -98,7 +98,9 @@ class AbbreviationNormaliser(NormaliserBackend):
         def replace(match: re.Match[str]) -> str:
             found = match.group(0)
             spoken = table[found.lower()]
-            if found[:1].isupper() and spoken[:1].islower():
+            before = text[: match.start()].rstrip()
+            starts_sentence = not before or before.endswith((".", "!", "?"))
+            if starts_sentence and found[:1].isupper() and spoken[:1].islower():
                 spoken = spoken[0].upper() + spoken[1:]
             if found.endswith(".") and match.end() == end:
                 spoken += "."  # the abbreviation's full stop also ended the sentence
