@@ -13,7 +13,7 @@ normaliser ends or degrades it with an ``error`` / ``warning``. The session goes
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 
 import trio
@@ -108,6 +108,7 @@ class AgentTurn:
     emit_audio: Callable[[bytes], Awaitable[None]]
     output_started: Callable[[AgentTurn], Awaitable[None]]
     lead_ms: int
+    lexicon: Mapping[str, str] = field(default_factory=dict)
     user_turn_ended: float | None = None
     stt_ms: float | None = None
     scope: trio.CancelScope = field(default_factory=trio.CancelScope)
@@ -270,9 +271,12 @@ class AgentTurn:
         normaliser: NormaliserBackend | None = self.engine.normaliser
         if normaliser is None or not self.config.normalize_text:
             return text
+        request = NormaliseRequest(language=self.config.language, lexicon=self.lexicon)
         try:
-            return await normaliser.normalise(text, NormaliseRequest(language=self.config.language))
-        except BackendError as exc:
+            return await normaliser.normalise(text, request)
+        except Exception as exc:  # a normaliser bug must not end the session
+            if not isinstance(exc, BackendError):
+                log.exception("normaliser %r raised an unmapped exception", normaliser.name)
             await self.emit(
                 WarningFrame(code="normaliser_failed", message=f"text normalisation failed: {exc}")
             )

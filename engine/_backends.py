@@ -195,6 +195,7 @@ class SttCapabilities:
     interim_results: bool = False
     word_timings: bool = False
     languages: tuple[str, ...] = ()
+    """BCP-47 languages recognised; ``()`` means not declared (any may work)."""
     sample_rates: tuple[int, ...] = (16000,)
 
 
@@ -366,8 +367,13 @@ class BackendSpec:
         *,
         name: str,
         description: str = "",
+        api_version: int = API_VERSION,
     ) -> BackendSpec:
         """Build the spec of a backend class whose ``__init__`` takes its ``Options``.
+
+        Pass ``api_version`` as the backend API version your plugin was written against (a
+        constant in your code, not ``scaivoice.engine.API_VERSION``), so an older engine can
+        refuse it clearly.
 
         The factory validates the operator's table with ``backend_class.Options`` and calls
         ``backend_class(options)``.
@@ -396,6 +402,7 @@ class BackendSpec:
             factory=factory,
             capabilities=backend_class.capabilities,
             description=description or _first_line(backend_class.__doc__),
+            api_version=api_version,
         )
 
 

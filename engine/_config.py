@@ -131,6 +131,8 @@ class TenantConfig(_Section, frozen=True):
 
     keys: list[KeyConfig] = msgspec.field(default_factory=list)
     defaults: SessionConfigPatch = msgspec.field(default_factory=SessionConfigPatch)
+    lexicon: dict[str, str] = msgspec.field(default_factory=dict)
+    """Pronunciations for the normaliser: word or phrase -> how to say it."""
 
 
 class AuthConfig(_Section, frozen=True):
@@ -154,11 +156,20 @@ class EngineConfig(_Section, frozen=True):
     auth: AuthConfig = msgspec.field(default_factory=AuthConfig)
     tenants: dict[str, TenantConfig] = msgspec.field(default_factory=dict)
     voice_notes: VoiceNotesConfig = msgspec.field(default_factory=VoiceNotesConfig)
+    lexicon: dict[str, str] = msgspec.field(default_factory=dict)
+    """Engine-wide pronunciations; a tenant's entries win over these."""
 
     @property
     def open_mode(self) -> bool:
         """No API key configured: the server is open, and only allowed on loopback."""
         return not any(t.keys for t in self.tenants.values())
+
+    def lexicon_for(self, tenant: str | None) -> dict[str, str]:
+        """The pronunciation lexicon of ``tenant``: engine entries overlaid with the tenant's."""
+        lexicon = dict(self.lexicon)
+        if tenant is not None and tenant in self.tenants:
+            lexicon.update(self.tenants[tenant].lexicon)
+        return lexicon
 
     def session_defaults(self, tenant: str | None) -> SessionConfig:
         """Engine defaults overlaid with the tenant's."""

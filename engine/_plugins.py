@@ -20,7 +20,12 @@ from ._backends import API_VERSION, BackendKind, BackendSpec
 from ._errors import PluginContractError, PluginLoadError
 from ._features import FeatureSpec
 
-__all__ = ["ENTRY_POINT_GROUP", "LoadedPlugin", "PluginHost"]
+__all__ = ["ENTRY_POINT_GROUP", "FEATURE_KEYS", "LoadedPlugin", "PluginHost"]
+
+#: The session config keys a feature plugin may answer to (protocol v1).
+FEATURE_KEYS = frozenset(
+    {"vad_enabled", "wake_word_enabled", "diarize", "speaker_recognition", "tools_enabled"}
+)
 
 ENTRY_POINT_GROUP = "scaivoice"
 _BUILTIN_DISTRIBUTION = "scaivoice"
@@ -49,6 +54,7 @@ class PluginHost:
         self._pm = pluggy.PluginManager(_hooks.PROJECT_NAME)
         self._pm.add_hookspecs(_hooks)
         self._loaded: list[LoadedPlugin] = []
+        self._origins: dict[tuple[str, str], str] = {}
 
     # ---------------------------------------------------------------- registration
 
@@ -91,6 +97,18 @@ class PluginHost:
             if not include_third_party and dist != _BUILTIN_DISTRIBUTION:
                 continue
             if self._pm.has_plugin(ep.name):
+                owner = next((p.distribution for p in self._loaded if p.name == ep.name), "")
+                if owner == dist:
+                    continue  # the same entry point seen twice (e.g. two paths to one dist)
+                error = PluginLoadError(
+                    f"entry point {ep.name!r} of distribution {dist!r} clashes with the one of "
+                    f"{owner or 'code registered directly'}: entry-point names must be unique",
+                    distribution=dist,
+                    entry_point=ep.name,
+                )
+                if strict:
+                    raise error
+                failures.append(error)
                 continue
             try:
                 plugin = ep.load()
@@ -129,16 +147,28 @@ class PluginHost:
         """
         hook = getattr(self._pm.hook, _KIND_HOOKS[kind])
         specs: dict[str, BackendSpec] = {}
-        for record in self._collect(hook):
+        for plugin_name, record in self._collect(hook):
             if not isinstance(record, BackendSpec) or record.kind != kind:
                 raise PluginContractError(
                     f"{_KIND_HOOKS[kind]} yielded {record!r}; expected BackendSpec(kind={kind!r})"
                 )
             self._check_version(record.name, record.api_version)
             if record.name in specs:
-                raise PluginContractError(f"two plugins declare the {kind} backend {record.name!r}")
+                raise PluginContractError(
+                    f"plugins {self._origins[(kind, record.name)]!r} and {plugin_name!r} both "
+                    f"declare the {kind} backend {record.name!r}"
+                )
             specs[record.name] = record
+            self._origins[(kind, record.name)] = plugin_name
         return specs
+
+    def origin(self, kind: str, name: str) -> LoadedPlugin | None:
+        """The plugin that declared backend (or feature, ``kind="feature"``) ``name``.
+
+        Known after :meth:`backend_specs` / :meth:`feature_specs` ran.
+        """
+        plugin_name = self._origins.get((kind, name))
+        return next((p for p in self._loaded if p.name == plugin_name), None)
 
     def feature_specs(self) -> dict[str, FeatureSpec]:
         """Every session feature declared, by the config key it answers to.
@@ -148,11 +178,17 @@ class PluginHost:
                 features claim the same config key.
         """
         specs: dict[str, FeatureSpec] = {}
-        for record in self._collect(self._pm.hook.scaivoice_session_features):
+        for plugin_name, record in self._collect(self._pm.hook.scaivoice_session_features):
             if not isinstance(record, FeatureSpec):
                 raise PluginContractError(
                     f"scaivoice_session_features yielded {record!r}; expected FeatureSpec"
                 )
+            if record.config_key not in FEATURE_KEYS:
+                raise PluginContractError(
+                    f"feature {record.name!r} answers to {record.config_key!r}, which is not a "
+                    f"session feature key; expected one of {sorted(FEATURE_KEYS)}"
+                )
+            self._origins[("feature", record.name)] = plugin_name
             self._check_version(record.name, record.api_version)
             if record.config_key in specs:
                 raise PluginContractError(
@@ -163,11 +199,14 @@ class PluginHost:
         return specs
 
     @staticmethod
-    def _collect(hook: Any) -> Iterable[object]:
-        for result in hook():
+    def _collect(hook: Any) -> Iterable[tuple[str, object]]:
+        """(plugin name, record) for every record every implementation yields."""
+        for impl in hook.get_hookimpls():  # registration order
+            result = impl.function()
             if result is None:
                 continue
-            yield from result
+            for record in result:
+                yield impl.plugin_name, record
 
     @staticmethod
     def _check_version(name: str, api_version: int) -> None:

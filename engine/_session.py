@@ -141,6 +141,7 @@ class Session:
         self.session_id = "sess_" + uuid.uuid4().hex[:20]
         self.limits = engine.config.session
         self.config: SessionConfig = engine.config.session_defaults(principal.tenant)
+        self._lexicon = engine.config.lexicon_for(principal.tenant)
         self.history: deque[ChatMessage] = deque(maxlen=max(self.limits.history_messages, 1))
         self._conversation = Conversation()
         self._out_send, self._out_recv = trio.open_memory_channel[str | bytes](64)
@@ -612,6 +613,7 @@ class Session:
             emit_audio=self._send_audio,
             output_started=self._output_started,
             lead_ms=self.limits.audio_lead_ms,
+            lexicon=self._lexicon,
             user_turn_ended=ended if ended is not None else trio.current_time(),
             stt_ms=self._stt_ms.pop(turn_id, None),
         )

@@ -237,9 +237,13 @@ class VoiceNotes:
         defaults = self.engine.config.session_defaults(principal.tenant)
         if normaliser is None or not defaults.normalize_text:
             return text
+        request = NormaliseRequest(
+            language=defaults.language,
+            lexicon=self.engine.config.lexicon_for(principal.tenant),
+        )
         try:
-            return await normaliser.normalise(text, NormaliseRequest(language=defaults.language))
-        except BackendError as exc:
+            return await normaliser.normalise(text, request)
+        except Exception as exc:  # speak the text as written rather than fail the request
             log.warning("normalisation failed, speaking the text as written: %s", exc)
             return text
 

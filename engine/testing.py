@@ -170,7 +170,10 @@ test_engine_config.__test__ = False  # type: ignore[attr-defined]
 async def open_test_engine(
     overrides: Mapping[str, Any] | None = None, *, host: PluginHost | None = None
 ) -> AsyncIterator[Engine]:
-    """An opened engine on the test backends (plugins: the built-ins, plus ``host``'s)."""
+    """An opened engine on the test backends.
+
+    Plugins: the ones shipped with ScaiVoice, or only those of ``host`` when given.
+    """
     if host is None:
         host = PluginHost()
         host.load_entry_points(include_third_party=False)

@@ -42,6 +42,10 @@ class ExtraBackends:
     def scaivoice_tts_backends(self) -> Iterator[BackendSpec]:
         return self._of("tts")
 
+    @hookimpl
+    def scaivoice_normalisers(self) -> Iterator[BackendSpec]:
+        return self._of("normaliser")
+
 
 def host_with(*specs: BackendSpec) -> PluginHost:
     """Only the deterministic test backends (+ ``specs``): independent of installed extras."""

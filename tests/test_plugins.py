@@ -125,3 +125,40 @@ def test_a_plugin_that_fails_to_import_is_reported_with_its_distribution(
     failures = PluginHost().load_entry_points(strict=False)
     assert [f.distribution for f in failures] == ["acme-broken-plugin"]
     assert "acme_missing_module_xyz" not in sys.modules
+
+
+def test_the_host_knows_which_plugin_declared_each_backend() -> None:
+    host = PluginHost()
+    host.load_entry_points(include_third_party=False)
+    host.backend_specs("tts")
+    origin = host.origin("tts", "test-tts")
+    assert origin is not None
+    assert (origin.name, origin.distribution) == ("builtin-test-backends", "scaivoice")
+
+
+def test_a_feature_must_answer_to_a_session_feature_key() -> None:
+    @hookimpl
+    def scaivoice_session_features() -> Iterator[FeatureSpec]:
+        yield FeatureSpec(name="typo", config_key="vad_enabeld", factory=lambda o: None)  # type: ignore[arg-type,return-value]
+
+    host = PluginHost()
+    host.register(_module("t", scaivoice_session_features=scaivoice_session_features), name="t")
+    with pytest.raises(PluginContractError, match="vad_enabeld"):
+        host.feature_specs()
+
+
+def test_two_distributions_with_one_entry_point_name_clash(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    clash = importlib.metadata.EntryPoint(
+        name="builtin-test-backends", value="scaivoice.backends.testing", group="scaivoice"
+    )._for(_FakeDist())  # type: ignore[attr-defined]
+    real = importlib.metadata.entry_points
+
+    def entry_points(**kwargs: object) -> object:
+        found = list(real(**kwargs))  # type: ignore[arg-type]
+        return [*found, clash] if kwargs.get("group") == "scaivoice" else found
+
+    monkeypatch.setattr(importlib.metadata, "entry_points", entry_points)
+    with pytest.raises(PluginLoadError, match="clashes"):
+        PluginHost().load_entry_points()

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
 import trio
@@ -14,6 +14,8 @@ from scaivoice.engine import (
     BackendUnavailable,
     LlmBackend,
     LlmRequest,
+    NormaliserBackend,
+    NormaliseRequest,
     SttBackend,
     SttRequest,
     Transcript,
@@ -446,7 +448,9 @@ async def test_client_vad_frames_segment_user_turns(invariants: Any) -> None:
         invariants(items)
         final = next(i for i in items if tag(i) == "transcript" and i.final)
         assert final.end_ms == 300 + 500  # 300 ms of pre-roll + the speech
-        assert next(i for i in items if tag(i) == "agent.text.done").text == "You said: hello there."
+        assert (
+            next(i for i in items if tag(i) == "agent.text.done").text == "You said: hello there."
+        )
 
 
 async def test_session_update_applies_to_the_next_turn() -> None:
@@ -461,3 +465,43 @@ async def test_session_update_applies_to_the_next_turn() -> None:
         items = await _collect_turn(client, "agent.audio.done")
         # test-tts honours speed natively: half the duration of a normal-speed reply.
         assert items[-1].duration_ms == pytest.approx(len("You said: hi.") * 50 / 2, abs=45)
+
+
+class RecordingNormaliser(NormaliserBackend):
+    """Upper-cases, records requests; raises a plain bug on "boom"."""
+
+    class Options(BackendOptions, frozen=True):
+        pass
+
+    requests: ClassVar[list[NormaliseRequest]] = []
+
+    def __init__(self, options: Options) -> None:
+        pass
+
+    async def normalise(self, text: str, request: NormaliseRequest) -> str:
+        type(self).requests.append(request)
+        if "boom" in text:
+            raise ValueError("normaliser bug")
+        return text.upper()
+
+
+async def test_the_normaliser_gets_the_tenant_lexicon_and_its_bugs_only_warn() -> None:
+    spec = BackendSpec.for_class(RecordingNormaliser, name="recording")
+    overrides = {
+        "backends": {"normaliser": "recording"},
+        "lexicon": {"ScaiVoice": "sky voice"},
+        "tenants": {"default": {"lexicon": {"SQL": "sequel"}}},
+    }
+    RecordingNormaliser.requests = []
+    async with open_session(overrides, specs=[spec], start={"normalize_text": True}) as client:
+        await client.receive()
+        await client.send_json({"type": "text", "text": "hi"})
+        await _collect_turn(client, "state", state="idle")
+        assert RecordingNormaliser.requests[0].lexicon == {
+            "ScaiVoice": "sky voice",
+            "SQL": "sequel",
+        }
+        await client.send_json({"type": "text", "text": "boom"})
+        items = await _collect_turn(client, "state", state="idle")
+        assert next(i for i in items if tag(i) == "warning").code == "normaliser_failed"
+        assert "audio" in [tag(i) for i in items]  # spoken as written
