@@ -473,7 +473,7 @@ class Session:
         while self._pre_roll:
             chunk = self._pre_roll.popleft()
             turn.audio_ms += len(chunk) / 2 / _STT_RATE * 1000.0
-            await turn.audio.send(chunk)
+            await self._feed_stt(turn, chunk)
         self._pre_roll_ms = 0.0
         if turn.audio_ms >= self.limits.max_user_turn_s * 1000.0:
             await self._warn(
@@ -533,6 +533,15 @@ class Session:
 
     # ---------------------------------------------------------------- user turns (STT)
 
+    @staticmethod
+    async def _feed_stt(turn: _UserTurn, pcm: bytes) -> None:
+        """Hand audio to the turn's STT stream; a stream that already ended (it failed and
+        reported ``stt_failed``) drops it."""
+        try:
+            await turn.audio.send(pcm)
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            pass
+
     async def _flush_resampler(self, turn: _UserTurn) -> None:
         """Send the resampler's held-back tail to the ending turn; start a fresh stream."""
         if self._resampler.from_rate == _STT_RATE:
@@ -541,7 +550,7 @@ class Session:
         self._resampler = StreamResampler(self.config.input_sample_rate, _STT_RATE)
         if tail:
             turn.audio_ms += len(tail) / 2 / _STT_RATE * 1000.0
-            await turn.audio.send(tail)
+            await self._feed_stt(turn, tail)
 
     def _open_user_turn(self, turn_id: int) -> None:
         assert self._nursery is not None
@@ -591,6 +600,8 @@ class Session:
                 final_text = ""
             if turn.ended_at is not None:
                 self._stt_ms[turn.turn_id] = round((trio.current_time() - turn.ended_at) * 1000, 2)
+            elif self._user_turn is turn:
+                self._user_turn = None  # ended by the STT itself: later audio opens a new turn
             await self._events_send.send(TranscriptFinal(turn.turn_id, final_text.strip()))
 
     # ---------------------------------------------------------------- agent turns

@@ -276,6 +276,11 @@ class Conversation:
                 self.last_turn_id += 1
                 self._start_agent(StartAgentTurn(self.last_turn_id, text), actions)
             case TranscriptFinal(turn_id=turn_id, text=text):
+                if turn_id == self._open_turn:
+                    # The STT stream ended on its own (it failed, or it does its own
+                    # endpointing): the user turn is over.
+                    self._open_turn = None
+                    self._finalizing.add(turn_id)
                 if turn_id in self._finalizing:
                     self._finalizing.discard(turn_id)
                     if text.strip():

@@ -44,6 +44,14 @@ PUSH_TO_TALK = [
     ),
     ([UserAudio(), Commit()], TranscriptFinal(1, ""), [EmitState("idle", None)], "idle"),
     ([UserAudio(), Commit()], TranscriptFinal(7, "stale"), [], "thinking"),
+    # The STT stream ended on its own (failure, or its own endpointing): the turn is over.
+    ([UserAudio()], TranscriptFinal(1, ""), [EmitState("idle", None)], "idle"),
+    (
+        [UserAudio()],
+        TranscriptFinal(1, "hi"),
+        [StartAgentTurn(1, "hi"), EmitState("thinking", 1)],
+        "thinking",
+    ),
     (
         [UserAudio(), Commit(), TranscriptFinal(1, "hi")],
         AgentOutputStarted(1),
