@@ -90,8 +90,11 @@ class TestStt(SttBackend):
         peak = 0
         next_interim = opts.interim_every_ms
         phrase: str | None = None
+        carry = b""  # a sample split across two chunks
         async with audio, results:
-            async for pcm in audio:
+            async for data in audio:
+                pcm = carry + data
+                pcm, carry = (pcm[:-1], pcm[-1:]) if len(pcm) % 2 else (pcm, b"")
                 chunk = np.frombuffer(pcm, dtype="<i2")
                 samples += chunk.size
                 if chunk.size:

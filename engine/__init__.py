@@ -4,6 +4,9 @@ from ._audio import StreamResampler as StreamResampler
 from ._audio import float_to_pcm16 as float_to_pcm16
 from ._audio import pcm16_to_float as pcm16_to_float
 from ._audio import resample_pcm16 as resample_pcm16
+from ._auth import PERMISSION_ADMIN as PERMISSION_ADMIN
+from ._auth import PERMISSION_USE as PERMISSION_USE
+from ._auth import Principal as Principal
 from ._backends import API_VERSION as API_VERSION
 from ._backends import AudioChunk as AudioChunk
 from ._backends import Backend as Backend
@@ -51,5 +54,7 @@ from ._features import SpeechStopped as SpeechStopped
 from ._features import WakeDetected as WakeDetected
 from ._hooks import hookimpl as hookimpl
 from ._hooks import hookspec as hookspec
+from ._identity import IdentityProvider as IdentityProvider
+from ._identity import IdentityProviderSpec as IdentityProviderSpec
 from ._plugins import LoadedPlugin as LoadedPlugin
 from ._plugins import PluginHost as PluginHost

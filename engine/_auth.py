@@ -8,12 +8,17 @@ naming the tenant, the key it was minted with, its permissions, its purpose and 
 from __future__ import annotations
 
 import base64
+import dataclasses
 import hashlib
 import hmac
 import json
+import os
 import secrets
+import tempfile
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
 
 from ._config import EngineConfig
 from ._errors import ConfigError, Forbidden, Unauthorized
@@ -66,10 +71,116 @@ def new_key() -> str:
 class _StoredKey:
     digest: bytes
     principal: Principal
+    revoked_at: float | None = None
+
+
+class IdentityProviderLike(Protocol):
+    async def authenticate(self, credential: str) -> Principal | None: ...
+
+
+# --------------------------------------------------------------------------- the keys file
+
+
+@dataclass(frozen=True, slots=True)
+class KeyEntry:
+    """An API key as the keys file stores it: never the key, only its hash."""
+
+    id: str
+    tenant: str
+    hash: str
+    roles: tuple[str, ...]
+    created_at: float
+    revoked_at: float | None = None
+
+
+def read_key_file(path: Path) -> list[KeyEntry]:
+    """The entries of a keys file (``[]`` if it does not exist).
+
+    Raises:
+        ConfigError: the file is not a keys file.
+    """
+    try:
+        doc = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return []
+    except ValueError as exc:
+        raise ConfigError(f"{path} is not a keys file: {exc}") from exc
+    try:
+        return [
+            KeyEntry(
+                id=str(e["id"]),
+                tenant=str(e["tenant"]),
+                hash=str(e["hash"]),
+                roles=tuple(e.get("roles", ["user"])),
+                created_at=float(e.get("created_at", 0.0)),
+                revoked_at=None if e.get("revoked_at") is None else float(e["revoked_at"]),
+            )
+            for e in doc["keys"]
+        ]
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ConfigError(f"{path} is not a keys file: {exc}") from exc
+
+
+def write_key_file(path: Path, entries: Iterable[KeyEntry]) -> None:
+    """Replace the keys file atomically (readable by its owner only)."""
+    doc = {
+        "keys": [
+            {
+                "id": e.id,
+                "tenant": e.tenant,
+                "hash": e.hash,
+                "roles": list(e.roles),
+                "created_at": e.created_at,
+                "revoked_at": e.revoked_at,
+            }
+            for e in entries
+        ]
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=".keys-")
+    with os.fdopen(handle, "w", encoding="utf-8") as out:
+        json.dump(doc, out, indent=2)
+    os.chmod(temporary, 0o600)
+    os.replace(temporary, path)
+
+
+def create_key(path: Path, *, tenant: str, roles: Iterable[str], key_id: str, now: float) -> str:
+    """Add a new key for ``tenant`` to the keys file; return the key (shown once).
+
+    Raises:
+        ConfigError: ``key_id`` is already used.
+    """
+    entries = read_key_file(path)
+    if any(e.id == key_id for e in entries):
+        raise ConfigError(f"a key with id {key_id!r} already exists")
+    key = new_key()
+    entries.append(KeyEntry(key_id, tenant, hash_key(key), tuple(roles), now))
+    write_key_file(path, entries)
+    return key
+
+
+def revoke_key(path: Path, key_id: str, *, now: float) -> KeyEntry:
+    """Mark ``key_id`` revoked (kept in the file, refused from now on).
+
+    Raises:
+        ConfigError: no such key.
+    """
+    entries = read_key_file(path)
+    for index, entry in enumerate(entries):
+        if entry.id == key_id:
+            revoked = dataclasses.replace(entry, revoked_at=entry.revoked_at or now)
+            entries[index] = revoked
+            write_key_file(path, entries)
+            return revoked
+    raise ConfigError(f"no key with id {key_id!r} in {path}")
 
 
 class Authenticator:
     """Checks API keys and mints / verifies session tokens.
+
+    Keys come from the tenants' config and from ``[auth] keys_file`` (managed with
+    ``scaivoice keys``; re-read when it changes, so a revocation takes effect on the next
+    request).
 
     Args:
         config: the engine config (tenants, keys, roles, token settings).
@@ -79,25 +190,48 @@ class Authenticator:
     def __init__(self, config: EngineConfig, *, clock: Callable[[], float]) -> None:
         self._clock = clock
         self.open_mode = config.open_mode
-        roles = dict(BUILTIN_ROLES)
+        self._roles = dict(BUILTIN_ROLES)
         for name, permissions in config.auth.roles.items():
-            roles[name] = frozenset(permissions)
-        self._keys: list[_StoredKey] = []
+            self._roles[name] = frozenset(permissions)
+        self._config_keys: list[_StoredKey] = []
         for tenant, tenant_config in config.tenants.items():
             for key in tenant_config.keys:
-                self._keys.append(
-                    _StoredKey(
-                        digest=_parse_hash(key.hash, key.id),
-                        principal=Principal(
-                            tenant=tenant,
-                            key_id=key.id,
-                            permissions=_permissions(key.roles, roles, key.id),
-                        ),
-                    )
-                )
+                self._config_keys.append(self._stored(tenant, key.id, key.hash, key.roles, None))
+        self._keys_file = Path(config.auth.keys_file) if config.auth.keys_file else None
+        self._file_keys: list[_StoredKey] = []
+        self._file_stamp: tuple[float, int] | None = None
+        self._reload_key_file()
         secret = config.auth.token_secret
         self._secret = secret.encode("utf-8") if secret else secrets.token_bytes(32)
         self.token_ttl_s = config.auth.token_ttl_s
+
+    def _stored(
+        self, tenant: str, key_id: str, digest: str, roles: Iterable[str], revoked: float | None
+    ) -> _StoredKey:
+        return _StoredKey(
+            digest=_parse_hash(digest, key_id),
+            principal=Principal(
+                tenant=tenant, key_id=key_id, permissions=_permissions(roles, self._roles, key_id)
+            ),
+            revoked_at=revoked,
+        )
+
+    def _reload_key_file(self) -> None:
+        if self._keys_file is None:
+            return
+        try:
+            stat = self._keys_file.stat()
+        except FileNotFoundError:
+            self._file_keys, self._file_stamp = [], None
+            return
+        stamp = (stat.st_mtime, stat.st_size)
+        if stamp == self._file_stamp:
+            return
+        self._file_keys = [
+            self._stored(e.tenant, e.id, e.hash, e.roles, e.revoked_at)
+            for e in read_key_file(self._keys_file)
+        ]
+        self._file_stamp = stamp
 
     # ---------------------------------------------------------------- API keys
 
@@ -105,20 +239,23 @@ class Authenticator:
         """The principal of an API key.
 
         Raises:
-            Unauthorized: no key, or a key that matches no tenant.
+            Unauthorized: no key, a key that matches no tenant, or a revoked key.
         """
         if self.open_mode:
             return Principal(tenant="default", key_id="open", permissions=BUILTIN_ROLES["admin"])
         if not key:
             raise Unauthorized("an API key is required: 'Authorization: Bearer <key>'")
+        self._reload_key_file()
         digest = hashlib.sha256(key.encode("utf-8")).digest()
-        found: Principal | None = None
-        for stored in self._keys:  # every entry is compared: no early exit on a match
+        found: _StoredKey | None = None
+        for stored in (*self._config_keys, *self._file_keys):  # no early exit on a match
             if hmac.compare_digest(stored.digest, digest):
-                found = stored.principal
+                found = stored
         if found is None:
             raise Unauthorized("the API key is not valid")
-        return found
+        if found.revoked_at is not None:
+            raise Unauthorized("the API key was revoked")
+        return found.principal
 
     # ---------------------------------------------------------------- session tokens
 
@@ -162,10 +299,20 @@ class Authenticator:
             tenant=str(payload["t"]), key_id=str(payload["k"]), permissions=frozenset(payload["p"])
         )
 
-    def authenticate(self, *, bearer: str | None, token: str | None) -> Principal:
-        """Authenticate a WebSocket or HTTP request by API key or session token."""
+    async def authenticate(
+        self,
+        *,
+        bearer: str | None,
+        token: str | None,
+        provider: IdentityProviderLike | None = None,
+    ) -> Principal:
+        """Authenticate a request: session token, else the identity provider, else API keys."""
         if token is not None and not self.open_mode:
             return self.authenticate_token(token)
+        if provider is not None and bearer:
+            principal = await provider.authenticate(bearer)
+            if principal is not None:
+                return principal
         return self.authenticate_key(bearer)
 
 

@@ -21,6 +21,8 @@ Three parts, each printed next to its target where there is one:
    frame. It is split into the VAD hang (end of speech -> ``state: thinking``), the ``metrics``
    frame's STT, LLM first token and TTS first audio, the wait from the first token to the
    first speakable piece (estimated at the client from the ``agent.text`` deltas), and the rest.
+   The share of the CPUs that other processes used meanwhile is printed too: on a small
+   machine, anything else running shows up in every figure.
 """
 
 from __future__ import annotations
@@ -171,18 +173,37 @@ def run_stack_benchmark(
     utterances, timings = trio.run(_measure_backends, host)
     _print_backends(utterances, timings)
     if url is not None:
-        print("memory: not measured (--url: the server process is not ours)", flush=True)
+        records = _turns_remote(url, api_key, utterances, turns)
+    else:
+        url, records = _turns_local(api_key, utterances, turns, min_silence_ms)
+    return _print_turns(records, url, min_silence_ms)
+
+
+def _turns_remote(
+    url: str, api_key: str | None, utterances: Sequence[Utterance], turns: int
+) -> list[TurnRecord]:
+    """The turns against a server given by ``--url`` (its memory is not ours to read)."""
+    print("memory: not measured (--url: the server process is not ours)", flush=True)
+    before = _cpu_sample(None)
+    records = trio.run(_run_turns, url, api_key, utterances, turns)
+    _print_cpu(before, _cpu_sample(None), server=False)
+    return records
+
+
+def _turns_local(
+    api_key: str | None, utterances: Sequence[Utterance], turns: int, min_silence_ms: int | None
+) -> tuple[str, list[TurnRecord]]:
+    """Start a server, measure its memory, then the turns -> (session URL, records)."""
+    with _server(_config_text(min_silence_ms)) as (url, pid):
+        _print_memory(trio.run(_measure_memory, url, api_key, pid))
+        before = _cpu_sample(pid)
         records = trio.run(_run_turns, url, api_key, utterances, turns)
-        return _print_turns(records, url, min_silence_ms)
-    with _server(_config_text(min_silence_ms)) as (ws_url, pid):
-        memory = trio.run(_measure_memory, ws_url, api_key, pid)
-        _print_memory(memory)
-        records = trio.run(_run_turns, ws_url, api_key, utterances, turns)
+        _print_cpu(before, _cpu_sample(pid), server=True)
         print(
             f"server RSS after the turns: {_rss_mib(pid):.1f} MiB "
             f"(peak {_rss_mib(pid, 'VmHWM'):.1f} MiB)"
         )
-    return _print_turns(records, ws_url, min_silence_ms)
+    return url, records
 
 
 def _config_text(min_silence_ms: int | None) -> str:
@@ -335,6 +356,31 @@ def _rss_mib(pid: int, field_name: str = "VmRSS") -> float:
         if line.startswith(field_name + ":"):
             return int(line.split()[1]) / 1024
     raise ScaiVoiceError(f"/proc/{pid}/status has no {field_name}")
+
+
+@dataclass(frozen=True, slots=True)
+class CpuSample:
+    """CPU time so far, in clock ticks: the machine's busy and total, the server's, ours."""
+
+    busy: int
+    total: int
+    server: int
+    client: int
+
+
+def _cpu_sample(server_pid: int | None) -> CpuSample:
+    """Read ``/proc/stat`` and the two processes' ``stat`` files."""
+    ticks = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]]
+    idle = ticks[3] + ticks[4]  # idle, iowait
+    server = _process_ticks(server_pid) if server_pid is not None else 0
+    return CpuSample(sum(ticks) - idle, sum(ticks), server, _process_ticks(os.getpid()))
+
+
+def _process_ticks(pid: int) -> int:
+    """User + system CPU time of a process (all its threads), in clock ticks."""
+    stat = Path(f"/proc/{pid}/stat").read_text()
+    fields = stat[stat.rindex(")") + 2 :].split()
+    return int(fields[11]) + int(fields[12])
 
 
 # =============================================================================== memory
@@ -544,6 +590,25 @@ def _print_memory(memory: MemoryFigures) -> None:
         f"target <= {_TARGET_SESSION_MB:g} MB: {verdict}",
         flush=True,
     )
+
+
+def _print_cpu(before: CpuSample, after: CpuSample, *, server: bool) -> None:
+    """How the machine's CPU time was spent during the turns (others skew the latencies)."""
+    total = max(after.total - before.total, 1)
+    cores = os.cpu_count() or 1
+    ours = after.client - before.client
+    theirs = after.server - before.server
+    others = after.busy - before.busy - ours - theirs
+    parts = [("server", theirs)] if server else []
+    parts += [
+        ("this client", ours),
+        ("other processes" + ("" if server else ", the server's among them"), others),
+    ]
+    share = ", ".join(f"{name} {100 * ticks / total:.0f}%" for name, ticks in parts)
+    print(f"CPU during the turns, share of {cores} cores: {share}")
+    if server and others / total > 0.1:
+        print("  WARNING: other processes were busy: the latencies above are pessimistic")
+    sys.stdout.flush()
 
 
 def _print_turn(number: int, record: TurnRecord) -> None:

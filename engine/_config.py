@@ -21,8 +21,10 @@ __all__ = [
     "BackendsConfig",
     "EngineConfig",
     "KeyConfig",
+    "LimitsConfig",
     "ServerConfig",
     "SessionLimits",
+    "TelemetryConfig",
     "TenantConfig",
     "VoiceNotesConfig",
     "load_config",
@@ -126,17 +128,60 @@ class KeyConfig(_Section, frozen=True):
     roles: list[str] = msgspec.field(default_factory=lambda: ["user"])
 
 
+class LimitsConfig(_Section, frozen=True):
+    """Per-tenant limits (``[limits]`` for every tenant, ``[tenants.NAME.limits]`` to override).
+
+    Unset means unlimited.
+    """
+
+    max_sessions: Annotated[int, msgspec.Meta(ge=0)] | None = None
+    """Concurrent sessions; one more is refused with ``too_many_sessions`` (4429)."""
+    requests_per_minute: Annotated[int, msgspec.Meta(ge=1)] | None = None
+    """HTTP API calls and session opens; over it: 429 / ``rate_limited`` (4429)."""
+    max_session_s: _Positive | None = None
+    """A shorter maximum session duration than the engine's."""
+
+    def merged(self, other: LimitsConfig) -> LimitsConfig:
+        """``other``'s set values over this one's."""
+        values = {
+            f: getattr(other, f) for f in self.__struct_fields__ if getattr(other, f) is not None
+        }
+        return msgspec.structs.replace(self, **values)
+
+
 class TenantConfig(_Section, frozen=True):
     """A product served by this engine: its keys and its session defaults."""
 
     keys: list[KeyConfig] = msgspec.field(default_factory=list)
+    limits: LimitsConfig = msgspec.field(default_factory=LimitsConfig)
+    expose_transcripts: bool = False
+    """Let this tenant's admins see transcripts and agent text in session telemetry."""
+    speaker_recognition: bool = False
+    """Opt-in: sessions may turn on ``speaker_recognition`` (voice biometrics)."""
     defaults: SessionConfigPatch = msgspec.field(default_factory=SessionConfigPatch)
     lexicon: dict[str, str] = msgspec.field(default_factory=dict)
     """Pronunciations for the normaliser: word or phrase -> how to say it."""
 
 
+class TelemetryConfig(_Section, frozen=True):
+    """Session telemetry and traces."""
+
+    recent_sessions: Annotated[int, msgspec.Meta(ge=0)] = 200
+    """Ended sessions the admin API still shows."""
+    traces: str = "none"
+    """``none``, ``otlp`` (OTLP over HTTP to ``otlp_endpoint``) or ``console``."""
+    otlp_endpoint: str | None = None
+    service_name: str = "scaivoice"
+
+
 class AuthConfig(_Section, frozen=True):
     """Credentials."""
+
+    keys_file: str | None = None
+    """A JSON file of API keys managed with ``scaivoice keys``; re-read when it changes."""
+    identity_provider: str | None = None
+    """An identity-provider plugin (``jwt``) that authenticates bearer credentials first."""
+    identity_provider_options: dict[str, Any] = msgspec.field(default_factory=dict)
 
     token_secret: str | None = None
     """HMAC secret for browser session tokens; set the same value on every replica."""
@@ -156,13 +201,25 @@ class EngineConfig(_Section, frozen=True):
     auth: AuthConfig = msgspec.field(default_factory=AuthConfig)
     tenants: dict[str, TenantConfig] = msgspec.field(default_factory=dict)
     voice_notes: VoiceNotesConfig = msgspec.field(default_factory=VoiceNotesConfig)
+    limits: LimitsConfig = msgspec.field(default_factory=LimitsConfig)
+    telemetry: TelemetryConfig = msgspec.field(default_factory=TelemetryConfig)
     lexicon: dict[str, str] = msgspec.field(default_factory=dict)
     """Engine-wide pronunciations; a tenant's entries win over these."""
 
     @property
     def open_mode(self) -> bool:
-        """No API key configured: the server is open, and only allowed on loopback."""
-        return not any(t.keys for t in self.tenants.values())
+        """No credential configured: the server is open, and only allowed on loopback."""
+        return (
+            not any(t.keys for t in self.tenants.values())
+            and self.auth.keys_file is None
+            and self.auth.identity_provider is None
+        )
+
+    def limits_for(self, tenant: str | None) -> LimitsConfig:
+        """The engine's limits overlaid with the tenant's."""
+        if tenant is not None and tenant in self.tenants:
+            return self.limits.merged(self.tenants[tenant].limits)
+        return self.limits
 
     def lexicon_for(self, tenant: str | None) -> dict[str, str]:
         """The pronunciation lexicon of ``tenant``: engine entries overlaid with the tenant's."""

@@ -7,10 +7,11 @@ import time
 from collections.abc import AsyncIterator, Mapping
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
+from typing import Any
 
 import trio
 
-from ._auth import Authenticator
+from ._auth import Authenticator, Principal
 from ._backends import (
     BackendKind,
     BackendSpec,
@@ -23,7 +24,10 @@ from ._backends import (
 from ._config import EngineConfig
 from ._errors import BackendError, ConfigError
 from ._features import FeatureSpec, SessionFeature
+from ._identity import IdentityProvider
+from ._limits import LimitExceeded, TenantRateLimiter
 from ._plugins import PluginHost
+from ._telemetry import Telemetry
 
 __all__ = ["Engine", "LibraryVoice", "SessionRegistry"]
 
@@ -94,6 +98,8 @@ class Engine:
         normaliser: NormaliserBackend | None,
         features: Mapping[str, tuple[FeatureSpec, SessionFeature]],
         voices: Mapping[str, LibraryVoice],
+        identity_provider: IdentityProvider | None = None,
+        tracer: Any = None,
     ) -> None:
         self.config = config
         self.host = host
@@ -105,13 +111,55 @@ class Engine:
         self.features = dict(features)
         self.voices = dict(voices)
         self.auth = Authenticator(config, clock=time.time)
+        self.identity_provider = identity_provider
         self.sessions = SessionRegistry()
-        self.inference_limiter = trio.CapacityLimiter(4)
+        self.rate_limiter = TenantRateLimiter(config)
+        self.telemetry = Telemetry(
+            recent_sessions=config.telemetry.recent_sessions,
+            expose_transcripts=frozenset(
+                name for name, tenant in config.tenants.items() if tenant.expose_transcripts
+            ),
+            tracer=tracer,
+        )
+
+    async def authenticate(self, *, bearer: str | None, token: str | None) -> Principal:
+        """Who is calling (session token, identity provider, API key)."""
+        return await self.auth.authenticate(
+            bearer=bearer, token=token, provider=self.identity_provider
+        )
+
+    def admit(self, tenant: str) -> None:
+        """Account one request of ``tenant`` against its rate limit.
+
+        Raises:
+            LimitExceeded: ``rate_limited``.
+        """
+        self.rate_limiter.check(tenant, time.monotonic())
+
+    def admit_session(self, tenant: str) -> None:
+        """Check that ``tenant`` may open one more session now.
+
+        Raises:
+            LimitExceeded: ``rate_limited`` or ``too_many_sessions``.
+        """
+        self.admit(tenant)
+        limit = self.config.limits_for(tenant).max_sessions
+        live = sum(1 for s in self.sessions.live.values() if s.tenant == tenant)
+        if limit is not None and live >= limit:
+            raise LimitExceeded(
+                "too_many_sessions",
+                f"tenant {tenant!r} already has {live} live session(s), its limit",
+                retry_after=5.0,
+            )
 
     @classmethod
     @asynccontextmanager
-    async def open(cls, config: EngineConfig, host: PluginHost) -> AsyncIterator[Engine]:
+    async def open(
+        cls, config: EngineConfig, host: PluginHost, *, tracer: Any = None
+    ) -> AsyncIterator[Engine]:
         """Create and open the configured backends and features; close them on exit.
+
+        ``tracer`` is an OpenTelemetry tracer for session traces (``None``: none).
 
         Raises:
             ConfigError: a configured backend is not installed, or its options are invalid.
@@ -147,6 +195,17 @@ class Engine:
                 log.info("opened session feature %r (%s)", feature_spec.name, key)
                 features[key] = (feature_spec, feature)
             voices = await _voice_library(tts)
+            provider: IdentityProvider | None = None
+            if config.auth.identity_provider is not None:
+                idp_specs = host.identity_provider_specs()
+                name = config.auth.identity_provider
+                if name not in idp_specs:
+                    known = ", ".join(sorted(idp_specs)) or "none"
+                    raise ConfigError(
+                        f"no identity provider named {name!r} is installed; installed: {known}"
+                    )
+                provider = idp_specs[name].factory(config.auth.identity_provider_options)
+                await stack.enter_async_context(provider)
             assert isinstance(stt, SttBackend) and isinstance(llm, LlmBackend)
             assert normaliser is None or isinstance(normaliser, NormaliserBackend)
             yield cls(
@@ -158,6 +217,8 @@ class Engine:
                 normaliser=normaliser,
                 features=features,
                 voices=voices,
+                identity_provider=provider,
+                tracer=tracer,
             )
 
     def resolve_voice(self, voice_id: str | None) -> tuple[str, str | None]:

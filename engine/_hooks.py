@@ -27,6 +27,7 @@ import pluggy
 
 from ._backends import BackendSpec
 from ._features import FeatureSpec
+from ._identity import IdentityProviderSpec
 
 __all__ = ["PROJECT_NAME", "hookimpl", "hookspec"]
 
@@ -101,6 +102,20 @@ def scaivoice_session_features() -> Iterable[FeatureSpec]:  # type: ignore[empty
         @hookimpl
         def scaivoice_session_features():
             yield FeatureSpec(name="my-vad", config_key="vad_enabled", factory=MyVad)
+
+    .. versionadded:: 0.1 (backend API 1)
+    """
+
+
+@hookspec
+def scaivoice_identity_providers() -> Iterable[IdentityProviderSpec]:  # type: ignore[empty-body]
+    """Declare identity providers (JWT verification, token introspection ...).
+
+    Example::
+
+        @hookimpl
+        def scaivoice_identity_providers():
+            yield IdentityProviderSpec(name="my-idp", factory=MyProvider)
 
     .. versionadded:: 0.1 (backend API 1)
     """

@@ -19,6 +19,7 @@ from . import _hooks
 from ._backends import API_VERSION, BackendKind, BackendSpec
 from ._errors import PluginContractError, PluginLoadError
 from ._features import FeatureSpec
+from ._identity import IdentityProviderSpec
 
 __all__ = ["ENTRY_POINT_GROUP", "FEATURE_KEYS", "LoadedPlugin", "PluginHost"]
 
@@ -196,6 +197,28 @@ class PluginHost:
                     f"the session key {record.config_key!r}"
                 )
             specs[record.config_key] = record
+        return specs
+
+    def identity_provider_specs(self) -> dict[str, IdentityProviderSpec]:
+        """Every identity provider declared, by name.
+
+        Raises:
+            PluginContractError: a hook yielded something else, or two share a name.
+        """
+        specs: dict[str, IdentityProviderSpec] = {}
+        for plugin_name, record in self._collect(self._pm.hook.scaivoice_identity_providers):
+            if not isinstance(record, IdentityProviderSpec):
+                raise PluginContractError(
+                    f"scaivoice_identity_providers yielded {record!r}; expected "
+                    "IdentityProviderSpec"
+                )
+            self._check_version(record.name, record.api_version)
+            if record.name in specs:
+                raise PluginContractError(
+                    f"two plugins declare the identity provider {record.name!r}"
+                )
+            specs[record.name] = record
+            self._origins[("identity", record.name)] = plugin_name
         return specs
 
     @staticmethod

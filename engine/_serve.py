@@ -8,6 +8,7 @@ import signal
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from functools import partial
+from typing import Any
 
 import hypercorn.config
 import hypercorn.trio
@@ -79,7 +80,7 @@ async def serve(
             f"{server.host!r}. Configure [tenants.NAME] keys (scaivoice keys new) or bind "
             "to 127.0.0.1"
         )
-    async with Engine.open(config, host) as engine:
+    async with Engine.open(config, host, tracer=_tracer(config)) as engine:
         if config.open_mode:
             log.warning(
                 "NO API KEYS CONFIGURED: the server is OPEN to anyone who can reach %s "
@@ -127,3 +128,35 @@ async def drain(engine: Engine, timeout_s: float) -> None:
         sessions.close_all()
         with trio.move_on_after(5):
             await sessions.wait_empty()
+
+
+def _tracer(config: EngineConfig) -> Any:
+    """An OpenTelemetry tracer as ``[telemetry] traces`` asks (``None`` for ``none``).
+
+    Raises:
+        ConfigError: an unknown exporter, or OpenTelemetry is not installed.
+    """
+    kind = config.telemetry.traces
+    if kind == "none":
+        return None
+    try:
+        from opentelemetry.sdk.resources import Resource
+        from opentelemetry.sdk.trace import TracerProvider
+        from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter
+    except ImportError as exc:
+        raise ConfigError("traces need OpenTelemetry: pip install 'scaivoice[otel]'") from exc
+    exporter: Any
+    if kind == "console":
+        exporter = ConsoleSpanExporter()
+    elif kind == "otlp":
+        from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+
+        endpoint = config.telemetry.otlp_endpoint
+        exporter = OTLPSpanExporter(endpoint=endpoint) if endpoint else OTLPSpanExporter()
+    else:
+        raise ConfigError(f"[telemetry] traces must be none, otlp or console, not {kind!r}")
+    provider = TracerProvider(
+        resource=Resource.create({"service.name": config.telemetry.service_name})
+    )
+    provider.add_span_processor(BatchSpanProcessor(exporter))
+    return provider.get_tracer("scaivoice")

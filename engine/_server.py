@@ -9,6 +9,10 @@ Routes::
     POST /v1/audio/speech           OpenAI-compatible: text in, audio (an OGG/Opus note...) out
     GET  /v1/models                 the models those two answer to
     GET  /health                    backends' health; 503 while draining or a backend is down
+    GET  /livez, /readyz            liveness (the process serves) and readiness (takes sessions)
+    GET  /metrics                   Prometheus metrics
+    GET  /v1/admin/sessions[/{id}]  the caller's tenant's sessions (scaivoice:admin)
+    GET  /v1/admin/events           live session events, server-sent (scaivoice:admin)
 
 HTTP errors are RFC 9457 problem documents (``application/problem+json``) with a stable
 ``code``. WebSocket refusals are an ``error`` frame followed by a close code, so that browsers,
@@ -18,10 +22,12 @@ which cannot read a refused handshake's status, still learn why.
 from __future__ import annotations
 
 import logging
+import math
 import urllib.parse
 from collections.abc import Awaitable, Callable, Mapping
 
-from ._auth import PERMISSION_USE, Principal, bearer_from_headers
+from ._admin import AdminApi
+from ._auth import PERMISSION_ADMIN, PERMISSION_USE, Principal, bearer_from_headers
 from ._engine import Engine
 from ._errors import AuthError, SessionClosed
 from ._frames import ErrorFrame, encode_server_frame
@@ -37,6 +43,7 @@ from ._http import (
     send_json,
     send_problem,
 )
+from ._limits import LimitExceeded
 from ._session import Session
 from ._transport import CloseCode
 from ._voicenotes import VoiceNotes
@@ -44,6 +51,8 @@ from ._voicenotes import VoiceNotes
 __all__ = ["ScaiVoiceApp"]
 
 log = logging.getLogger("scaivoice.server")
+
+_ADMIN_SESSION = "/v1/admin/sessions/"
 
 
 class AsgiWebSocketTransport:
@@ -96,7 +105,13 @@ class ScaiVoiceApp:
             ("POST", "/v1/audio/transcriptions"): self._transcriptions,
             ("POST", "/v1/audio/speech"): self._speech,
             ("GET", "/v1/models"): self._models,
+            ("GET", "/v1/admin/sessions"): self._admin_sessions,
+            ("GET", "/v1/admin/events"): self._admin_events,
+            ("GET", "/metrics"): self._metrics,
+            ("GET", "/livez"): self._liveness,
+            ("GET", "/readyz"): self._readiness,
         }
+        self.admin = AdminApi(engine)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
@@ -126,25 +141,38 @@ class ScaiVoiceApp:
             )
             return
         try:
-            principal = self._authenticate(scope)
+            principal = await self._authenticate(scope)
             principal.require(PERMISSION_USE)
+            self.engine.admit_session(principal.tenant)
         except AuthError as exc:
             code = CloseCode.FORBIDDEN if exc.code == "forbidden" else CloseCode.UNAUTHORIZED
             await _refuse(transport, exc.code, str(exc), code)
             return
+        except LimitExceeded as exc:
+            await _refuse(transport, exc.code, str(exc), CloseCode.TOO_MANY)
+            return
         await Session(self.engine, principal, transport).run()
 
-    def _authenticate(self, scope: Scope) -> Principal:
+    async def _authenticate(self, scope: Scope) -> Principal:
         query = urllib.parse.parse_qs(scope.get("query_string", b"").decode("latin-1"))
         token = query.get("token", [None])[0]
-        return self.engine.auth.authenticate(
+        return await self.engine.authenticate(
             bearer=bearer_from_headers(scope.get("headers", [])), token=token
         )
+
+    async def _user(self, scope: Scope, permission: str = PERMISSION_USE) -> Principal:
+        """The caller, holding ``permission``, within its tenant's request budget."""
+        principal = await self._authenticate(scope)
+        principal.require(permission)
+        self.engine.admit(principal.tenant)
+        return principal
 
     # ---------------------------------------------------------------- HTTP
 
     async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
         route = self._routes.get((scope["method"], scope["path"]))
+        if route is None and scope["method"] == "GET" and scope["path"].startswith(_ADMIN_SESSION):
+            route = self._admin_session
         try:
             if route is None:
                 if any(path == scope["path"] for _, path in self._routes):
@@ -156,6 +184,9 @@ class ScaiVoiceApp:
         except AuthError as exc:
             status = 403 if exc.code == "forbidden" else 401
             await send_problem(send, HttpProblem(status, exc.code, str(exc)))
+        except LimitExceeded as exc:
+            retry = max(1, math.ceil(exc.retry_after))
+            await send_problem(send, HttpProblem(429, exc.code, str(exc), retry_after=retry))
         except HttpProblem as problem:
             await send_problem(send, problem)
 
@@ -178,8 +209,7 @@ class ScaiVoiceApp:
         )
 
     async def _voices(self, scope: Scope, receive: Receive, send: Send) -> None:
-        principal = self._authenticate(scope)
-        principal.require(PERMISSION_USE)
+        principal = await self._user(scope)
         default = self.engine.config.session_defaults(principal.tenant).voice_id
         data = [
             {
@@ -197,8 +227,11 @@ class ScaiVoiceApp:
 
     async def _session_tokens(self, scope: Scope, receive: Receive, send: Send) -> None:
         await read_body(receive, limit=64 * 1024)
-        principal = self.engine.auth.authenticate_key(bearer_from_headers(scope.get("headers", [])))
+        principal = await self.engine.authenticate(
+            bearer=bearer_from_headers(scope.get("headers", [])), token=None
+        )
         principal.require(PERMISSION_USE)
+        self.engine.admit(principal.tenant)
         token, expires_at = self.engine.auth.mint_session_token(principal)
         await send_json(
             send,
@@ -211,11 +244,34 @@ class ScaiVoiceApp:
             },
         )
 
+    # ---------------------------------------------------------------- operators
+
+    async def _admin_sessions(self, scope: Scope, receive: Receive, send: Send) -> None:
+        query = urllib.parse.parse_qs(scope.get("query_string", b"").decode("latin-1"))
+        principal = await self._user(scope, PERMISSION_ADMIN)
+        await self.admin.sessions(principal, send, {k: v[-1] for k, v in query.items()})
+
+    async def _admin_session(self, scope: Scope, receive: Receive, send: Send) -> None:
+        principal = await self._user(scope, PERMISSION_ADMIN)
+        await self.admin.session(principal, send, scope["path"][len(_ADMIN_SESSION) :])
+
+    async def _admin_events(self, scope: Scope, receive: Receive, send: Send) -> None:
+        principal = await self._user(scope, PERMISSION_ADMIN)
+        await self.admin.events(principal, receive, send)
+
+    async def _metrics(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await self.admin.metrics(send)
+
+    async def _liveness(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await send_json(send, 200, {"live": True})
+
+    async def _readiness(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await self.admin.readiness(send)
+
     # ---------------------------------------------------------------- voice notes
 
     async def _transcriptions(self, scope: Scope, receive: Receive, send: Send) -> None:
-        principal = self._authenticate(scope)
-        principal.require(PERMISSION_USE)
+        principal = await self._user(scope)
         limit = self.engine.config.voice_notes.max_upload_bytes
         body = await read_body(receive, limit=limit + 64 * 1024)  # room for the form's fields
         form = parse_multipart(body, header(scope, b"content-type"))
@@ -230,8 +286,7 @@ class ScaiVoiceApp:
         await send_bytes(send, 200, document.encode(), content_type[fmt] + "; charset=utf-8")
 
     async def _speech(self, scope: Scope, receive: Receive, send: Send) -> None:
-        principal = self._authenticate(scope)
-        principal.require(PERMISSION_USE)
+        principal = await self._user(scope)
         body = await read_body(receive, limit=256 * 1024)
         result = await self.voice_notes.speech(principal, body)
         headers = [
@@ -242,8 +297,7 @@ class ScaiVoiceApp:
         await send_bytes(send, 200, result.data, result.content_type, headers)
 
     async def _models(self, scope: Scope, receive: Receive, send: Send) -> None:
-        principal = self._authenticate(scope)
-        principal.require(PERMISSION_USE)
+        await self._user(scope)
         await send_json(send, 200, {"object": "list", "data": self.voice_notes.models()})
 
 

@@ -62,6 +62,7 @@ from ._frames import (
     decode_client_frame,
     encode_server_frame,
 )
+from ._limits import FrameGuard
 from ._logging import session_id_var
 from ._statemachine import (
     Action,
@@ -157,6 +158,16 @@ class Session:
         self._features: dict[str, FeatureSession] = {}
         self._client_vad = False
         self._user_texts: dict[int, str] = {}
+        self._record = engine.telemetry.session_opened(
+            self.session_id,
+            principal,
+            {"stt": engine.stt.name, "llm": engine.llm.name, "tts": engine.default_tts},
+        )
+        self._guard = FrameGuard(sample_rate=self.config.input_sample_rate)
+        tenant_limit = engine.config.limits_for(principal.tenant).max_session_s
+        self._max_duration_s = min(
+            self.limits.max_duration_s, tenant_limit or self.limits.max_duration_s
+        )
         self._turn_end_times: dict[int, float] = {}
         self._stt_ms: dict[int, float] = {}
 
@@ -179,7 +190,7 @@ class Session:
             with outer:
                 try:
                     await self._handshake()
-                    deadline = trio.current_time() + self.limits.max_duration_s
+                    deadline = trio.current_time() + self._max_duration_s
                     with trio.move_on_at(deadline) as duration:
                         await self._supervise()
                     if duration.cancelled_caught:
@@ -189,7 +200,7 @@ class Session:
                             ErrorFrame(
                                 code="max_duration",
                                 message=f"the session reached its maximum duration "
-                                f"of {self.limits.max_duration_s:g} s",
+                                f"of {self._max_duration_s:g} s",
                                 fatal=True,
                             ),
                         )
@@ -231,19 +242,21 @@ class Session:
         with trio.CancelScope(shield=True):
             if end is None:
                 log.info("session closed by the client")
-                code, reason = int(CloseCode.NORMAL), ""
+                code, reason = int(CloseCode.NORMAL), "client_closed"
             else:
                 log.info("session ended: %s (%d)", end.reason, end.close_code)
                 code, reason = end.close_code, end.reason
                 with trio.move_on_after(_FINISH_DEADLINE_S):
                     try:
                         if end.error is not None:
+                            self.engine.telemetry.observe(self._record, end.error)
                             await self.transport.send_text(_text(end.error))
                         await self.transport.send_text(_text(SessionEnded(reason=end.reason)))
                     except SessionClosed:
                         pass
             with trio.move_on_after(_FINISH_DEADLINE_S):
                 await self.transport.close(code, reason)
+            self.engine.telemetry.session_closed(self._record, code, reason)
 
     # ================================================================ handshake
 
@@ -318,6 +331,7 @@ class Session:
             nursery.start_soon(self._idle_watchdog)
 
     async def _send(self, frame: ServerFrame) -> None:
+        self.engine.telemetry.observe(self._record, frame)
         await self._out_send.send(_text(frame))
 
     async def _send_audio(self, pcm: bytes) -> None:
@@ -329,10 +343,26 @@ class Session:
         max_bytes = self.limits.max_frame_bytes
         while True:
             message = await self.transport.receive()
-            self._last_activity = trio.current_time()
-            if len(message) > max_bytes:
+            now = self._last_activity = trio.current_time()
+            if _size(message, max_bytes) > max_bytes:
                 await self._error("frame_too_large", f"frames are limited to {max_bytes} bytes")
                 continue
+            allowed = (
+                self._guard.audio(now, len(message))
+                if isinstance(message, bytes)
+                else self._guard.control(now)
+            )
+            if not allowed:
+                raise _SessionOver(
+                    CloseCode.TOO_MANY,
+                    "rate_limited",
+                    ErrorFrame(
+                        code="rate_limited",
+                        message="too many frames: audio may run at most 10x real time on "
+                        "average, control frames at 50 a second",
+                        fatal=True,
+                    ),
+                )
             if isinstance(message, bytes):
                 if len(message) % 2:
                     await self._error(
@@ -523,6 +553,16 @@ class Session:
                         user_turn.scope.cancel()
                         user_turn.audio.close()
                         self._user_turn = None
+                        # Exactly one final ends every spoken turn: this one was abandoned.
+                        await self._send(
+                            TranscriptFrame(
+                                turn_id=turn_id,
+                                text="",
+                                final=True,
+                                start_ms=0,
+                                end_ms=round(user_turn.audio_ms),
+                            )
+                        )
                 case StartAgentTurn(turn_id=turn_id, user_text=user_text):
                     await self._start_agent_turn(turn_id, user_text)
                 case CancelAgentTurn(turn_id=turn_id):
@@ -691,9 +731,27 @@ class Session:
             unsupported("cfg_value", "it has no guidance setting")
         if config.normalize_text and engine.normaliser is None and "normalize_text" in changed:
             warnings.append(_unavailable("normalize_text", "no text normaliser is configured"))
+        if (
+            "speaker_recognition" in changed
+            and config.speaker_recognition
+            and not self._tenant_opted_in("speaker_recognition")
+        ):
+            raise ConfigError(
+                "speaker_recognition needs the tenant's opt-in (voice biometrics)",
+                code="not_permitted",
+            )
         for key, hint in (
             ("vad_enabled", "barge-in follows the client's `vad` frames"),
             ("wake_word_enabled", "send `wake` frames from a client-side detector"),
+        ):
+            if key in changed and getattr(config, key) and key not in engine.features:
+                warnings.append(
+                    WarningFrame(
+                        code="feature_limited",
+                        message=f"{key}: no server-side detector is installed; {hint}",
+                    )
+                )
+        for key, hint in (
             ("diarize", "transcripts carry no speaker labels"),
             ("speaker_recognition", "speakers are not identified"),
             ("tools_enabled", "the language model gets no tools"),
@@ -704,11 +762,16 @@ class Session:
                 )
         return config, warnings
 
+    def _tenant_opted_in(self, key: str) -> bool:
+        tenant = self.engine.config.tenants.get(self.principal.tenant)
+        return bool(tenant is not None and getattr(tenant, key, False))
+
     def _apply_config(self, config: SessionConfig) -> None:
         old = self.config
         self.config = config
         if config.input_sample_rate != old.input_sample_rate:
             self._resampler = StreamResampler(config.input_sample_rate, _STT_RATE)
+            self._guard.sample_rate = config.input_sample_rate
         for key, (_spec, feature) in self.engine.features.items():
             enabled = bool(getattr(config, key, False))
             if enabled and key not in self._features:
@@ -730,6 +793,13 @@ class Session:
 
     async def _error(self, code: str, message: str) -> None:
         await self._send(ErrorFrame(code=code, message=message, fatal=False))
+
+
+def _size(message: str | bytes, limit: int) -> int:
+    """A frame's size in bytes (text is UTF-8 on the wire: up to 4 bytes a character)."""
+    if isinstance(message, bytes) or len(message) * 4 <= limit:
+        return len(message)
+    return len(message.encode("utf-8"))
 
 
 def _text(frame: ServerFrame) -> str:

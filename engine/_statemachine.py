@@ -214,6 +214,7 @@ class Conversation:
         self.last_turn_id = 0
         self._open_turn: int | None = None
         self._finalizing: set[int] = set()
+        self._suppressed: set[int] = set()  # interrupted while still being recognised
         self._agent = _Agent.NONE
         self._agent_turn: int | None = None
         self._queued: StartAgentTurn | None = None
@@ -281,7 +282,13 @@ class Conversation:
                     # endpointing): the user turn is over.
                     self._open_turn = None
                     self._finalizing.add(turn_id)
-                if turn_id in self._finalizing:
+                if turn_id in self._suppressed:
+                    # Interrupted before its reply could start: no reply, and the turn ends
+                    # (after its final transcript) as interrupted.
+                    self._suppressed.discard(turn_id)
+                    self._finalizing.discard(turn_id)
+                    self._report(actions, "interrupted", turn_id)
+                elif turn_id in self._finalizing:
                     self._finalizing.discard(turn_id)
                     if text.strip():
                         self._start_agent(StartAgentTurn(turn_id, text), actions)
@@ -290,6 +297,9 @@ class Conversation:
             case InterruptRequested():
                 if self._agent in (_Agent.PENDING, _Agent.SPEAKING):
                     self._cancel_agent(actions)
+                self._suppressed |= self._finalizing
+                if self._queued is not None:
+                    self._queued = None  # the superseding reply is not wanted either
             case WakeWord():
                 if self.wake_word_mode:
                     self.awake = True

@@ -33,6 +33,8 @@ class CloseCode(enum.IntEnum):
     """The session reached its maximum duration."""
     SLOW_CLIENT = 4420
     """The client did not read the server's frames in time."""
+    TOO_MANY = 4429
+    """A limit: too many sessions for the tenant, or too many requests / frames."""
     UNSUPPORTED_PROTOCOL = 4426
     """``session.start`` asked for a protocol version this server does not speak."""
 

@@ -7,8 +7,11 @@
     scaivoice plugins                                          what was discovered
     scaivoice voices [--url URL]                               the voice library
     scaivoice keys new --tenant NAME [--role ROLE]             a new API key and its hash
+    scaivoice keys create|list|revoke [--file KEYS.json]      manage the keys file
     scaivoice schema                                           protocol v1 JSON Schema
     scaivoice bench turns [--turns N]                          barge-in / overhead benchmark
+    scaivoice conformance protocol URL [--api-key K] [--json F] [--junit F]   protocol v1 suite
+    scaivoice conformance backend NAME [--option K=V ...] [--json]            backend contract kit
 
 Environment: ``SCAIVOICE_CONFIG`` (config file), ``SCAIVOICE_HOST``, ``SCAIVOICE_PORT``,
 ``SCAIVOICE_LOG_FORMAT`` (text | json), ``SCAIVOICE_DISABLE_PLUGIN_AUTOLOAD=1`` (built-ins only),
@@ -205,6 +208,51 @@ def _cmd_keys(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_key_file(args: argparse.Namespace) -> int:
+    from ._auth import create_key, read_key_file, revoke_key
+
+    path = args.file or _engine_config(args).auth.keys_file
+    if not path:
+        raise ScaiVoiceError("no keys file: pass --file or set [auth] keys_file in the config")
+    keys_file = Path(path)
+    if args.keys_command == "create":
+        key_id = args.id or f"{args.tenant}-{int(time.time())}"
+        key = create_key(
+            keys_file,
+            tenant=args.tenant,
+            roles=args.role or ["user"],
+            key_id=key_id,
+            now=time.time(),
+        )
+        print(
+            f"created {key_id!r} for tenant {args.tenant!r}; the key (shown once):", file=sys.stderr
+        )
+        print(key)
+        return 0
+    if args.keys_command == "revoke":
+        entry = revoke_key(keys_file, args.key_id, now=time.time())
+        print(f"revoked {entry.id!r} of tenant {entry.tenant!r}", file=sys.stderr)
+        return 0
+    entries = [e for e in read_key_file(keys_file) if args.tenant in (None, e.tenant)]
+    rows: list[dict[str, Any]] = [
+        {
+            "id": e.id,
+            "tenant": e.tenant,
+            "roles": list(e.roles),
+            "created_at": e.created_at,
+            "revoked_at": e.revoked_at,
+        }
+        for e in entries
+    ]
+    if args.json:
+        print(json.dumps(rows, indent=2))
+    else:
+        for row in rows:
+            state = "revoked" if row["revoked_at"] else "active"
+            print(f"{row['id']:<28} {row['tenant']:<16} {','.join(row['roles']):<14} {state}")
+    return 0
+
+
 def _cmd_schema(args: argparse.Namespace) -> int:
     print(json.dumps(protocol_schema(), indent=2, sort_keys=True))
     return 0
@@ -241,6 +289,36 @@ def _cmd_bench_stack(args: argparse.Namespace) -> int:
     return run_stack_benchmark(
         turns=args.turns, url=args.url, api_key=args.api_key, min_silence_ms=args.min_silence_ms
     )
+
+
+def _add_protocol_suite_arguments(parser: argparse.ArgumentParser) -> None:
+    from scaivoice.conformance.protocol_suite.cli import add_arguments
+
+    add_arguments(parser)
+
+
+def _cmd_conformance_protocol(args: argparse.Namespace) -> int:
+    from scaivoice.conformance.protocol_suite.cli import run_from_args
+
+    return run_from_args(args, api_key=os.environ.get("SCAIVOICE_API_KEY"))
+
+
+def _cmd_conformance_backend(args: argparse.Namespace) -> int:
+    """Run the backend contract kit against an installed backend; 1 if any check failed."""
+    from scaivoice.conformance import KitConfig, check_installed_backend
+
+    host, failures = _plugin_host(strict=False)
+    for failure in failures:
+        print(f"scaivoice: warning: {failure}", file=sys.stderr)
+    options = dict(_parse_pairs(args.option or []))
+    config = KitConfig(check_content=args.content)
+    report = trio.run(
+        lambda: check_installed_backend(
+            host, args.name, kind=args.kind, options=options, config=config
+        )
+    )
+    print(json.dumps(report.to_json(), indent=2) if args.json else report.format_text())
+    return 0 if report.ok else 1
 
 
 def _parse_pairs(pairs: Sequence[str]) -> list[tuple[str, Any]]:
@@ -297,6 +375,24 @@ def build_parser() -> argparse.ArgumentParser:
     k.add_argument("--role", default="user")
     k.add_argument("--id")
     k.set_defaults(func=_cmd_keys)
+    for name, help_text in (
+        ("create", "add a new key to the keys file and print it once"),
+        ("list", "list the keys of the keys file (ids, tenants, roles; never the keys)"),
+        ("revoke", "revoke a key of the keys file (refused from the next request on)"),
+    ):
+        k = keys.add_parser(name, help=help_text)
+        k.add_argument("--file", help="the keys file (default: [auth] keys_file of the config)")
+        k.add_argument("--config", help="TOML config file (or SCAIVOICE_CONFIG)")
+        if name == "create":
+            k.add_argument("--tenant", required=True)
+            k.add_argument("--role", action="append", help="repeatable; default: user")
+            k.add_argument("--id")
+        elif name == "revoke":
+            k.add_argument("key_id")
+        else:
+            k.add_argument("--tenant", help="only this tenant's keys")
+            k.add_argument("--json", action="store_true")
+        k.set_defaults(func=_cmd_key_file)
 
     p = sub.add_parser("schema", help="print the protocol v1 JSON Schema")
     p.set_defaults(func=_cmd_schema)
@@ -322,6 +418,37 @@ def build_parser() -> argparse.ArgumentParser:
         help="Silero VAD hang time of the started server (default: the plugin's)",
     )
     b.set_defaults(func=_cmd_bench_stack)
+
+    p = sub.add_parser("conformance", help="conformance suites for backends and servers")
+    conformance = p.add_subparsers(dest="conformance_command", required=True)
+    c = conformance.add_parser(
+        "protocol", help="run the protocol v1 conformance suite against a running server"
+    )
+    _add_protocol_suite_arguments(c)
+    c.set_defaults(func=_cmd_conformance_protocol)
+    c = conformance.add_parser(
+        "backend", help="check an installed backend against the backend contract"
+    )
+    c.add_argument("name", help="the backend's name (as in `scaivoice plugins`)")
+    c.add_argument(
+        "--kind",
+        choices=["stt", "llm", "tts", "normaliser"],
+        help="the kind, when backends of several kinds share the name",
+    )
+    c.add_argument(
+        "--option",
+        "-o",
+        action="append",
+        metavar="KEY=VALUE",
+        help="a backend option (the value is read as JSON, else as a string); repeatable",
+    )
+    c.add_argument(
+        "--content",
+        action="store_true",
+        help="STT: also check what the backend hears (needs hibari-tts for real speech)",
+    )
+    c.add_argument("--json", action="store_true", help="print the report as JSON")
+    c.set_defaults(func=_cmd_conformance_backend)
     return parser
 
 

@@ -5,11 +5,17 @@ samples before them and a (2, 1, 128) recurrent state, and returns the speech pr
 frame and the next state. ``onnxruntime.InferenceSession.run`` is thread-safe, so one session
 serves every stream; the state and context are per stream.
 
+The model also takes a batch: rows of different streams, with their states stacked on the
+batch axis, in one call. A call costs about 0.2 ms for one row and 0.05 ms per row from 16 rows
+on, so :meth:`SileroModel.probabilities_batch` runs the frames of many streams together (the
+same probabilities as one stream at a time, to float rounding: within 1e-5).
+
 Importing this module does not import onnxruntime; :meth:`SileroModel.load` does.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -25,6 +31,7 @@ __all__ = ["CONTEXT", "FRAME", "SAMPLE_RATE", "SileroModel", "SileroStream"]
 SAMPLE_RATE = 16000
 FRAME = 512
 CONTEXT = 64
+_RATE = np.array(SAMPLE_RATE, np.int64)
 
 
 class SileroModel:
@@ -64,6 +71,40 @@ class SileroModel:
     def stream(self) -> SileroStream:
         """Fresh per-stream state."""
         return SileroStream(self._session)
+
+    def probabilities_batch(
+        self, work: Sequence[tuple[SileroStream, npt.NDArray[np.float32]]]
+    ) -> list[list[float]]:
+        """:meth:`SileroStream.probabilities` for several streams at once (blocking).
+
+        ``work`` pairs each stream (at most once) with its frames (shape ``(n, 512)``). Frame
+        ``k`` of every stream that has one runs in the ``k``-th batched call, so a stream's
+        frames still run in order. Returns the probabilities per stream, in ``work``'s order.
+        Use each stream from one thread at a time.
+        """
+        results: list[list[float]] = [[] for _ in work]
+        steps = max((len(frames) for _, frames in work), default=0)
+        for step in range(steps):
+            rows = [i for i, (_, frames) in enumerate(work) if len(frames) > step]
+            if len(rows) == 1:
+                (i,) = rows
+                stream, frames = work[i]
+                results[i].extend(stream.probabilities(frames[step : step + 1]))
+                continue
+            x = np.empty((len(rows), CONTEXT + FRAME), np.float32)
+            state = np.empty((2, len(rows), 128), np.float32)
+            for row, i in enumerate(rows):
+                stream, frames = work[i]
+                x[row, :CONTEXT] = stream._context[0]
+                x[row, CONTEXT:] = frames[step]
+                state[:, row, :] = stream._state[:, 0, :]
+            probs, next_state = self._session.run(None, {"input": x, "state": state, "sr": _RATE})
+            for row, i in enumerate(rows):
+                stream = work[i][0]
+                stream._context = x[row : row + 1, -CONTEXT:].copy()
+                stream._state = next_state[:, row : row + 1, :].copy()
+                results[i].append(float(probs[row, 0]))
+        return results
 
 
 class SileroStream:

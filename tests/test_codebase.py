@@ -73,6 +73,11 @@ PUBLIC_API = {
     "hookspec",
     "pcm16_to_float",
     "resample_pcm16",
+    "IdentityProvider",
+    "IdentityProviderSpec",
+    "Principal",
+    "PERMISSION_USE",
+    "PERMISSION_ADMIN",
 }
 
 
@@ -141,6 +146,8 @@ def test_types_check_strictly(tmp_path: Path) -> None:
             "scaivoice.backends",
             "-p",
             "scaivoice.plugins",
+            "-p",
+            "scaivoice.conformance",
         ],
         cwd=tree,
         capture_output=True,

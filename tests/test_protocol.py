@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import inspect
 import json
 import re
@@ -44,13 +45,22 @@ def test_every_error_code_the_engine_sends_is_documented() -> None:
     spec = (DOCS / "protocol.md").read_text()
     sources = "".join(
         inspect.getsource(module)
-        for module in (_session, _frames, public._agent_turn, public._statemachine, public._server)
+        for module in (
+            _session,
+            _frames,
+            importlib.import_module("scaivoice.engine._agent_turn"),
+            importlib.import_module("scaivoice.engine._statemachine"),
+            importlib.import_module("scaivoice.engine._server"),
+            importlib.import_module("scaivoice.engine._limits"),
+            importlib.import_module("scaivoice.engine._engine"),
+        )
     )
     codes = set(re.findall(r'code="([a-z_]+)"', sources))
     codes |= set(re.findall(r'ProtocolViolation\(\s*"([a-z_]+)"', sources))
     codes |= set(re.findall(r'_error\(\s*"([a-z_]+)"', sources))
     codes |= set(re.findall(r'_warn\(\s*"([a-z_]+)"', sources))
     codes |= set(re.findall(r'EmitWarning\("([a-z_]+)"', sources))
+    codes |= set(re.findall(r'LimitExceeded\(\s*"([a-z_]+)"', sources))
     assert len(codes) > 15
     missing = sorted(c for c in codes if f"`{c}`" not in spec)
     assert not missing, missing

@@ -82,6 +82,14 @@ PUSH_TO_TALK = [
 
 BARGE_IN = [
     ([], InterruptRequested(), [], "idle"),
+    # Interrupted while the user's turn is still being recognised: no reply follows.
+    ([UserAudio(), Commit()], InterruptRequested(), [], "thinking"),
+    (
+        [UserAudio(), Commit(), InterruptRequested()],
+        TranscriptFinal(1, "hi"),
+        [EmitState("interrupted", 1), EmitState("idle", None)],
+        "idle",
+    ),
     (
         [TypedText("a")],
         InterruptRequested(),

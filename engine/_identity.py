@@ -1,0 +1,69 @@
+"""Identity providers: plug your own authentication (JWT, OAuth introspection, ...) in.
+
+A plugin yields :class:`IdentityProviderSpec` from ``scaivoice_identity_providers``; the operator
+picks one with ``[auth] identity_provider = "NAME"``. The engine asks it first about every
+bearer credential (``Authorization: Bearer ...`` on HTTP and WebSocket requests); a provider
+that does not recognise the credential returns ``None`` and the engine's own API keys are tried.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Any, Self
+
+import trio
+
+from ._auth import Principal
+from ._backends import API_VERSION
+
+__all__ = ["IdentityProvider", "IdentityProviderSpec"]
+
+
+class IdentityProvider(abc.ABC):
+    """Turns a bearer credential into a :class:`Principal`. Created once per engine."""
+
+    async def open(self) -> None:
+        """Fetch keys, open connection pools. Cancelling abandons it."""
+
+    async def aclose(self) -> None:
+        """Release resources. Idempotent."""
+
+    @abc.abstractmethod
+    async def authenticate(self, credential: str) -> Principal | None:
+        """The principal for ``credential``; ``None`` if this provider does not know it.
+
+        Raises:
+            Unauthorized: the credential is this provider's but invalid (expired, forged):
+                the request is refused without trying other credentials.
+        """
+
+    async def __aenter__(self) -> Self:
+        await self.open()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        with trio.CancelScope(shield=True):
+            await self.aclose()
+
+
+@dataclass(frozen=True, slots=True)
+class IdentityProviderSpec:
+    """What a plugin yields from ``scaivoice_identity_providers``.
+
+    Attributes:
+        name: what operators write in ``[auth] identity_provider``.
+        factory: called with ``[auth] identity_provider_options``; returns an unopened provider.
+    """
+
+    name: str
+    factory: Callable[[Mapping[str, Any]], IdentityProvider]
+    description: str = ""
+    api_version: int = API_VERSION

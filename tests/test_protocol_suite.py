@@ -1,0 +1,498 @@
+"""The protocol conformance suite: it passes against our server and fails, naming the broken
+guarantee, against servers that break one.
+
+Faulty servers are our real server behind a fault injector that rewrites the ASGI WebSocket
+messages of each session: it reorders, drops or injects frames, or rewrites what the client sent.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+import xml.etree.ElementTree as ET
+from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
+from contextlib import asynccontextmanager
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import hypercorn.config
+import hypercorn.trio
+import pytest
+import trio
+
+from scaivoice.conformance.protocol_suite import (
+    CHECK_NAMES,
+    SuiteOptions,
+    SuiteReport,
+    assert_check,
+    human_summary,
+    run_protocol_suite,
+    to_junit_xml,
+)
+from scaivoice.conformance.protocol_suite.render import human_line
+from scaivoice.engine import PluginHost
+from scaivoice.engine._auth import hash_key
+from scaivoice.engine._config import config_from_mapping
+from scaivoice.engine._engine import Engine
+from scaivoice.engine._serve import serve
+from scaivoice.engine._server import ScaiVoiceApp
+from scaivoice.engine.testing import test_engine_config
+
+from .conftest import host_with
+
+KEY = "sk-test-protocol-suite"
+TENANTS = {
+    "auth": {"token_secret": "protocol-suite-secret"},
+    "tenants": {"acme": {"keys": [{"id": "acme-1", "hash": hash_key(KEY)}]}},
+}
+# Shorter test-tts replies keep the paced audio (real time) short; replies to the suite's long
+# prompt still last seconds.
+FAST_TTS = {"backends": {"options": {"test-tts": {"ms_per_char": 20}}}}
+OPTIONS = SuiteOptions(response_timeout_s=10.0, frame_timeout_s=3.0, check_timeout_s=60.0)
+
+Message = MutableMapping[str, Any]
+Send = Callable[[Message], Awaitable[None]]
+
+
+def _engine_doc(overrides: dict[str, Any] | None = None) -> dict[str, Any]:
+    doc = test_engine_config({"server": {"port": 0, "drain_timeout_s": 0.3}, **FAST_TTS})
+    for key, value in (overrides or {}).items():
+        doc[key] = {**doc.get(key, {}), **value} if isinstance(value, dict) else value
+    return doc
+
+
+@asynccontextmanager
+async def our_server(overrides: dict[str, Any] | None = None) -> AsyncIterator[str]:
+    """Our real server on loopback, port 0, on the test backends: yields the session URL."""
+    config = config_from_mapping(_engine_doc(overrides))
+    stop = trio.Event()
+    async with trio.open_nursery() as nursery:
+        server = await nursery.start(
+            partial(serve, config, host_with(), shutdown_trigger=stop.wait)
+        )
+        yield server.ws_url
+        stop.set()
+
+
+# --------------------------------------------------------------------------- (a) our server
+
+
+def _all_passed_or_skipped_with_reason(report: SuiteReport) -> None:
+    assert report.ok, human_summary(report)
+    for result in report.results:
+        assert result.status in ("passed", "skipped")
+        if result.skipped:
+            assert result.detail, result.name
+
+
+async def test_our_server_passes_the_whole_suite_with_credentials() -> None:
+    async with our_server(TENANTS) as url:
+        started = time.perf_counter()
+        report = await run_protocol_suite(url, api_key=KEY, options=OPTIONS)
+        elapsed = time.perf_counter() - started
+    print(f"\n{human_summary(report)}\n(run time against our server: {elapsed:.1f} s)")
+    _all_passed_or_skipped_with_reason(report)
+    assert [r.name for r in report.results] == list(CHECK_NAMES)
+    for name in ("auth.no_credentials", "auth.bad_credentials", "auth.session_token"):
+        assert report.result(name).passed, name
+    skipped = {r.name for r in report.results if r.skipped}
+    assert skipped == {"handshake.start_timeout", "session.idle_timeout", "content.transcript"}
+    figures = report.result("bargein.interrupt").measurements
+    assert figures["attempts"] == OPTIONS.bargein_attempts
+    assert (
+        0
+        <= figures["interrupt_to_interrupted_p50_ms"]
+        <= figures["interrupt_to_interrupted_max_ms"]
+    )
+    assert "interrupt_to_last_audio_max_ms" in figures
+
+
+async def test_an_open_server_skips_the_auth_checks_and_passes_content_checks() -> None:
+    async with our_server() as url:
+        report = await run_protocol_suite(
+            url,
+            content_checks=True,
+            options=SuiteOptions(
+                only=("auth", "handshake.session_started", "content", "state.spoken_turn"),
+                response_timeout_s=10.0,
+            ),
+        )
+    _all_passed_or_skipped_with_reason(report)
+    assert "open server" in report.result("auth.no_credentials").detail
+    assert report.result("auth.bad_credentials").skipped
+    # test-stt hears any speech as "hello there"; the fixture says "Hello there."
+    assert report.result("content.transcript").status == (
+        "passed" if report.fixture == "hibari" else "skipped"
+    )
+
+
+async def test_the_optional_timeout_checks_run_when_told_the_server_limits() -> None:
+    limits = {"session": {"idle_timeout_s": 1.0, "start_timeout_s": 1.0}}
+    async with our_server(limits) as url:
+        report = await run_protocol_suite(
+            url,
+            options=SuiteOptions(
+                only=("session.idle_timeout", "handshake.start_timeout"),
+                idle_timeout_s=1.0,
+                start_timeout_s=1.0,
+            ),
+        )
+    _all_passed_or_skipped_with_reason(report)
+    assert all(r.passed for r in report.results)
+    assert report.result("session.idle_timeout").measurements["elapsed_s"] >= 0.9
+
+
+async def test_a_token_opens_the_sessions_when_no_key_is_given() -> None:
+    async with our_server(TENANTS) as url:
+        import httpx
+
+        async with httpx.AsyncClient() as http:
+            response = await http.post(
+                url.replace("ws://", "http://").replace("/v1/session", "/v1/session-tokens"),
+                headers={"Authorization": f"Bearer {KEY}"},
+            )
+        token = response.json()["token"]
+        report = await run_protocol_suite(
+            url, token=token, options=SuiteOptions(only=("ping", "auth", "session.end"))
+        )
+    _all_passed_or_skipped_with_reason(report)
+    assert report.result("auth.session_token").skipped  # minting needs the key itself
+
+
+# --------------------------------------------------------------------------- fault injection
+
+
+def _frame(message: Message) -> dict[str, Any] | None:
+    text = message.get("text") if message.get("type") == "websocket.send" else None
+    if not isinstance(text, str):
+        return None
+    doc = json.loads(text)
+    return doc if isinstance(doc, dict) else None
+
+
+def _text(doc: dict[str, Any]) -> Message:
+    return {"type": "websocket.send", "text": json.dumps(doc)}
+
+
+class Fault:
+    """One session's fault injector; the default passes everything through."""
+
+    async def outgoing(self, message: Message, send: Send) -> None:
+        await send(message)
+
+    def incoming(self, message: Message) -> Message:
+        return message
+
+
+class AudioAfterInterrupted(Fault):
+    """Sends one more audio frame right after ``state: interrupted``."""
+
+    async def outgoing(self, message: Message, send: Send) -> None:
+        await send(message)
+        frame = _frame(message)
+        if frame and frame["type"] == "state" and frame["state"] == "interrupted":
+            await send({"type": "websocket.send", "bytes": b"\x00\x00" * 480})
+
+
+class OmitsAudioDone(Fault):
+    async def outgoing(self, message: Message, send: Send) -> None:
+        frame = _frame(message)
+        if frame and frame["type"] == "agent.audio.done":
+            return
+        await send(message)
+
+
+class FinalBeforeInterim(Fault):
+    """Sends a final transcript of the turn before its first interim one."""
+
+    def __init__(self) -> None:
+        self.faked: set[int] = set()
+
+    async def outgoing(self, message: Message, send: Send) -> None:
+        frame = _frame(message)
+        if frame and frame["type"] == "transcript" and not frame["final"]:
+            if frame["turn_id"] not in self.faked:
+                self.faked.add(frame["turn_id"])
+                await send(_text({**frame, "final": True}))
+        await send(message)
+
+
+class PongWithoutId(Fault):
+    async def outgoing(self, message: Message, send: Send) -> None:
+        frame = _frame(message)
+        await send(_text({"type": "pong"}) if frame and frame["type"] == "pong" else message)
+
+
+class WrongCloseOnEnd(Fault):
+    """Closes with 4000 instead of 1000 after ``session.ended``."""
+
+    async def outgoing(self, message: Message, send: Send) -> None:
+        if message.get("type") == "websocket.close" and message.get("code") == 1000:
+            message = {**message, "code": 4000}
+        await send(message)
+
+
+class AcceptsProtocol2(Fault):
+    """Rewrites ``session.start`` of protocol 2 into protocol 1, so the server accepts it."""
+
+    def incoming(self, message: Message) -> Message:
+        text = message.get("text")
+        if message.get("type") == "websocket.receive" and isinstance(text, str):
+            doc = json.loads(text) if text.startswith("{") else None
+            if isinstance(doc, dict) and doc.get("type") == "session.start":
+                if doc.get("protocol") == 2:
+                    return {**message, "text": json.dumps({**doc, "protocol": 1})}
+        return message
+
+
+class AudioStartBeforeSpeaking(Fault):
+    """Holds ``state: speaking`` back until after the turn's ``agent.audio.start``."""
+
+    def __init__(self) -> None:
+        self.held: Message | None = None
+
+    async def outgoing(self, message: Message, send: Send) -> None:
+        frame = _frame(message)
+        if frame and frame["type"] == "state" and frame["state"] == "speaking":
+            self.held = message
+            return
+        await send(message)
+        if frame and frame["type"] == "agent.audio.start" and self.held is not None:
+            held, self.held = self.held, None
+            await send(held)
+
+
+class OddAudioFrames(Fault):
+    """Appends one byte to the first audio frame of each turn."""
+
+    def __init__(self) -> None:
+        self.first = False
+
+    async def outgoing(self, message: Message, send: Send) -> None:
+        frame = _frame(message)
+        if frame and frame["type"] == "agent.audio.start":
+            self.first = True
+        data = message.get("bytes")
+        if self.first and isinstance(data, bytes | bytearray):
+            self.first = False
+            message = {**message, "bytes": bytes(data) + b"\x00"}
+        await send(message)
+
+
+class FaultyApp(ScaiVoiceApp):
+    """Our ASGI app with a fresh ``fault`` between each WebSocket session and its socket."""
+
+    def __init__(self, engine: Engine, fault: type[Fault]) -> None:
+        super().__init__(engine)
+        self.fault = fault
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "websocket":
+            await super().__call__(scope, receive, send)
+            return
+        fault = self.fault()
+
+        async def faulty_receive() -> Message:
+            return fault.incoming(await receive())
+
+        async def faulty_send(message: Message) -> None:
+            await fault.outgoing(message, send)
+
+        await super().__call__(scope, faulty_receive, faulty_send)
+
+
+@asynccontextmanager
+async def faulty_server(fault: type[Fault]) -> AsyncIterator[str]:
+    config = config_from_mapping(_engine_doc())
+    async with Engine.open(config, host_with()) as engine:
+        hc = hypercorn.config.Config()
+        hc.bind = ["127.0.0.1:0"]
+        hc.accesslog = None
+        hc.errorlog = None
+        hc.graceful_timeout = 0.5
+        stop = trio.Event()
+        async with trio.open_nursery() as nursery:
+            binds = await nursery.start(
+                partial(
+                    hypercorn.trio.serve,
+                    FaultyApp(engine, fault),  # type: ignore[arg-type]
+                    hc,
+                    shutdown_trigger=stop.wait,
+                )
+            )
+            yield binds[0].replace("http://", "ws://", 1) + "/v1/session"
+            stop.set()
+
+
+@pytest.mark.parametrize(
+    ("fault", "check", "control", "why"),
+    [
+        (AudioAfterInterrupted, "bargein.interrupt", "ping.pong", "after its state interrupted"),
+        (OmitsAudioDone, "audio.bracketing", "state.typed_turn", "agent.audio.done of turn 1"),
+        (FinalBeforeInterim, "transcript.ordering", "state.typed_turn", "after its final"),
+        (PongWithoutId, "ping.pong", "errors.bad_input", "pong without an id"),
+        (WrongCloseOnEnd, "session.end", "ping.pong", "closed with 4000, expected 1000"),
+        (AcceptsProtocol2, "handshake.unsupported_protocol", "ping.pong", "was accepted"),
+        (
+            AudioStartBeforeSpeaking,
+            "ordering.speaking_before_audio",
+            "transcript.ordering",
+            "before state speaking",
+        ),
+        (OddAudioFrames, "audio.bracketing", "ping.pong", "odd number of bytes"),
+    ],
+)
+async def test_a_server_that_breaks_a_guarantee_fails_that_check(
+    fault: type[Fault], check: str, control: str, why: str
+) -> None:
+    async with faulty_server(fault) as url:
+        report = await run_protocol_suite(
+            url,
+            options=SuiteOptions(
+                only=(check, control), response_timeout_s=5.0, frame_timeout_s=2.0
+            ),
+        )
+    failed = report.result(check)
+    assert failed.failed, human_summary(report)
+    assert why in failed.detail, failed.detail
+    assert report.result(control).passed, human_summary(report)
+    assert not report.ok
+    assert check in human_summary(report) and why in human_summary(report)
+
+
+# --------------------------------------------------------------------------- reports and CLI
+
+
+def _sample_report() -> SuiteReport:
+    from scaivoice.conformance.protocol_suite import CheckResult
+
+    return SuiteReport(
+        url="ws://example/v1/session",
+        started_at=1.0,
+        duration_s=2.5,
+        fixture="synthetic",
+        results=[
+            CheckResult("ping.pong", "ping answered", "§2.1", "passed", "", 0.1),
+            CheckResult("session.end", "end", "§8", "failed", "closed with 4000\nmore", 0.2),
+            CheckResult("content.transcript", "words", "§2.2", "skipped", "off", 0.0),
+            CheckResult("bargein.interrupt", "b", "§4.5", "passed", "", 1.0, {"p50_ms": 3.5}),
+        ],
+    )
+
+
+def test_the_reports_count_and_explain_every_check() -> None:
+    report = _sample_report()
+    assert report.counts == {"passed": 2, "failed": 1, "skipped": 1}
+    summary = human_summary(report)
+    assert "2 passed, 1 failed, 1 skipped" in summary
+    assert "closed with 4000" in summary and "more" in summary
+    assert "p50_ms=3.5" in summary and summary.endswith("RESULT: FAIL")
+    doc = report.to_dict()
+    assert json.loads(json.dumps(doc))["checks"][1]["status"] == "failed"
+    root = ET.fromstring(to_junit_xml(report).split("\n", 1)[1])
+    suite = root.find("testsuite")
+    assert suite is not None
+    assert (suite.get("tests"), suite.get("failures"), suite.get("skipped")) == ("4", "1", "1")
+    cases = {c.get("classname") + "." + c.get("name"): c for c in suite.iter("testcase")}  # type: ignore[operator]
+    failure = cases["protocol.session.end"].find("failure")
+    assert failure is not None and failure.text == "closed with 4000\nmore"
+    assert cases["protocol.content.transcript"].find("skipped") is not None
+
+
+def test_assert_check_maps_results_onto_pytest() -> None:
+    report = _sample_report()
+    assert_check(report, "ping.pong")
+    with pytest.raises(AssertionError, match="closed with 4000"):
+        assert_check(report, "session.end")
+    with pytest.raises(pytest.skip.Exception):
+        assert_check(report, "content.transcript")
+
+
+def test_the_cli_lists_the_checks() -> None:
+    from scaivoice.engine.cli import main
+
+    assert main(["conformance", "protocol", "--list"]) == 0
+
+
+async def _cli(url: str, tmp_path: Path, *extra: str) -> tuple[int, str]:
+    env = {**os.environ, "SCAIVOICE_DISABLE_PLUGIN_AUTOLOAD": "1"}
+    env.pop("SCAIVOICE_API_KEY", None)
+    result = await trio.run_process(
+        [
+            sys.executable,
+            "-m",
+            "scaivoice.engine.cli",
+            "conformance",
+            "protocol",
+            url,
+            "--json",
+            str(tmp_path / "report.json"),
+            "--junit",
+            str(tmp_path / "report.xml"),
+            "--synthetic-speech",
+            *extra,
+        ],
+        capture_stdout=True,
+        stderr=subprocess.STDOUT,
+        check=False,
+        env=env,
+    )
+    return result.returncode, result.stdout.decode()
+
+
+async def test_the_cli_writes_the_reports_and_exits_non_zero_on_a_failure(
+    tmp_path: Path,
+) -> None:
+    async with our_server() as url:
+        code, out = await _cli(url, tmp_path, "--only", "ping", "--only", "session.end")
+    assert code == 0, out
+    assert "2 passed, 0 failed" in out
+    assert json.loads((tmp_path / "report.json").read_text())["ok"] is True
+    async with faulty_server(PongWithoutId) as url:
+        code, out = await _cli(url, tmp_path, "--only", "ping")
+    assert code == 1, out
+    assert "FAIL  ping.pong" in out and "pong without an id" in out
+    doc = json.loads((tmp_path / "report.json").read_text())
+    assert doc["ok"] is False and doc["counts"]["failed"] == 1
+    assert 'failures="1"' in (tmp_path / "report.xml").read_text()
+
+
+# --------------------------------------------------------------------------- embedded models
+
+
+@pytest.mark.slow
+async def test_our_server_on_the_embedded_models_passes_the_suite() -> None:
+    pytest.importorskip("faster_whisper")
+    pytest.importorskip("llama_cpp")
+    config = config_from_mapping(
+        {
+            "server": {"port": 0},
+            "backends": {"options": {"llama-cpp": {"max_tokens": 120}}},
+            **TENANTS,
+        }
+    )
+    host = PluginHost()
+    host.load_entry_points(include_third_party=False)
+    async with trio.open_nursery() as nursery:
+        server = await nursery.start(
+            partial(serve, config, host, shutdown_trigger=trio.sleep_forever)
+        )
+        started = time.perf_counter()
+        report = await run_protocol_suite(
+            server.ws_url,
+            api_key=KEY,
+            content_checks=True,
+            options=SuiteOptions(response_timeout_s=120.0, check_timeout_s=600.0),
+            on_result=lambda result: print(human_line(result)),
+        )
+        elapsed = time.perf_counter() - started
+        nursery.cancel_scope.cancel()
+    print(f"\n{human_summary(report)}\n(run time on the embedded models: {elapsed:.1f} s)")
+    _all_passed_or_skipped_with_reason(report)
+    if report.fixture == "hibari":
+        assert report.result("content.transcript").passed  # whisper hears the fixture's words
+    assert report.result("auth.session_token").passed
