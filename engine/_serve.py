@@ -62,9 +62,12 @@ async def serve(
     host: PluginHost,
     *,
     shutdown_trigger: Callable[[], Awaitable[None]] = wait_for_termination,
+    tracer: Any = None,
     task_status: trio.TaskStatus[RunningServer] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Open the engine and serve it until ``shutdown_trigger`` returns, then drain.
+
+    ``tracer`` overrides the OpenTelemetry tracer ``[telemetry]`` would build.
 
     Draining: new sessions are refused (1013) and ``/health`` answers 503; live sessions may go
     on for ``server.drain_timeout_s``, then are closed with 1001 "going away". Cancelling
@@ -80,7 +83,8 @@ async def serve(
             f"{server.host!r}. Configure [tenants.NAME] keys (scaivoice keys new) or bind "
             "to 127.0.0.1"
         )
-    async with Engine.open(config, host, tracer=_tracer(config)) as engine:
+    tracer = tracer if tracer is not None else _tracer(config)
+    async with Engine.open(config, host, tracer=tracer) as engine:
         if config.open_mode:
             log.warning(
                 "NO API KEYS CONFIGURED: the server is OPEN to anyone who can reach %s "

@@ -26,6 +26,8 @@ import math
 import urllib.parse
 from collections.abc import Awaitable, Callable, Mapping
 
+import trio
+
 from ._admin import AdminApi
 from ._auth import PERMISSION_ADMIN, PERMISSION_USE, Principal, bearer_from_headers
 from ._engine import Engine
@@ -82,6 +84,18 @@ class AsgiWebSocketTransport:
         if self._closed:
             raise SessionClosed("the socket is closed")
         await self._send({"type": "websocket.send", "bytes": data})
+
+    async def drain(self, timeout_s: float = 2.0) -> None:
+        """Read and drop what the client still sends until it disconnects (or a deadline).
+
+        The server queues inbound messages for the app; one that stops reading with messages
+        queued (a flood just refused) would keep the connection from ever closing.
+        """
+        with trio.move_on_after(timeout_s):
+            while True:
+                message = await self._receive()
+                if message["type"] == "websocket.disconnect":
+                    return
 
     async def close(self, code: int, reason: str = "") -> None:
         if self._closed:
@@ -152,6 +166,7 @@ class ScaiVoiceApp:
             await _refuse(transport, exc.code, str(exc), CloseCode.TOO_MANY)
             return
         await Session(self.engine, principal, transport).run()
+        await transport.drain()
 
     async def _authenticate(self, scope: Scope) -> Principal:
         query = urllib.parse.parse_qs(scope.get("query_string", b"").decode("latin-1"))
@@ -305,6 +320,7 @@ async def _refuse(transport: AsgiWebSocketTransport, code: str, message: str, cl
     frame = ErrorFrame(code=code, message=message, fatal=True)
     await transport.send_text(encode_server_frame(frame).decode())
     await transport.close(close, code)
+    await transport.drain()
 
 
 async def _lifespan(receive: Receive, send: Send) -> None:

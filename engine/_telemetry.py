@@ -217,9 +217,9 @@ class Telemetry:
                     self._publish(record, {"event": "transcript", "turn_id": turn_id, "text": text})
             case AgentTextDone(turn_id=turn_id, text=text, heard_text=heard):
                 if record.keep_transcripts:
-                    record.transcript.append(
-                        {"turn_id": turn_id, "role": "agent", "text": text, "heard_text": heard}
-                    )
+                    entry = {"turn_id": turn_id, "role": "agent", "text": text, "heard_text": heard}
+                    record.transcript.append(entry)
+                    self._publish(record, {"event": "agent_text", **entry})
             case _:
                 pass
 

@@ -291,6 +291,24 @@ def _cmd_bench_stack(args: argparse.Namespace) -> int:
     )
 
 
+def _cmd_bench_load(args: argparse.Namespace) -> int:
+    from ._bench_load import run_load_benchmark
+
+    return run_load_benchmark(
+        url=args.url,
+        sessions=args.sessions,
+        duration_s=args.duration,
+        clients=args.clients,
+        token=args.token,
+        api_key=args.api_key or os.environ.get("SCAIVOICE_API_KEY"),
+        server_pid=args.server_pid,
+        speech=args.speech,
+        frame_ms=args.frame_ms,
+        capacity=args.capacity,
+        as_json=args.json,
+    )
+
+
 def _add_protocol_suite_arguments(parser: argparse.ArgumentParser) -> None:
     from scaivoice.conformance.protocol_suite.cli import add_arguments
 
@@ -418,6 +436,30 @@ def build_parser() -> argparse.ArgumentParser:
         help="Silero VAD hang time of the started server (default: the plugin's)",
     )
     b.set_defaults(func=_cmd_bench_stack)
+    b = bench.add_parser(
+        "load", help="concurrent real-time sessions with server-side VAD: lag, CPU, capacity"
+    )
+    b.add_argument(
+        "url",
+        nargs="?",
+        help="ws:// session URL of a server on this machine "
+        "(default: start one on the test backends)",
+    )
+    b.add_argument("--sessions", type=int, required=True, help="concurrent sessions")
+    b.add_argument("--duration", type=float, default=20.0, help="seconds measured per run")
+    b.add_argument("--token", help="session token")
+    b.add_argument("--api-key", help="API key (or SCAIVOICE_API_KEY)")
+    b.add_argument("--clients", type=int, default=1, help="load-generator processes")
+    b.add_argument("--frame-ms", type=int, choices=[20, 50, 100], default=20)
+    b.add_argument("--speech", choices=["auto", "hibari", "synthetic"], default="auto")
+    b.add_argument("--server-pid", type=int, help="with URL: read this process's CPU and RSS")
+    b.add_argument(
+        "--capacity",
+        action="store_true",
+        help="search the most sessions that hold p99 lag <= 50 ms without errors",
+    )
+    b.add_argument("--json", action="store_true", help="print each run's report as JSON")
+    b.set_defaults(func=_cmd_bench_load)
 
     p = sub.add_parser("conformance", help="conformance suites for backends and servers")
     conformance = p.add_subparsers(dest="conformance_command", required=True)

@@ -203,7 +203,11 @@ async def connect(
     headers = [(b"authorization", f"Bearer {api_key}".encode())] if api_key else []
     try:
         async with trio_websocket.open_websocket_url(
-            url, extra_headers=headers, message_queue_size=256, max_message_size=16 * 1024 * 1024
+            url,
+            extra_headers=headers,
+            message_queue_size=256,
+            max_message_size=16 * 1024 * 1024,
+            disconnect_timeout=5,
         ) as ws:
             client = VoiceClient(ws)
             await client.send(

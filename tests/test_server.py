@@ -15,7 +15,7 @@ import httpx
 import pytest
 import trio
 
-from scaivoice.engine import ConfigError, ProtocolViolation
+from scaivoice.engine import ConfigError, PluginHost, ProtocolViolation
 from scaivoice.engine._auth import Authenticator, Principal, hash_key
 from scaivoice.engine._config import config_from_mapping
 from scaivoice.engine._serve import RunningServer, serve
@@ -48,13 +48,18 @@ TENANTS = {
 @asynccontextmanager
 async def running_server(
     overrides: dict[str, Any] | None = None,
+    *,
+    host: PluginHost | None = None,
+    tracer: Any = None,
 ) -> AsyncIterator[tuple[RunningServer, trio.Event]]:
     doc = test_engine_config({"server": {"port": 0, "drain_timeout_s": 0.3}, **(overrides or {})})
     config = config_from_mapping(doc)
     stop = trio.Event()
     async with trio.open_nursery() as nursery:
         server = await nursery.start(
-            partial(serve, config, host_with(), shutdown_trigger=stop.wait)
+            partial(
+                serve, config, host or host_with(), shutdown_trigger=stop.wait, tracer=tracer
+            )
         )
         yield server, stop
         stop.set()
