@@ -89,6 +89,7 @@ FAST_BACKENDS = [
     pytest.param("test-llm", {}, id="test-llm"),
     pytest.param("test-tts", {}, id="test-tts"),
     pytest.param("echo", {}, id="echo"),
+    pytest.param("text", {}, id="text-normaliser"),
 ]
 
 
