@@ -12,6 +12,12 @@ final result (with word timings) is decoded. The CPU budget:
   default two workers a final never queues behind an interim: the final of a stream starts at
   once even while that stream's last interim is still finishing in its thread.
 
+Decoding at the pause: when the audio goes quiet for ``pause_decode_ms`` after speech, the
+utterance so far is decoded with final quality right away, while the session's VAD is still
+waiting out its hang time. If no speech follows before the audio channel closes, that decode is
+the final (the quiet tail holds no words), so the final arrives about one decode after the user
+stopped, not one decode after the hang. Speech after the pause makes it stale: it is dropped.
+
 Utterances longer than ``max_utterance_s`` are cut at a quiet point into pieces of at most that
 length (see ``_utterance``); each piece is decoded once, as soon as it is complete.
 """
@@ -19,6 +25,7 @@ length (see ``_utterance``); each piece is decoded once, as soon as it is comple
 from __future__ import annotations
 
 import functools
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, ClassVar
 
@@ -49,6 +56,7 @@ if TYPE_CHECKING:
 __all__ = ["WhisperOptions", "WhisperStt"]
 
 _MIN_DECODE_SAMPLES = SAMPLE_RATE // 10  # less than 100 ms of audio holds no word
+_FRAME = SAMPLE_RATE // 50  # 20 ms, the pause detector's frame
 
 
 class WhisperOptions(BackendOptions, frozen=True):
@@ -67,6 +75,8 @@ class WhisperOptions(BackendOptions, frozen=True):
         interim_interval_ms: new audio between two interim decodes; 0 turns interims off.
         interim_concurrency: interim decodes that may run at once in this process.
         max_utterance_s: the most audio decoded in one go; longer utterances are split.
+        pause_decode_ms: quiet after speech that starts the final decode early; 0 turns it off.
+        speech_level: RMS (0..1) of a 20 ms frame that counts as speech for the pause detector.
     """
 
     model: str = "tiny.en"
@@ -79,6 +89,8 @@ class WhisperOptions(BackendOptions, frozen=True):
     interim_interval_ms: Annotated[int, msgspec.Meta(ge=0)] = 1000
     interim_concurrency: Annotated[int, msgspec.Meta(ge=1)] = 1
     max_utterance_s: Annotated[float, msgspec.Meta(ge=2.0, le=30.0)] = 28.0
+    pause_decode_ms: Annotated[int, msgspec.Meta(ge=0)] = 160
+    speech_level: Annotated[float, msgspec.Meta(gt=0.0, lt=1.0)] = 0.01
 
 
 class WhisperStt(SttBackend):
@@ -159,15 +171,33 @@ class WhisperStt(SttBackend):
             utterance = UtteranceBuffer(max_piece_s=self.options.max_utterance_s)
             feed = _Pcm16Feed(request.sample_rate)
             grew = _Wakeup()
+            pause = _PauseDecode(self.options, request.word_timings)
             async with trio.open_nursery() as nursery:
-                nursery.start_soon(self._background, utterance, language, grew, results)
+                nursery.start_soon(self._background, utterance, language, grew, results, pause)
                 async for chunk in audio:
-                    utterance.append(feed.process(chunk))
+                    pcm = feed.process(chunk)
+                    utterance.append(pcm)
+                    if pause.heard(pcm, utterance):
+                        nursery.start_soon(self._decode_at_pause, pause, utterance, language, grew)
                     grew.set()
                 utterance.append(feed.flush())
+                final = await pause.result_for(utterance)
                 # Interims must never delay the final: drop the one in flight, if any.
                 nursery.cancel_scope.cancel()
-            await results.send(await self._final(utterance, language))
+            await results.send(await self._final(utterance, language, request.word_timings, final))
+
+    async def _decode_at_pause(
+        self, pause: _PauseDecode, utterance: UtteranceBuffer, language: str | None, grew: _Wakeup
+    ) -> None:
+        """Decode the open piece as it is at the pause (final quality)."""
+        attempt = pause.start(utterance)
+        try:
+            attempt.decoded = await self._decode(
+                attempt.piece, language, final=True, words=pause.word_timings
+            )
+        finally:
+            attempt.done.set()
+            grew.set()  # an interim skipped while this ran may go now
 
     async def _background(
         self,
@@ -175,6 +205,7 @@ class WhisperStt(SttBackend):
         language: str | None,
         grew: _Wakeup,
         results: trio.MemorySendChannel[Transcript],
+        pause: _PauseDecode,
     ) -> None:
         """Decode sealed pieces as soon as they are complete; send interims on schedule.
 
@@ -189,8 +220,8 @@ class WhisperStt(SttBackend):
                 piece.decoded = await self._decode(piece, language, final=True)
             if not interval or utterance.total_samples - decoded_up_to < interval:
                 continue
-            if self._interim_limiter.available_tokens < 1:
-                continue  # the process-wide interim budget is in use: skip this one
+            if self._interim_limiter.available_tokens < 1 or pause.running:
+                continue  # the interim budget is in use, or the pause decode has the CPU
             decoded_up_to = utterance.total_samples
             current = await self._decode(utterance.open_piece(), language, final=False)
             texts = [p.decoded.text for p in utterance.sealed if p.decoded is not None]
@@ -208,12 +239,21 @@ class WhisperStt(SttBackend):
                 )
             )
 
-    async def _final(self, utterance: UtteranceBuffer, language: str | None) -> Transcript:
+    async def _final(
+        self,
+        utterance: UtteranceBuffer,
+        language: str | None,
+        words_wanted: bool,
+        open_piece: Decoded | None,
+    ) -> Transcript:
+        """The final transcript; ``open_piece`` is the pause decode when it is still valid."""
         pieces = [*utterance.sealed, utterance.open_piece()]
         decoded: list[Decoded] = []
-        for piece in pieces:
+        for index, piece in enumerate(pieces):
+            if index == len(pieces) - 1 and open_piece is not None:
+                piece.decoded = open_piece
             if piece.decoded is None:
-                piece.decoded = await self._decode(piece, language, final=True)
+                piece.decoded = await self._decode(piece, language, final=True, words=words_wanted)
             decoded.append(piece.decoded)
         words = tuple(word for d in decoded for word in d.words)
         return Transcript(
@@ -225,8 +265,13 @@ class WhisperStt(SttBackend):
             language=next((d.language for d in decoded if d.language), language),
         )
 
-    async def _decode(self, piece: Piece, language: str | None, *, final: bool) -> Decoded:
-        """Decode one piece in a worker thread; abandoned (not waited for) on cancel."""
+    async def _decode(
+        self, piece: Piece, language: str | None, *, final: bool, words: bool = True
+    ) -> Decoded:
+        """Decode one piece in a worker thread; abandoned (not waited for) on cancel.
+
+        ``words``: with word timings (finals only; they cost about 20% more).
+        """
         if len(piece.pcm) // 2 < _MIN_DECODE_SAMPLES:
             return Decoded("", (), language)
         model = self._require_model()
@@ -235,7 +280,9 @@ class WhisperStt(SttBackend):
             if final
             else BothLimiters(self._interim_limiter, self._decode_limiter)
         )
-        work = functools.partial(self._decode_blocking, model, piece, language, final)
+        work = functools.partial(
+            self._decode_blocking, model, piece, language, final, final and words
+        )
         try:
             return await trio.to_thread.run_sync(work, abandon_on_cancel=True, limiter=limiter)
         except ValueError as exc:
@@ -244,15 +291,15 @@ class WhisperStt(SttBackend):
             raise BackendUnavailable(f"whisper decoding failed: {exc}", backend=self.name) from exc
 
     def _decode_blocking(
-        self, model: WhisperModel, piece: Piece, language: str | None, final: bool
+        self, model: WhisperModel, piece: Piece, language: str | None, final: bool, words: bool
     ) -> Decoded:
         segments, info = model.transcribe(
             piece.samples(),
             language=language,
             beam_size=self.options.beam_size,
             condition_on_previous_text=False,
-            without_timestamps=not final,
-            word_timestamps=final,
+            without_timestamps=not words,
+            word_timestamps=words,
             # Interims are previews: no temperature fallback re-decodes.
             temperature=[0.0, 0.2, 0.4, 0.6, 0.8, 1.0] if final else 0.0,
             vad_filter=False,
@@ -337,6 +384,74 @@ class _Pcm16Feed:
 
     def flush(self) -> bytes:
         return self._resampler.process(b"", last=True)
+
+
+@dataclass(slots=True)
+class _PauseAttempt:
+    """One decode at a pause: the open piece up to the pause, and what it decoded to."""
+
+    loud_mark: int
+    sealed_count: int
+    piece: Piece
+    done: trio.Event = field(default_factory=trio.Event)
+    decoded: Decoded | None = None
+
+
+class _PauseDecode:
+    """Watches the audio for a pause after speech; keeps the decode started there (sans-IO)."""
+
+    def __init__(self, options: WhisperOptions, word_timings: bool) -> None:
+        self.word_timings = word_timings
+        self._pause = options.pause_decode_ms * SAMPLE_RATE // 1000
+        self._level = options.speech_level * 32768.0
+        self._last_loud = -1  # sample index just after the last loud 20 ms frame
+        self._attempt: _PauseAttempt | None = None
+        self._started_for = -1
+
+    @property
+    def running(self) -> bool:
+        return self._attempt is not None and not self._attempt.done.is_set()
+
+    def heard(self, pcm: bytes, utterance: UtteranceBuffer) -> bool:
+        """Account for new audio; True when a pause decode should start now."""
+        if not pcm or not self._pause:
+            return False
+        samples = np.frombuffer(pcm, dtype="<i2").astype(np.float32)
+        end = utterance.total_samples
+        frames = len(samples) // _FRAME
+        if frames:
+            rms = np.sqrt((samples[: frames * _FRAME].reshape(frames, _FRAME) ** 2).mean(axis=1))
+            loud = np.nonzero(rms >= self._level)[0]
+            if loud.size:
+                self._last_loud = end - len(samples) + (int(loud[-1]) + 1) * _FRAME
+        quiet_for = end - self._last_loud
+        return (
+            self._last_loud >= 0
+            and quiet_for >= self._pause
+            and self._started_for != self._last_loud
+            and not self.running
+        )
+
+    def start(self, utterance: UtteranceBuffer) -> _PauseAttempt:
+        self._started_for = self._last_loud
+        self._attempt = _PauseAttempt(
+            loud_mark=self._last_loud,
+            sealed_count=len(utterance.sealed),
+            piece=utterance.open_piece(),
+        )
+        return self._attempt
+
+    async def result_for(self, utterance: UtteranceBuffer) -> Decoded | None:
+        """The pause decode, if it still covers every word of the open piece (waits for it)."""
+        attempt = self._attempt
+        if (
+            attempt is None
+            or attempt.loud_mark != self._last_loud
+            or attempt.sealed_count != len(utterance.sealed)
+        ):
+            return None
+        await attempt.done.wait()
+        return attempt.decoded
 
 
 class _Wakeup:

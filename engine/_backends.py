@@ -136,6 +136,8 @@ class SttRequest:
 
     sample_rate: int = 16000
     language: str | None = None
+    word_timings: bool = True
+    """Whether the caller uses word timings; backends may skip computing them when not."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -1012,7 +1012,7 @@ class LoadReport:
                 extra = f", {per:.2f} MiB per session" if per is not None else ""
                 lines.append(
                     f"  server RSS: {server.rss_mib:.0f} MiB "
-                    f"(idle {server.rss_idle_mib or 0:.0f} MiB){extra}"
+                    f"(before the first session: {server.rss_idle_mib or 0:.0f} MiB){extra}"
                 )
         verdict = "PASS" if self.ok else "FAIL"
         lines.append(
@@ -1056,9 +1056,9 @@ class _ServerProbe:
     """CPU samples of the server (when its pid is known) and the machine at the window's
     edges, and the server's resident set before the run and at the window's end."""
 
-    def __init__(self, pid: int | None) -> None:
+    def __init__(self, pid: int | None, rss_idle: float | None = None) -> None:
         self.pid = pid
-        self.rss_idle = rss_mib(pid) if pid else None
+        self.rss_idle = rss_idle if rss_idle is not None else rss_mib(pid) if pid else None
         self.before: _CpuSample | None = None
         self.after: _CpuSample | None = None
         self.rss: float | None = None
@@ -1101,9 +1101,10 @@ def _run_processes(
     pool: concurrent.futures.ProcessPoolExecutor,
     speech_label: str,
     server_pid: int | None,
+    rss_idle: float | None,
 ) -> LoadReport:
     """Run the load from ``clients`` processes of ``pool``; sample the server from here."""
-    probe = _ServerProbe(server_pid)
+    probe = _ServerProbe(server_pid, rss_idle)
     futures = [
         pool.submit(_client_process, run, range(c, run.sessions, clients)) for c in range(clients)
     ]
@@ -1201,6 +1202,8 @@ def run_load_benchmark(
         ) as pool,
     ):
         pid = pid or server_pid
+        # Measured once, before the first run: later runs start from what earlier ones left.
+        rss_idle = rss_mib(pid) if pid else None
 
         def measure(n: int) -> LoadReport:
             run = plan(
@@ -1214,7 +1217,12 @@ def run_load_benchmark(
                 lead_s=1.0,  # the client processes' start-up
             )
             report = _run_processes(
-                run, clients=min(clients, n), pool=pool, speech_label=label, server_pid=pid
+                run,
+                clients=min(clients, n),
+                pool=pool,
+                speech_label=label,
+                server_pid=pid,
+                rss_idle=rss_idle,
             )
             if as_json:
                 import json

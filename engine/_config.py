@@ -66,6 +66,8 @@ class SessionLimits(_Section, frozen=True):
     """A client that does not read for this long is closed (4420)."""
     max_user_turn_s: _Positive = 60.0
     """A user turn longer than this is ended (and transcribed) automatically."""
+    warm_up: bool = True
+    """Send the language model one tiny request at start-up (warm caches for the first user)."""
     history_messages: Annotated[int, msgspec.Meta(ge=0)] = 40
     """How many past messages the language model sees."""
     system_prompt: str = (

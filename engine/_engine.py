@@ -15,7 +15,9 @@ from ._auth import Authenticator, Principal
 from ._backends import (
     BackendKind,
     BackendSpec,
+    ChatMessage,
     LlmBackend,
+    LlmRequest,
     NormaliserBackend,
     SttBackend,
     TtsBackend,
@@ -195,6 +197,8 @@ class Engine:
                 log.info("opened session feature %r (%s)", feature_spec.name, key)
                 features[key] = (feature_spec, feature)
             voices = await _voice_library(tts)
+            if config.session.warm_up:
+                await _warm_up(llm, config.session.system_prompt)
             provider: IdentityProvider | None = None
             if config.auth.identity_provider is not None:
                 idp_specs = host.identity_provider_specs()
@@ -315,3 +319,28 @@ async def _voice_library(tts: Mapping[str, TtsBackend]) -> dict[str, LibraryVoic
             voice_id = f"{name}:{voice.id}"
             voices[voice_id] = LibraryVoice(id=voice_id, backend=name, voice=voice)
     return voices
+
+
+async def _warm_up(llm: object, system_prompt: str) -> None:
+    """One tiny request, so the first user does not pay for cold caches.
+
+    A local model keeps the default system prompt evaluated, which later turns reuse. Failures
+    are logged, never fatal: the backend reports its own health.
+    """
+    assert isinstance(llm, LlmBackend)
+    request = LlmRequest(
+        messages=(ChatMessage("system", system_prompt), ChatMessage("user", "Hello")),
+        max_tokens=1,
+    )
+    send, receive = trio.open_memory_channel[str](16)
+    try:
+        with trio.move_on_after(60):
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(llm.generate, request, send)
+                async with receive:
+                    async for _ in receive:
+                        pass
+    except Exception as exc:  # a warm-up failure must not stop the engine from starting
+        log.warning(
+            "language model warm-up failed: %s", exc, exc_info=not isinstance(exc, BackendError)
+        )

@@ -601,7 +601,9 @@ class Session:
 
     async def _transcribe(self, turn: _UserTurn, audio: trio.MemoryReceiveChannel[bytes]) -> None:
         stt = self.engine.stt
-        request = SttRequest(sample_rate=_STT_RATE, language=self.config.language)
+        request = SttRequest(
+            sample_rate=_STT_RATE, language=self.config.language, word_timings=False
+        )
         results_send, results_recv = trio.open_memory_channel[Transcript](16)
         final_text = ""
         failure: BackendError | None = None

@@ -44,10 +44,14 @@ class SentenceChunker:
     Args:
         first_clause_chars: the first piece may end at a clause boundary (",", ";", ":") once it
             is at least this long, to start speaking sooner.
+        first_words: a first sentence with no early boundary is cut after this many words.
         max_chars: a piece with no boundary is cut at a space past this length.
     """
 
-    def __init__(self, *, first_clause_chars: int = 24, max_chars: int = 240) -> None:
+    def __init__(
+        self, *, first_clause_chars: int = 16, first_words: int = 7, max_chars: int = 240
+    ) -> None:
+        self._first_words = first_words
         self._buffer = ""
         self._emitted = 0
         self._first_clause_chars = first_clause_chars
@@ -81,6 +85,10 @@ class SentenceChunker:
             for match in _CLAUSE_END.finditer(self._buffer):
                 if match.start() >= self._first_clause_chars:
                     return self._take(match.end())
+            # A long first sentence: speak its first words rather than wait for its end.
+            spaces = [m.end() for m in re.finditer(r"\S\s+", self._buffer)]
+            if len(spaces) >= self._first_words:
+                return self._take(spaces[self._first_words - 1])
         if len(self._buffer) > self._max_chars:
             cut = self._buffer.rfind(" ", 0, self._max_chars)
             return self._take(cut + 1 if cut > 0 else self._max_chars)

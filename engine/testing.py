@@ -154,6 +154,7 @@ def test_engine_config(overrides: Mapping[str, Any] | None = None) -> dict[str, 
     """A config document for the deterministic test backends, deep-merged with ``overrides``."""
     doc: dict[str, Any] = {
         "backends": {"stt": "test-stt", "llm": "test-llm", "tts": "test-tts"},
+        "session": {"warm_up": False},  # tests count backend calls from the first turn
     }
     for key, value in (overrides or {}).items():
         if isinstance(value, Mapping) and isinstance(doc.get(key), dict):

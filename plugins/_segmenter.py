@@ -43,7 +43,7 @@ class SpeechSegmenter:
         threshold: float = 0.5,
         neg_threshold: float | None = None,
         min_speech_ms: float = 250.0,
-        min_silence_ms: float = 500.0,
+        min_silence_ms: float = 300.0,
         frame_ms: float = 32.0,
     ) -> None:
         low = max(threshold - 0.15, 0.01) if neg_threshold is None else neg_threshold

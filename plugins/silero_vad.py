@@ -9,7 +9,7 @@ which a session's own option table may override::
     threshold = 0.5        # speech probability that starts a speech run
     neg_threshold = 0.35   # below this a frame is silence (default threshold - 0.15)
     min_speech_ms = 250    # shorter bursts (a cough, a click) do not start speech
-    min_silence_ms = 500   # hang time: silence this long stops speech
+    min_silence_ms = 300   # hang time: silence this long stops speech
     model_path = "..."     # another Silero VAD ONNX file (default: the bundled one)
 """
 
@@ -71,7 +71,7 @@ class SileroVadOptions(BackendOptions, frozen=True):
     threshold: _Probability = 0.5
     neg_threshold: _Probability | None = None
     min_speech_ms: _Millis = 250
-    min_silence_ms: _Millis = 500
+    min_silence_ms: _Millis = 300
     model_path: str | None = None
 
 

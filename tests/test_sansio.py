@@ -96,3 +96,11 @@ def test_heard_text_maps_audio_time_to_words() -> None:
     assert model.heard_text(1000) == "First sentence here."
     assert model.heard_text(1500) == "First sentence here. Second one"
     assert model.heard_text(0) == ""
+
+
+def test_a_long_first_sentence_is_cut_after_its_first_words() -> None:
+    text = "I would be very happy to help you find a table tonight. Then more follows here."
+    pieces = _chunk(text)
+    assert pieces[0] == "I would be very happy to help "
+    assert pieces[1] == "you find a table tonight. "
+    assert "".join(pieces) == text
