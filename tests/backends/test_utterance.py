@@ -66,3 +66,26 @@ async def test_both_limiters_give_the_outer_token_back_on_cancel() -> None:
     inner.release_on_behalf_of(holder)
     assert await trio.to_thread.run_sync(lambda: 42, limiter=both) == 42
     assert (outer.borrowed_tokens, inner.borrowed_tokens) == (0, 0)
+
+
+def test_the_pause_detector_starts_one_decode_per_pause_after_speech() -> None:
+    from scaivoice.backends.whisper import WhisperOptions, _PauseDecode
+
+    pause = _PauseDecode(WhisperOptions(pause_decode_ms=160), word_timings=False)
+    utterance = UtteranceBuffer(max_piece_s=28)
+    loud = (np.sin(np.arange(320) / 3) * 8000).astype("<i2").tobytes()  # 20 ms of speech
+    quiet = b"\0\0" * 320  # 20 ms of silence
+
+    def feed(chunk: bytes) -> bool:
+        utterance.append(chunk)
+        return pause.heard(chunk, utterance)
+
+    assert not any(feed(quiet) for _ in range(20))  # silence before speech: no pause
+    assert not any(feed(loud) for _ in range(25))
+    starts = [feed(quiet) for _ in range(12)]
+    assert starts.index(True) == 7  # 8 x 20 ms = 160 ms of quiet
+    attempt = pause.start(utterance)
+    assert attempt.piece.pcm == utterance.open_piece().pcm
+    assert not any(feed(quiet) for _ in range(10))  # one decode per pause
+    feed(loud)  # speech resumes: that decode no longer covers every word
+    assert pause._attempt is attempt and attempt.loud_mark != pause._last_loud
