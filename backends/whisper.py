@@ -291,15 +291,20 @@ class WhisperStt(SttBackend):
             raise BackendUnavailable(f"whisper decoding failed: {exc}", backend=self.name) from exc
 
     def _decode_blocking(
-        self, model: WhisperModel, piece: Piece, language: str | None, final: bool, words: bool
+        self,
+        model: WhisperModel,
+        piece: Piece,
+        language: str | None,
+        final: bool,
+        with_words: bool,
     ) -> Decoded:
         segments, info = model.transcribe(
             piece.samples(),
             language=language,
             beam_size=self.options.beam_size,
             condition_on_previous_text=False,
-            without_timestamps=not words,
-            word_timestamps=words,
+            without_timestamps=not with_words,
+            word_timestamps=with_words,
             # Interims are previews: no temperature fallback re-decodes.
             temperature=[0.0, 0.2, 0.4, 0.6, 0.8, 1.0] if final else 0.0,
             vad_filter=False,

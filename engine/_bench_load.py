@@ -53,7 +53,7 @@ import time
 import urllib.parse
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Literal
 
@@ -303,16 +303,20 @@ class _Wire:
             self._parse()
             if self._ready:
                 return self._ready.popleft()
-            await trio.lowlevel.wait_readable(self.sock)
-            try:
-                data = self.sock.recv(1 << 16)
-            except BlockingIOError:
-                continue
-            except OSError as exc:
-                raise _WireClosed(str(exc)) from exc
-            if not data:
-                raise _WireClosed("end of file")
-            self.inbox += data
+            await self._fill()
+
+    async def _fill(self) -> None:
+        """Wait for bytes from the server and add them to ``inbox``."""
+        await trio.lowlevel.wait_readable(self.sock)
+        try:
+            data = self.sock.recv(1 << 16)
+        except BlockingIOError:
+            return
+        except OSError as exc:
+            raise _WireClosed(str(exc)) from exc
+        if not data:
+            raise _WireClosed("end of file")
+        self.inbox += data
 
     def _parse(self) -> None:
         messages = self._ready
@@ -361,16 +365,7 @@ class _Wire:
         while b"\r\n\r\n" not in self.inbox:
             if len(self.inbox) > 65536:
                 raise _WireClosed("no end to the handshake response")
-            await trio.lowlevel.wait_readable(self.sock)
-            try:
-                data = self.sock.recv(1 << 16)
-            except BlockingIOError:
-                continue
-            except OSError as exc:
-                raise _WireClosed(str(exc)) from exc
-            if not data:
-                raise _WireClosed("end of file during the handshake")
-            self.inbox += data
+            await self._fill()
         head, _, rest = bytes(self.inbox).partition(b"\r\n\r\n")
         self.inbox = bytearray(rest)
         status = head.split(b"\r\n", 1)[0].decode("latin-1")
@@ -379,19 +374,24 @@ class _Wire:
 
 
 async def _open_socket(host: str, port: int) -> socket.socket:
+    """A connected non-blocking TCP socket. Cancelling closes it."""
     sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
-    sock.setblocking(False)
-    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-    error = sock.connect_ex((host, port))
-    if error not in (0, errno.EINPROGRESS):
-        sock.close()
-        raise OSError(error, os.strerror(error))
-    await trio.lowlevel.wait_writable(sock)
-    error = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
-    if error:
-        sock.close()
-        raise OSError(error, os.strerror(error))
-    return sock
+    connected = False
+    try:
+        sock.setblocking(False)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        error = sock.connect_ex((host, port))
+        if error not in (0, errno.EINPROGRESS):
+            raise OSError(error, os.strerror(error))
+        await trio.lowlevel.wait_writable(sock)
+        error = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+        if error:
+            raise OSError(error, os.strerror(error))
+        connected = True
+        return sock
+    finally:
+        if not connected:
+            sock.close()
 
 
 def _target(url: str, token: str | None) -> tuple[str, int, str]:
@@ -440,30 +440,16 @@ class ClientResult:
         self.errors[kind] = self.errors.get(kind, 0) + 1
 
     def merge(self, other: ClientResult) -> None:
-        for name in (
-            "lags_ms",
-            "audio_lags_ms",
-            "eot_to_audio_ms",
-            "eot_to_thinking_ms",
-            "server_eot_to_audio_ms",
-            "barge_in_ms",
-            "connect_ms",
-            "tick_late_ms",
-        ):
-            getattr(self, name).extend(getattr(other, name))
-        for name in (
-            "sessions",
-            "connected",
-            "utterances",
-            "replies",
-            "interrupted",
-            "barge_in_too_late",
-            "unanswered",
-            "cpu_s",
-        ):
-            setattr(self, name, getattr(self, name) + getattr(other, name))
-        for kind, count in other.errors.items():
-            self.errors[kind] = self.errors.get(kind, 0) + count
+        """Add ``other``'s samples and counts to these."""
+        for item in fields(self):
+            mine, theirs = getattr(self, item.name), getattr(other, item.name)
+            if isinstance(mine, list):
+                mine.extend(theirs)
+            elif isinstance(mine, dict):
+                for kind, count in theirs.items():
+                    mine[kind] = mine.get(kind, 0) + count
+            else:
+                setattr(self, item.name, mine + theirs)
 
 
 class _Session:

@@ -10,6 +10,9 @@
     scaivoice keys create|list|revoke [--file KEYS.json]      manage the keys file
     scaivoice schema                                           protocol v1 JSON Schema
     scaivoice bench turns [--turns N]                          barge-in / overhead benchmark
+    scaivoice bench stack [--turns N]                          the embedded stack's latency
+    scaivoice bench load [URL] --sessions N                    concurrent sessions, capacity
+    scaivoice conformance protocol URL | backend NAME          conformance suites
     scaivoice conformance protocol URL [--api-key K] [--json F] [--junit F]   protocol v1 suite
     scaivoice conformance backend NAME [--option K=V ...] [--json]            backend contract kit
 
