@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
+from functools import partial
 
 import trio
 
@@ -28,8 +29,9 @@ from ._backends import (
     TtsCapabilities,
     TtsRequest,
 )
+from ._calls import call_backend
 from ._engine import Engine
-from ._errors import BackendError, BackendProtocolError
+from ._errors import BackendError
 from ._frames import (
     AgentAudioDone,
     AgentAudioStart,
@@ -204,16 +206,9 @@ class AgentTurn:
 
     async def _generate(self, deltas: trio.MemorySendChannel[str]) -> None:
         llm = self.engine.llm
-        try:
-            await llm.generate(self.request, deltas)
-        except BackendError as exc:
-            await self._report_error("llm_failed", f"language model {llm.name!r} failed: {exc}")
-        except Exception as exc:
-            log.exception("LLM backend %r raised an unmapped exception", llm.name)
-            mapped = BackendProtocolError(str(exc), backend=llm.name)
-            await self._report_error("llm_failed", f"language model {llm.name!r} failed: {mapped}")
-        finally:
-            deltas.close()
+        failure = await call_backend(llm.name, partial(llm.generate, self.request, deltas), deltas)
+        if failure is not None:
+            await self._report_error("llm_failed", f"language model {llm.name!r} failed: {failure}")
 
     # ---------------------------------------------------------------- stage 2: text
 
@@ -297,15 +292,8 @@ class AgentTurn:
 
         async def produce() -> None:
             nonlocal failure
-            try:
-                await tts.synthesize(request, chunks_send)
-            except BackendError as exc:
-                failure = exc
-            except Exception as exc:
-                log.exception("TTS backend %r raised an unmapped exception", tts.name)
-                failure = BackendProtocolError(str(exc), backend=tts.name)
-            finally:
-                chunks_send.close()
+            call = partial(tts.synthesize, request, chunks_send)
+            failure = await call_backend(tts.name, call, chunks_send)
 
         trim_ms = cfg.warmup_trim_ms if not caps.warmup_trim else 0
         async with trio.open_nursery() as nursery:

@@ -18,13 +18,13 @@ from __future__ import annotations
 import abc
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from types import TracebackType
 from typing import Any, ClassVar, Literal, Self
 
 import msgspec
 import trio
 
 from ._errors import ConfigError
+from ._resource import Resource
 
 __all__ = [
     "API_VERSION",
@@ -238,7 +238,7 @@ Capabilities = SttCapabilities | LlmCapabilities | TtsCapabilities | NormaliserC
 # --------------------------------------------------------------------------- base classes
 
 
-class Backend(abc.ABC):
+class Backend(Resource):
     """Base of every backend: an async context manager shared by all sessions of an engine.
 
     Subclasses set ``Options`` (a :class:`BackendOptions` subclass) and ``capabilities``, take
@@ -248,27 +248,8 @@ class Backend(abc.ABC):
     Options: ClassVar[type[BackendOptions]] = BackendOptions
     name: str = ""
 
-    async def open(self) -> None:
-        """Load models / open connection pools. Cancelling it abandons the load."""
-
-    async def aclose(self) -> None:
-        """Release resources. Idempotent: a second call does nothing."""
-
     async def check_health(self) -> None:
         """Return if the backend can serve now; raise a ``BackendError`` if not."""
-
-    async def __aenter__(self) -> Self:
-        await self.open()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        with trio.CancelScope(shield=True):
-            await self.aclose()
 
 
 class SttBackend(Backend):

@@ -12,12 +12,10 @@ from __future__ import annotations
 import abc
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from types import TracebackType
-from typing import Any, Self
-
-import trio
+from typing import Any
 
 from ._backends import API_VERSION
+from ._resource import Resource
 
 __all__ = [
     "FeatureEvent",
@@ -66,7 +64,7 @@ class FeatureSession(abc.ABC):
         """
 
 
-class SessionFeature(abc.ABC):
+class SessionFeature(Resource):
     """A feature, created once per engine and shared by sessions."""
 
     async def open(self) -> None:
@@ -78,19 +76,6 @@ class SessionFeature(abc.ABC):
     @abc.abstractmethod
     def open_session(self, *, sample_rate: int, options: Mapping[str, Any]) -> FeatureSession:
         """Create the per-session state. No I/O."""
-
-    async def __aenter__(self) -> Self:
-        await self.open()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        with trio.CancelScope(shield=True):
-            await self.aclose()
 
 
 @dataclass(frozen=True, slots=True)

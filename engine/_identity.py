@@ -11,18 +11,16 @@ from __future__ import annotations
 import abc
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from types import TracebackType
-from typing import Any, Self
-
-import trio
+from typing import Any
 
 from ._auth import Principal
 from ._backends import API_VERSION
+from ._resource import Resource
 
 __all__ = ["IdentityProvider", "IdentityProviderSpec"]
 
 
-class IdentityProvider(abc.ABC):
+class IdentityProvider(Resource):
     """Turns a bearer credential into a :class:`Principal`. Created once per engine."""
 
     async def open(self) -> None:
@@ -39,19 +37,6 @@ class IdentityProvider(abc.ABC):
             Unauthorized: the credential is this provider's but invalid (expired, forged):
                 the request is refused without trying other credentials.
         """
-
-    async def __aenter__(self) -> Self:
-        await self.open()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        with trio.CancelScope(shield=True):
-            await self.aclose()
 
 
 @dataclass(frozen=True, slots=True)

@@ -21,6 +21,7 @@ import logging
 import uuid
 from collections import deque
 from dataclasses import dataclass
+from functools import partial
 from typing import TypeVar, cast
 
 import trio
@@ -29,6 +30,7 @@ from ._agent_turn import AgentTurn
 from ._audio import StreamResampler
 from ._auth import Principal
 from ._backends import ChatMessage, LlmRequest, SttRequest, Transcript
+from ._calls import call_backend
 from ._engine import Engine
 from ._errors import BackendError, ConfigError, ProtocolViolation, SessionClosed
 from ._features import FeatureSession, SpeechStarted, SpeechStopped, WakeDetected
@@ -518,13 +520,13 @@ class Session:
         excess = int((self._pre_roll_ms - _PRE_ROLL_MS) * _STT_RATE / 1000.0) * 2
         while excess > 0 and self._pre_roll:
             head = self._pre_roll[0]
-            if len(head) <= excess:
+            cut = min(len(head), excess)
+            if cut == len(head):
                 self._pre_roll.popleft()
-                excess -= len(head)
             else:
-                self._pre_roll[0] = head[excess:]
-                excess = 0
-        self._pre_roll_ms = sum(len(c) for c in self._pre_roll) / 2 / _STT_RATE * 1000.0
+                self._pre_roll[0] = head[cut:]
+            excess -= cut
+            self._pre_roll_ms -= cut / 2 / _STT_RATE * 1000.0
 
     def _clear_pre_roll(self) -> None:
         self._pre_roll.clear()
@@ -610,16 +612,8 @@ class Session:
 
         async def produce() -> None:
             nonlocal failure
-            try:
-                await stt.transcribe(request, audio, results_send)
-            except BackendError as exc:
-                failure = exc
-            except Exception as exc:
-                log.exception("STT backend %r raised an unmapped exception", stt.name)
-                failure = BackendError(str(exc), backend=stt.name)
-            finally:
-                results_send.close()
-                audio.close()
+            call = partial(stt.transcribe, request, audio, results_send)
+            failure = await call_backend(stt.name, call, results_send, audio)
 
         with turn.scope:
             async with trio.open_nursery() as nursery:

@@ -12,6 +12,8 @@ from __future__ import annotations
 import json
 import logging
 from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
 from typing import Any, get_args
 
 import trio
@@ -20,7 +22,8 @@ from ._audio import resample_pcm16
 from ._auth import PERMISSION_USE, Principal
 from ._backends import AudioChunk, NormaliseRequest, SttRequest, Transcript, TtsRequest, Word
 from ._cache import SpeechCache, cache_key
-from ._codecs import AudioDecodeError, SpeechFormat, decode_audio, encode_audio
+from ._calls import call_backend
+from ._codecs import CONTENT_TYPES, AudioDecodeError, SpeechFormat, decode_audio, encode_audio
 from ._engine import Engine
 from ._errors import BackendError, BackendRejected, ConfigError
 from ._http import FormPart, HttpProblem
@@ -61,7 +64,7 @@ class VoiceNotes:
         settings = engine.config.voice_notes
         self.settings = settings
         self.cache = SpeechCache(
-            None if settings.cache_dir is None else _path(settings.cache_dir),
+            None if settings.cache_dir is None else Path(settings.cache_dir).expanduser(),
             settings.cache_max_bytes,
         )
         self._codec_limiter = trio.CapacityLimiter(2)
@@ -134,14 +137,9 @@ class VoiceNotes:
 
         async def recognise() -> None:
             nonlocal failure
-            try:
-                await stt.transcribe(
-                    SttRequest(sample_rate=_STT_RATE, language=language), audio_recv, results_send
-                )
-            except BackendError as exc:
-                failure = exc
-            finally:
-                results_send.close()
+            request = SttRequest(sample_rate=_STT_RATE, language=language)
+            call = partial(stt.transcribe, request, audio_recv, results_send)
+            failure = await call_backend(stt.name, call, results_send, audio_recv)
 
         async def feed() -> None:
             async with audio_send:
@@ -211,7 +209,7 @@ class VoiceNotes:
         data, hit = await self.cache.get_or_create(key, produce)
         return SpeechResult(
             data=data,
-            content_type=_content_type(fmt),
+            content_type=CONTENT_TYPES[fmt],
             cache_hit=hit,
             voice_id=voice_id,
             warnings=tuple(warnings),
@@ -254,12 +252,7 @@ class VoiceNotes:
 
         async def produce() -> None:
             nonlocal failure
-            try:
-                await tts.synthesize(request, send)
-            except BackendError as exc:
-                failure = exc
-            finally:
-                send.close()
+            failure = await call_backend(tts.name, partial(tts.synthesize, request, send), send)
 
         with trio.move_on_after(_TTS_DEADLINE_S) as deadline:
             async with trio.open_nursery() as nursery:
@@ -281,12 +274,6 @@ class VoiceNotes:
         return pcm, rate
 
 
-def _path(value: str) -> Any:
-    from pathlib import Path
-
-    return Path(value).expanduser()
-
-
 def _local_ids(engine: Engine) -> set[str]:
     return {entry.voice.id for entry in engine.voices.values()}
 
@@ -294,12 +281,6 @@ def _local_ids(engine: Engine) -> set[str]:
 def _field(form: dict[str, FormPart], name: str) -> str | None:
     part = form.get(name)
     return part.text.strip() if part is not None else None
-
-
-def _content_type(fmt: str) -> str:
-    from ._codecs import CONTENT_TYPES
-
-    return CONTENT_TYPES[fmt]
 
 
 def _speech_request(body: bytes, max_chars: int) -> dict[str, Any]:
@@ -329,8 +310,7 @@ def _speech_request(body: bytes, max_chars: int) -> dict[str, Any]:
     for name in ("voice", "model", "instructions"):
         if request.get(name) is not None and not isinstance(request[name], str):
             raise HttpProblem(400, "invalid_request", f"'{name}' must be a string")
-    model = request.get("model")
-    return request | {"model": model}
+    return request
 
 
 def _backend_problem(what: str, exc: BackendError) -> HttpProblem:

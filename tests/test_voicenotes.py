@@ -76,13 +76,33 @@ class CountingTts(TtsBackend):
 COUNTING = BackendSpec.for_class(CountingTts, name="counting-tts")
 
 
+class BuggyTts(TtsBackend):
+    """A backend with a bug: it raises a plain exception, not a backend error."""
+
+    class Options(BackendOptions, frozen=True):
+        pass
+
+    capabilities = TtsCapabilities(streaming=True, voices=False)
+
+    def __init__(self, options: Options) -> None:
+        pass
+
+    async def synthesize(
+        self, request: TtsRequest, audio: trio.MemorySendChannel[AudioChunk]
+    ) -> None:
+        raise KeyError("a bug inside the voice")  # and it forgets to close its channel
+
+
+BUGGY = BackendSpec.for_class(BuggyTts, name="buggy-tts")
+
+
 @asynccontextmanager
 async def gateway(overrides: dict[str, Any] | None = None) -> AsyncIterator[RunningServer]:
     doc = test_engine_config({"server": {"port": 0}, **KEYS, **(overrides or {})})
     config = config_from_mapping(doc)
     async with trio.open_nursery() as nursery:
         server = await nursery.start(
-            partial(serve, config, host_with(COUNTING), shutdown_trigger=trio.sleep_forever)
+            partial(serve, config, host_with(COUNTING, BUGGY), shutdown_trigger=trio.sleep_forever)
         )
         yield server
         nursery.cancel_scope.cancel()
@@ -334,6 +354,20 @@ async def test_synthesis_down_is_503_and_health_says_so() -> None:
         health = await http.get("/health")
         assert health.status_code == 503
         assert health.json()["synthesis"] is False
+
+
+async def test_a_backend_bug_is_a_problem_response_not_a_crash() -> None:
+    overrides = {"backends": {"stt": "test-stt", "llm": "test-llm", "tts": "buggy-tts"}}
+    async with gateway(overrides) as server, httpx.AsyncClient(base_url=server.url) as http:
+        with trio.fail_after(10):
+            response = await http.post(
+                "/v1/audio/speech",
+                headers={"Authorization": f"Bearer {KEY}"},
+                json={"model": "tts-1", "input": "Hi."},
+            )
+        assert (response.status_code, response.json()["code"]) == (502, "backend_failed")
+        assert "KeyError" in response.json()["detail"]
+        assert (await http.get("/livez")).status_code == 200  # the server is fine
 
 
 async def test_transcription_can_be_switched_off() -> None:
