@@ -49,6 +49,7 @@ from ._limits import BothLimiters
 from ._packages import missing
 from ._utterance import SAMPLE_RATE, Decoded, Piece, UtteranceBuffer
 from ._whisper_models import ModelSource, default_cache_dir, resolve_model
+from ._whisper_window import decode_in_short_window
 
 if TYPE_CHECKING:
     from faster_whisper import WhisperModel  # type: ignore[import-untyped]
@@ -57,6 +58,8 @@ __all__ = ["WhisperOptions", "WhisperStt"]
 
 _MIN_DECODE_SAMPLES = SAMPLE_RATE // 10  # less than 100 ms of audio holds no word
 _FRAME = SAMPLE_RATE // 50  # 20 ms, the pause detector's frame
+_WINDOW_PAD_S = 1.0  # silence after the speech in a short encoder window
+_WINDOW_MIN_S = 5.0  # shorter windows misread one-word answers ("Yes." came out empty)
 
 
 class WhisperOptions(BackendOptions, frozen=True):
@@ -76,6 +79,11 @@ class WhisperOptions(BackendOptions, frozen=True):
         interim_concurrency: interim decodes that may run at once in this process.
         max_utterance_s: the most audio decoded in one go; longer utterances are split.
         pause_decode_ms: quiet after speech that starts the final decode early; 0 turns it off.
+        short_window: decode utterances of up to ``max_utterance_s`` in an encoder window cut
+            to their length (at least 5 s) instead of Whisper's fixed 30 s, when greedy, in a
+            known language and without word timings: 3 to 5 times faster, the same text in our
+            measurements; a result that fails Whisper's quality checks is decoded again in the
+            full window (see ``_whisper_window``).
         speech_level: RMS (0..1) of a 20 ms frame that counts as speech for the pause detector.
     """
 
@@ -90,6 +98,7 @@ class WhisperOptions(BackendOptions, frozen=True):
     interim_concurrency: Annotated[int, msgspec.Meta(ge=1)] = 1
     max_utterance_s: Annotated[float, msgspec.Meta(ge=2.0, le=30.0)] = 28.0
     pause_decode_ms: Annotated[int, msgspec.Meta(ge=0)] = 160
+    short_window: bool = True
     speech_level: Annotated[float, msgspec.Meta(gt=0.0, lt=1.0)] = 0.01
 
 
@@ -298,6 +307,22 @@ class WhisperStt(SttBackend):
         final: bool,
         with_words: bool,
     ) -> Decoded:
+        if (
+            self.options.short_window
+            and self.options.beam_size == 1
+            and not with_words
+            and language
+        ):
+            windowed = decode_in_short_window(
+                model,
+                piece.samples(),
+                language,
+                pad_s=_WINDOW_PAD_S,
+                min_s=_WINDOW_MIN_S,
+                max_s=self.options.max_utterance_s,
+            )
+            if windowed is not None:
+                return Decoded(windowed.text, (), windowed.language)
         segments, info = model.transcribe(
             piece.samples(),
             language=language,
@@ -345,6 +370,14 @@ class WhisperStt(SttBackend):
                 np.zeros(SAMPLE_RATE, np.float32), language="en", beam_size=1, vad_filter=False
             )
             list(segments)
+            decode_in_short_window(
+                model,
+                np.zeros(SAMPLE_RATE, np.float32),
+                "en",
+                pad_s=_WINDOW_PAD_S,
+                min_s=_WINDOW_MIN_S,
+                max_s=self.options.max_utterance_s,
+            )
         except Exception as exc:  # CTranslate2, tokenizers and json raise anything on bad files
             raise BackendUnavailable(
                 f"cannot load the Whisper model in {source.path}: {exc} ({source.remedy})",
