@@ -16,7 +16,9 @@ Decoding at the pause: when the audio goes quiet for ``pause_decode_ms`` after s
 utterance so far is decoded with final quality right away, while the session's VAD is still
 waiting out its hang time. If no speech follows before the audio channel closes, that decode is
 the final (the quiet tail holds no words), so the final arrives about one decode after the user
-stopped, not one decode after the hang. Speech after the pause makes it stale: it is dropped.
+stopped, not one decode after the hang. Its text is sent at once as a *stable* interim, so the
+engine can start the reply's language model inside the hang time. Speech after the pause makes
+it stale: it is dropped, and an interim that is not stable (the same text) withdraws the guess.
 
 Utterances longer than ``max_utterance_s`` are cut at a quiet point into pieces of at most that
 length (see ``_utterance``); each piece is decoded once, as soon as it is complete.
@@ -186,8 +188,23 @@ class WhisperStt(SttBackend):
                 async for chunk in audio:
                     pcm = feed.process(chunk)
                     utterance.append(pcm)
-                    if pause.heard(pcm, utterance):
-                        nursery.start_soon(self._decode_at_pause, pause, utterance, language, grew)
+                    starts = pause.heard(pcm, utterance)
+                    withdrawn = pause.withdrawn(utterance)
+                    if withdrawn is not None:  # speech again after a stable interim
+                        await results.send(
+                            Transcript(withdrawn, final=False, end_ms=utterance.total_ms)
+                        )
+                    if starts:
+                        attempt = pause.start(utterance)
+                        nursery.start_soon(
+                            self._decode_at_pause,
+                            pause,
+                            attempt,
+                            utterance,
+                            language,
+                            grew,
+                            results,
+                        )
                     grew.set()
                 utterance.append(feed.flush())
                 final = await pause.result_for(utterance)
@@ -196,10 +213,19 @@ class WhisperStt(SttBackend):
             await results.send(await self._final(utterance, language, request.word_timings, final))
 
     async def _decode_at_pause(
-        self, pause: _PauseDecode, utterance: UtteranceBuffer, language: str | None, grew: _Wakeup
+        self,
+        pause: _PauseDecode,
+        attempt: _PauseAttempt,
+        utterance: UtteranceBuffer,
+        language: str | None,
+        grew: _Wakeup,
+        results: trio.MemorySendChannel[Transcript],
     ) -> None:
-        """Decode the open piece as it is at the pause (final quality)."""
-        attempt = pause.start(utterance)
+        """Decode the open piece as it is at the pause (final quality).
+
+        If no speech followed meanwhile, the text is sent as a *stable* interim: it is the final
+        unless the user goes on speaking (then :meth:`_PauseDecode.withdrawn` takes it back).
+        """
         try:
             attempt.decoded = await self._decode(
                 attempt.piece, language, final=True, words=pause.word_timings
@@ -207,6 +233,17 @@ class WhisperStt(SttBackend):
         finally:
             attempt.done.set()
             grew.set()  # an interim skipped while this ran may go now
+        text = pause.announce(utterance)
+        if text is not None:
+            await results.send(
+                Transcript(
+                    text,
+                    final=False,
+                    end_ms=utterance.total_ms,
+                    language=attempt.decoded.language,
+                    stable=True,
+                )
+            )
 
     async def _background(
         self,
@@ -231,6 +268,8 @@ class WhisperStt(SttBackend):
                 continue
             if self._interim_limiter.available_tokens < 1 or pause.running:
                 continue  # the interim budget is in use, or the pause decode has the CPU
+            if pause.holds(utterance):
+                continue  # quiet since the pause decode: its stable interim says it all
             decoded_up_to = utterance.total_samples
             current = await self._decode(utterance.open_piece(), language, final=False)
             texts = [p.decoded.text for p in utterance.sealed if p.decoded is not None]
@@ -445,6 +484,7 @@ class _PauseDecode:
         self._last_loud = -1  # sample index just after the last loud 20 ms frame
         self._attempt: _PauseAttempt | None = None
         self._started_for = -1
+        self._announced: str | None = None
 
     @property
     def running(self) -> bool:
@@ -478,6 +518,35 @@ class _PauseDecode:
             piece=utterance.open_piece(),
         )
         return self._attempt
+
+    def holds(self, utterance: UtteranceBuffer) -> bool:
+        """True while the finished pause decode covers every word of the open piece."""
+        attempt = self._attempt
+        return (
+            attempt is not None
+            and attempt.decoded is not None
+            and attempt.loud_mark == self._last_loud
+            and attempt.sealed_count == len(utterance.sealed)
+        )
+
+    def announce(self, utterance: UtteranceBuffer) -> str | None:
+        """The whole utterance's text to send as a stable interim, if the pause decode holds."""
+        if not self.holds(utterance) or any(p.decoded is None for p in utterance.sealed):
+            return None
+        assert self._attempt is not None and self._attempt.decoded is not None
+        pieces = [p.decoded.text for p in utterance.sealed if p.decoded is not None]
+        text = _join([*pieces, self._attempt.decoded.text])
+        if not text:
+            return None
+        self._announced = text
+        return text
+
+    def withdrawn(self, utterance: UtteranceBuffer) -> str | None:
+        """The announced stable text once speech made it stale (once), else ``None``."""
+        if self._announced is None or self.holds(utterance):
+            return None
+        text, self._announced = self._announced, None
+        return text
 
     async def result_for(self, utterance: UtteranceBuffer) -> Decoded | None:
         """The pause decode, if it still covers every word of the open piece (waits for it)."""

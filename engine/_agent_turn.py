@@ -30,6 +30,7 @@ from ._backends import (
     TtsRequest,
 )
 from ._calls import call_backend
+from ._early_reply import EarlyReply
 from ._engine import Engine
 from ._errors import BackendError
 from ._frames import (
@@ -113,6 +114,7 @@ class AgentTurn:
     lexicon: Mapping[str, str] = field(default_factory=dict)
     user_turn_ended: float | None = None
     stt_ms: float | None = None
+    early_reply: EarlyReply | None = None
     scope: trio.CancelScope = field(default_factory=trio.CancelScope)
     playback: PlaybackModel = field(init=False)
     output_acknowledged: trio.Event = field(default_factory=trio.Event)
@@ -205,8 +207,13 @@ class AgentTurn:
     # ---------------------------------------------------------------- stage 1: LLM
 
     async def _generate(self, deltas: trio.MemorySendChannel[str]) -> None:
+        """Generate the reply, or adopt the one started early at the user's pause."""
         llm = self.engine.llm
-        failure = await call_backend(llm.name, partial(llm.generate, self.request, deltas), deltas)
+        if self.early_reply is not None:
+            failure = await self.early_reply.forward(deltas)
+        else:
+            call = partial(llm.generate, self.request, deltas)
+            failure = await call_backend(llm.name, call, deltas)
         if failure is not None:
             await self._report_error("llm_failed", f"language model {llm.name!r} failed: {failure}")
 

@@ -120,6 +120,10 @@ class Transcript:
     end_ms: int = 0
     words: tuple[Word, ...] = ()
     language: str | None = None
+    stable: bool = False
+    """On an interim: the backend would give this text as the final if the audio ended now
+    (whisper sets it when its decode at a pause finishes). The engine may start the reply's
+    language model early; a later interim that is not stable withdraws the guess."""
 
 
 @dataclass(frozen=True, slots=True)

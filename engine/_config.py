@@ -70,6 +70,9 @@ class SessionLimits(_Section, frozen=True):
     """Send the language model one tiny request at start-up (warm caches for the first user)."""
     history_messages: Annotated[int, msgspec.Meta(ge=0)] = 40
     """How many past messages the language model sees."""
+    early_replies: bool = True
+    """Start the language model at the user's pause when the STT is sure of the transcript
+    (a stable interim), inside the VAD hang time; a wrong guess is cancelled unseen."""
     system_prompt: str = (
         "You are a helpful voice assistant. Answer briefly, in one to three short sentences, "
         "in plain spoken language without lists or markup."

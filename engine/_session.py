@@ -31,6 +31,7 @@ from ._audio import StreamResampler
 from ._auth import Principal
 from ._backends import ChatMessage, LlmRequest, SttRequest, Transcript
 from ._calls import call_backend
+from ._early_reply import EarlyReplies
 from ._engine import Engine
 from ._errors import BackendError, ConfigError, ProtocolViolation, SessionClosed
 from ._features import FeatureSession, SpeechStarted, SpeechStopped, WakeDetected
@@ -172,6 +173,7 @@ class Session:
         )
         self._turn_end_times: dict[int, float] = {}
         self._stt_ms: dict[int, float] = {}
+        self._early = EarlyReplies(engine.llm)
 
     # ================================================================ the runner
 
@@ -599,6 +601,7 @@ class Session:
         audio_send, audio_recv = trio.open_memory_channel[bytes](256)
         turn = _UserTurn(turn_id=turn_id, audio=audio_send, scope=trio.CancelScope())
         self._user_turn = turn
+        self._early.withdraw()  # a guess for an older turn answers nothing now
         self._nursery.start_soon(self._transcribe, turn, audio_recv)
 
     async def _transcribe(self, turn: _UserTurn, audio: trio.MemoryReceiveChannel[bytes]) -> None:
@@ -619,7 +622,13 @@ class Session:
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(produce)
                 async with results_recv:
+                    last_interim = ""
                     async for result in results_recv:
+                        if not result.final:
+                            self._on_interim(turn, result)
+                            if result.text == last_interim:
+                                continue  # a withdrawal of a stable guess: nothing new to show
+                            last_interim = result.text
                         await self._send(
                             TranscriptFrame(
                                 turn_id=turn.turn_id,
@@ -634,15 +643,31 @@ class Session:
             if failure is not None:
                 await self._error("stt_failed", f"speech recognition failed: {failure}")
                 final_text = ""
+            early = self._early.current
+            if early is not None and early.turn_id == turn.turn_id:
+                if early.user_text != final_text.strip():
+                    self._early.withdraw()
             if turn.ended_at is not None:
                 self._stt_ms[turn.turn_id] = round((trio.current_time() - turn.ended_at) * 1000, 2)
             elif self._user_turn is turn:
                 self._user_turn = None  # ended by the STT itself: later audio opens a new turn
             await self._events_send.send(TranscriptFinal(turn.turn_id, final_text.strip()))
 
+    def _on_interim(self, turn: _UserTurn, result: Transcript) -> None:
+        """Start an early reply on a stable interim; withdraw it on any other interim."""
+        text = result.text.strip()
+        if result.stable and text and self.limits.early_replies:
+            assert self._nursery is not None
+            self._early.start(self._nursery, turn.turn_id, text, self._llm_request(text))
+            return
+        early = self._early.current
+        if early is not None and early.turn_id == turn.turn_id:
+            self._early.withdraw()
+
     # ---------------------------------------------------------------- agent turns
 
-    async def _start_agent_turn(self, turn_id: int, user_text: str) -> None:
+    def _llm_request(self, user_text: str) -> LlmRequest:
+        """What the language model is asked for a reply to ``user_text`` now."""
         config = self.config
         system_prompt = config.system_prompt or self.limits.system_prompt
         messages = (
@@ -650,10 +675,16 @@ class Session:
             *self.history,
             ChatMessage("user", user_text),
         )
+        return LlmRequest(messages=messages, language=config.language)
+
+    async def _start_agent_turn(self, turn_id: int, user_text: str) -> None:
+        config = self.config
+        request = self._llm_request(user_text)
         ended = self._turn_end_times.pop(turn_id, None)
         turn = AgentTurn(
             turn_id=turn_id,
-            request=LlmRequest(messages=messages, language=config.language),
+            request=request,
+            early_reply=self._early.take(turn_id, user_text, request),
             config=config,
             engine=self.engine,
             emit=self._send,

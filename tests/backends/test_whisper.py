@@ -21,7 +21,7 @@ from scaivoice.engine import (
     Transcript,
 )
 
-from ._support import SENTENCES, Speech, chunks, drain, send_all
+from ._support import SENTENCES, Speech, chunks, drain, send_all, silence
 from ._wer import wer
 
 
@@ -89,6 +89,65 @@ async def test_interims_come_before_the_final(whisper: WhisperStt, speech: Speec
     final = check_one_final_last([first, *rest])
     assert all(not r.final for r in rest[:-1])
     assert wer([(f"{SENTENCES[1]} {SENTENCES[2]}", final.text)]) <= 0.10
+
+
+async def _quiet_until_stable(
+    audio: trio.MemorySendChannel[bytes], results: trio.MemoryReceiveChannel[Transcript]
+) -> Transcript:
+    """Stream silence in real time (as a microphone would) until a stable interim arrives."""
+    while True:
+        await audio.send(silence(100))
+        await trio.sleep(0.1)
+        try:
+            result = results.receive_nowait()
+        except trio.WouldBlock:
+            continue
+        assert not result.final
+        if result.stable:
+            return result
+
+
+@pytest.mark.slow
+async def test_a_pause_gives_a_stable_interim_equal_to_the_final(speech: Speech) -> None:
+    pytest.importorskip("faster_whisper")
+    audio_send, audio_receive = trio.open_memory_channel[bytes](0)
+    results_send, results_receive = trio.open_memory_channel[Transcript](100)
+    request = SttRequest(word_timings=False)
+    async with WhisperStt(WhisperOptions(interim_interval_ms=0)) as whisper:
+        with trio.fail_after(60):
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(whisper.transcribe, request, audio_receive, results_send)
+                await send_all(audio_send, chunks(speech[2]))
+                stable = await _quiet_until_stable(audio_send, results_receive)
+                async with audio_send:
+                    await send_all(audio_send, chunks(silence(200)))
+                rest = await drain(results_receive)
+    assert wer([(SENTENCES[2], stable.text)]) <= 0.10
+    assert [r.final for r in rest] == [True]
+    assert rest[0].text == stable.text
+
+
+@pytest.mark.slow
+async def test_speech_after_the_pause_withdraws_the_stable_interim(speech: Speech) -> None:
+    pytest.importorskip("faster_whisper")
+    audio_send, audio_receive = trio.open_memory_channel[bytes](0)
+    results_send, results_receive = trio.open_memory_channel[Transcript](100)
+    request = SttRequest(word_timings=False)
+    async with WhisperStt(WhisperOptions(interim_interval_ms=0)) as whisper:
+        with trio.fail_after(60):
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(whisper.transcribe, request, audio_receive, results_send)
+                await send_all(audio_send, chunks(speech[0]))
+                stable = await _quiet_until_stable(audio_send, results_receive)
+                await send_all(audio_send, chunks(speech[3][: 16000 * 2]))  # 1 s more speech
+                withdrawal = await results_receive.receive()
+                async with audio_send:
+                    await send_all(audio_send, chunks(speech[3][16000 * 2 :]))
+                rest = await drain(results_receive)
+    assert (withdrawal.text, withdrawal.final, withdrawal.stable) == (stable.text, False, False)
+    final = rest[-1]
+    assert final.final
+    assert wer([(f"{SENTENCES[0]} {SENTENCES[3]}", final.text)]) <= 0.10
 
 
 @pytest.mark.slow
