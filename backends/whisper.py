@@ -99,7 +99,7 @@ class WhisperOptions(BackendOptions, frozen=True):
     interim_interval_ms: Annotated[int, msgspec.Meta(ge=0)] = 1000
     interim_concurrency: Annotated[int, msgspec.Meta(ge=1)] = 1
     max_utterance_s: Annotated[float, msgspec.Meta(ge=2.0, le=30.0)] = 28.0
-    pause_decode_ms: Annotated[int, msgspec.Meta(ge=0)] = 160
+    pause_decode_ms: Annotated[int, msgspec.Meta(ge=0)] = 100
     short_window: bool = True
     speech_level: Annotated[float, msgspec.Meta(gt=0.0, lt=1.0)] = 0.01
 
@@ -507,7 +507,16 @@ class _PauseDecode:
             self._last_loud >= 0
             and quiet_for >= self._pause
             and self._started_for != self._last_loud
-            and not self.running
+            and not self._running_and_valid()
+        )
+
+    def _running_and_valid(self) -> bool:
+        """A decode is running for the current pause (one started before speech resumed is
+        stale: a new pause need not wait for it)."""
+        return (
+            self.running
+            and self._attempt is not None
+            and (self._attempt.loud_mark == self._last_loud)
         )
 
     def start(self, utterance: UtteranceBuffer) -> _PauseAttempt:

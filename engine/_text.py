@@ -49,7 +49,7 @@ class SentenceChunker:
     """
 
     def __init__(
-        self, *, first_clause_chars: int = 16, first_words: int = 7, max_chars: int = 240
+        self, *, first_clause_chars: int = 8, first_words: int = 7, max_chars: int = 240
     ) -> None:
         self._first_words = first_words
         self._buffer = ""

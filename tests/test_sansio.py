@@ -29,6 +29,11 @@ def test_first_piece_may_end_at_a_clause_to_start_speaking_sooner() -> None:
     assert "".join(pieces) == text
 
 
+def test_a_short_opening_clause_is_spoken_on_its_own_but_not_a_one_word_one() -> None:
+    assert _chunk("I'm sorry, I can't make it today. Maybe tomorrow?")[0] == "I'm sorry, "
+    assert _chunk("Okay, it is done. Bye.")[0] == "Okay, it is done. "
+
+
 def test_abbreviations_and_decimals_do_not_end_a_sentence() -> None:
     assert _chunk("Dr. Smith paid 3.5 dollars, e.g. cash. Done.") == [
         "Dr. Smith paid 3.5 dollars, ",  # the first piece may end at a clause
