@@ -19,6 +19,7 @@ feature off, for example for a metered language-model API).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import partial
 
@@ -67,10 +68,17 @@ class EarlyReply:
 
 
 class EarlyReplies:
-    """A session's early reply: at most one at a time, started in the session's nursery."""
+    """A session's early reply: at most one at a time, started in the session's nursery.
 
-    def __init__(self, llm: LlmBackend) -> None:
+    Args:
+        llm: the language model.
+        outcome: told how each early reply ended: ``"adopted"``, ``"withdrawn"`` (the user
+            went on, or a new turn opened) or ``"mismatched"`` (the final was another text).
+    """
+
+    def __init__(self, llm: LlmBackend, outcome: Callable[[str], None] = lambda _: None) -> None:
         self._llm = llm
+        self._outcome = outcome
         self._current: EarlyReply | None = None
 
     @property
@@ -98,12 +106,13 @@ class EarlyReplies:
         self._current = reply
         nursery.start_soon(self._generate, reply, send)
 
-    def withdraw(self) -> None:
+    def withdraw(self, outcome: str = "withdrawn") -> None:
         """Cancel the early reply, if any (the user went on speaking, or a new turn opened)."""
         if self._current is not None:
             self._current.scope.cancel()
             self._current.deltas.close()
             self._current = None
+            self._outcome(outcome)
 
     def take(self, turn_id: int, user_text: str, request: LlmRequest) -> EarlyReply | None:
         """The early reply if it answers exactly this; otherwise cancel it and return ``None``."""
@@ -113,7 +122,9 @@ class EarlyReplies:
         if (reply.turn_id, reply.user_text, reply.request) != (turn_id, user_text, request):
             reply.scope.cancel()
             reply.deltas.close()
+            self._outcome("mismatched")
             return None
+        self._outcome("adopted")
         return reply
 
     async def _generate(self, reply: EarlyReply, deltas: trio.MemorySendChannel[str]) -> None:

@@ -173,7 +173,9 @@ class Session:
         )
         self._turn_end_times: dict[int, float] = {}
         self._stt_ms: dict[int, float] = {}
-        self._early = EarlyReplies(engine.llm)
+        self._early = EarlyReplies(
+            engine.llm, partial(engine.telemetry.early_reply, principal.tenant)
+        )
 
     # ================================================================ the runner
 
@@ -646,7 +648,7 @@ class Session:
             early = self._early.current
             if early is not None and early.turn_id == turn.turn_id:
                 if early.user_text != final_text.strip():
-                    self._early.withdraw()
+                    self._early.withdraw("mismatched")
             if turn.ended_at is not None:
                 self._stt_ms[turn.turn_id] = round((trio.current_time() - turn.ended_at) * 1000, 2)
             elif self._user_turn is turn:

@@ -150,6 +150,13 @@ class Telemetry:
         self.backend_failures = Counter(
             "scaivoice_backend_failures", "Failed backend calls", ["kind", "backend"], registry=r
         )
+        self.early_replies = Counter(
+            "scaivoice_early_replies",
+            "Replies started at the user's pause, by outcome: adopted by the agent turn, "
+            "withdrawn (the user spoke on) or mismatched (the final transcript differed)",
+            ["tenant", "outcome"],
+            registry=r,
+        )
         self.http_requests = Counter(
             "scaivoice_http_requests", "HTTP API requests", ["route", "status"], registry=r
         )
@@ -273,6 +280,10 @@ class Telemetry:
         self.backend_calls.labels(kind, backend).inc()
         if failed:
             self.backend_failures.labels(kind, backend).inc()
+
+    def early_reply(self, tenant: str, outcome: str) -> None:
+        """Count an early reply's outcome (``adopted``, ``withdrawn`` or ``mismatched``)."""
+        self.early_replies.labels(tenant, outcome).inc()
 
     # ---------------------------------------------------------------- queries
 

@@ -94,6 +94,17 @@ def _config(script: tuple[str, ...], final: str, **session: Any) -> dict[str, An
     }
 
 
+def _outcomes(client: Any) -> dict[str, float]:
+    """The ``scaivoice_early_replies_total`` counts by outcome (all tenants)."""
+    counts: dict[str, float] = {}
+    for metric in client.engine.telemetry.registry.collect():
+        for sample in metric.samples:
+            if sample.name == "scaivoice_early_replies_total":
+                outcome = sample.labels["outcome"]
+                counts[outcome] = counts.get(outcome, 0.0) + sample.value
+    return counts
+
+
 def _llm(client: Any) -> RecordingLlm:
     llm = client.engine.llm
     assert isinstance(llm, RecordingLlm)
@@ -128,6 +139,7 @@ async def test_a_stable_interim_starts_the_reply_before_the_turn_ends(invariants
         assert deltas == done.text
         transcripts = [(i.text, i.final) for i in items if tag(i) == "transcript"]
         assert transcripts == [("book a table", False), ("book a table", True)]
+        assert _outcomes(client) == {"adopted": 1.0}
 
 
 async def test_a_wrong_guess_is_cancelled_unseen_and_the_reply_answers_the_final(
@@ -148,6 +160,7 @@ async def test_a_wrong_guess_is_cancelled_unseen_and_the_reply_answers_the_final
         assert texts == ["You said: book a table for two."]
         deltas = "".join(i.delta for i in items if tag(i) == "agent.text")
         assert deltas == "You said: book a table for two."
+        assert _outcomes(client) == {"mismatched": 1.0}
 
 
 async def test_speech_after_the_pause_withdraws_the_guess() -> None:
@@ -166,6 +179,7 @@ async def test_speech_after_the_pause_withdraws_the_guess() -> None:
         interims = [i.text for i in items if tag(i) == "transcript" and not i.final]
         assert interims == ["book", "book a table"]  # the withdrawal is not shown again
         assert _llm(client).calls == ["book", "book a table"]
+        assert _outcomes(client) == {"withdrawn": 1.0}
 
 
 async def test_early_replies_can_be_turned_off() -> None:
