@@ -203,7 +203,24 @@ def _turns_local(
             f"server RSS after the turns: {_rss_mib(pid):.1f} MiB "
             f"(peak {_rss_mib(pid, 'VmHWM'):.1f} MiB)"
         )
+        _print_early_replies(url)
     return url, records
+
+
+def _print_early_replies(session_url: str) -> None:
+    """How the server's early replies ended (from its Prometheus metrics)."""
+    metrics_url = session_url.replace("ws://", "http://", 1).removesuffix("/v1/session")
+    try:
+        text = httpx.get(metrics_url + "/metrics", timeout=5).text
+    except httpx.HTTPError:
+        return
+    counts: dict[str, float] = {}
+    for line in text.splitlines():
+        if line.startswith("scaivoice_early_replies_total{"):
+            outcome = line.split('outcome="', 1)[1].split('"', 1)[0]
+            counts[outcome] = counts.get(outcome, 0.0) + float(line.rsplit(" ", 1)[1])
+    summary = ", ".join(f"{name} {int(n)}" for name, n in sorted(counts.items())) or "none"
+    print(f"replies started at the user's pause (early replies): {summary}")
 
 
 def _config_text(min_silence_ms: int | None) -> str:
