@@ -6,7 +6,8 @@ Three parts, each printed next to its target where there is one:
    heart, seed 0) and resampled to 16 kHz; they are the user's utterances below. The same
    sentences give the TTS real-time factor (synthesis time / audio duration, through the
    ``hibari`` backend) and the STT real-time factor (final decode time / audio duration, through
-   the ``whisper`` backend with interims off). Both backends are opened as the engine opens
+   the ``whisper`` backend with interims off), both as a live session decodes (no word timings:
+   whisper's short window) and with word timings (as voice-note transcripts ask). Both backends are opened as the engine opens
    them: from the plugin host's backend specs.
 2. **Memory.** ``scaivoice serve`` is started in its own process on loopback with stt
    ``whisper``, llm ``llama-cpp``, tts ``hibari`` (or ``--url`` is used, without this part).
@@ -114,6 +115,9 @@ class BackendTimings:
     tts_rtf: list[float]
     tts_first_chunk_ms: list[float]
     stt_rtf: list[float]
+    """Live sessions' final decode: no word timings (whisper's short window)."""
+    stt_words_rtf: list[float]
+    """With word timings, as voice-note transcripts ask (the full 30 s window)."""
     transcripts: list[str]
 
 
@@ -260,11 +264,13 @@ async def _measure_backends(host: PluginHost) -> tuple[list[Utterance], BackendT
     stt = _open_backend(host, "stt", "whisper", {"interim_interval_ms": 0})
     assert isinstance(stt, SttBackend)
     async with stt:
-        stt_runs = [await _time_stt(stt, u) for u in utterances]
+        stt_runs = [await _time_stt(stt, u, word_timings=False) for u in utterances]
+        stt_words_runs = [await _time_stt(stt, u, word_timings=True) for u in utterances]
     return utterances, BackendTimings(
         tts_rtf=[rtf for rtf, _ in tts_runs],
         tts_first_chunk_ms=[first for _, first in tts_runs],
         stt_rtf=[rtf for rtf, _ in stt_runs],
+        stt_words_rtf=[rtf for rtf, _ in stt_words_runs],
         transcripts=[text for _, text in stt_runs],
     )
 
@@ -294,22 +300,25 @@ async def _time_tts(tts: TtsBackend, text: str) -> tuple[float, float]:
     )
 
 
-async def _transcribe(stt: SttBackend, pcm: bytes) -> tuple[str, float]:
+async def _transcribe(stt: SttBackend, pcm: bytes, word_timings: bool) -> tuple[str, float]:
     """One final decode of ``pcm`` (16 kHz) -> (text, seconds taken)."""
     audio_send, audio_receive = trio.open_memory_channel[bytes](1)
     results_send, results_receive = trio.open_memory_channel[Transcript](math.inf)
     await audio_send.send(pcm)
     audio_send.close()
     start = time.perf_counter()
-    await stt.transcribe(SttRequest(sample_rate=_RATE, language="en"), audio_receive, results_send)
+    request = SttRequest(sample_rate=_RATE, language="en", word_timings=word_timings)
+    await stt.transcribe(request, audio_receive, results_send)
     seconds = time.perf_counter() - start
     finals = [t.text async for t in results_receive if t.final]
     return (finals[-1] if finals else ""), seconds
 
 
-async def _time_stt(stt: SttBackend, utterance: Utterance) -> tuple[float, str]:
+async def _time_stt(
+    stt: SttBackend, utterance: Utterance, *, word_timings: bool
+) -> tuple[float, str]:
     """Median real-time factor of a few decodes of the utterance, and its transcript."""
-    runs = [await _transcribe(stt, utterance.pcm) for _ in range(_TIMING_REPEATS)]
+    runs = [await _transcribe(stt, utterance.pcm, word_timings) for _ in range(_TIMING_REPEATS)]
     return statistics.median(s for _, s in runs) / utterance.duration_s, runs[0][0]
 
 
@@ -586,8 +595,14 @@ def _print_backends(utterances: Sequence[Utterance], timings: BackendTimings) ->
     _print_stat("  TTS hibari: real-time factor", timings.tts_rtf, "", digits=3)
     _print_stat("  TTS hibari: first chunk", timings.tts_first_chunk_ms, " ms")
     _print_stat(
-        "  STT whisper (final decode, interims off): real-time factor",
+        "  STT whisper (a live session's final decode): real-time factor",
         timings.stt_rtf,
+        "",
+        digits=3,
+    )
+    _print_stat(
+        "  STT whisper (final decode with word timings, as voice notes): real-time factor",
+        timings.stt_words_rtf,
         "",
         digits=3,
     )
