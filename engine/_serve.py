@@ -1,4 +1,4 @@
-"""Running the engine as a service: hypercorn's trio worker on one port, with graceful drain."""
+"""Running the engine as a service: the HTTP and WebSocket server on one port, graceful drain."""
 
 from __future__ import annotations
 
@@ -10,13 +10,12 @@ from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
-import hypercorn.config
-import hypercorn.trio
 import trio
 
 from ._config import EngineConfig
 from ._engine import Engine
 from ._errors import ConfigError
+from ._httpserver import serve_http
 from ._plugins import PluginHost
 from ._server import ScaiVoiceApp
 
@@ -91,21 +90,18 @@ async def serve(
                 "(loopback only). Configure tenants with keys before exposing it.",
                 server.host,
             )
-        hc = hypercorn.config.Config()
-        hc.bind = [f"{server.host}:{server.port}"]
-        hc.websocket_max_message_size = config.session.max_frame_bytes * 4
-        hc.graceful_timeout = 5.0
-        hc.accesslog = None
-        hc.errorlog = logging.getLogger("scaivoice.hypercorn")
-        hc.keep_alive_timeout = 30
         stop_http = trio.Event()
         async with trio.open_nursery() as nursery:
             binds = await nursery.start(
                 partial(
-                    hypercorn.trio.serve,
-                    ScaiVoiceApp(engine),  # type: ignore[arg-type]  # a plain ASGI 3 callable
-                    hc,
+                    serve_http,
+                    ScaiVoiceApp(engine),
+                    host=server.host,
+                    port=server.port,
+                    max_message_bytes=config.session.max_frame_bytes * 4,
                     shutdown_trigger=stop_http.wait,
+                    keep_alive_s=30.0,
+                    graceful_timeout_s=5.0,
                 )
             )
             url = binds[0]

@@ -25,6 +25,7 @@ import logging
 import math
 import urllib.parse
 from collections.abc import Awaitable, Callable, Mapping
+from typing import Protocol
 
 import trio
 
@@ -47,14 +48,22 @@ from ._http import (
 )
 from ._limits import LimitExceeded
 from ._session import Session
-from ._transport import CloseCode
+from ._transport import CloseCode, Transport
 from ._voicenotes import VoiceNotes
 
-__all__ = ["ScaiVoiceApp"]
+__all__ = ["ScaiVoiceApp", "SessionSocket"]
 
 log = logging.getLogger("scaivoice.server")
 
 _ADMIN_SESSION = "/v1/admin/sessions/"
+
+
+class SessionSocket(Transport, Protocol):
+    """A session's socket as the server holds it: a transport that can also be drained."""
+
+    async def drain(self, timeout_s: float = 2.0) -> None:
+        """Read and drop what the client still sends until it disconnects (or a deadline)."""
+        ...
 
 
 class AsgiWebSocketTransport:
@@ -145,7 +154,15 @@ class ScaiVoiceApp:
             await send({"type": "websocket.close", "code": 1008})  # handshake refused: 403
             return
         await send({"type": "websocket.accept"})
-        transport = AsgiWebSocketTransport(receive, send)
+        await self.serve_session(scope, AsgiWebSocketTransport(receive, send))
+
+    async def serve_session(self, scope: Scope, transport: SessionSocket) -> None:
+        """Admit the caller of an accepted session WebSocket and run its session.
+
+        ``scope`` carries the request's ``headers`` and ``query_string`` (the credentials). A
+        refusal (draining, credentials, limits) is an ``error`` frame and a close code. Returns
+        once the session ended and the client closed, or a short drain deadline passed.
+        """
         if self.engine.sessions.draining:
             await _refuse(
                 transport,
@@ -316,7 +333,7 @@ class ScaiVoiceApp:
         await send_json(send, 200, {"object": "list", "data": self.voice_notes.models()})
 
 
-async def _refuse(transport: AsgiWebSocketTransport, code: str, message: str, close: int) -> None:
+async def _refuse(transport: SessionSocket, code: str, message: str, close: int) -> None:
     frame = ErrorFrame(code=code, message=message, fatal=True)
     await transport.send_text(encode_server_frame(frame).decode())
     await transport.close(close, code)

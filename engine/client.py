@@ -210,9 +210,12 @@ async def connect(
             disconnect_timeout=5,
         ) as ws:
             client = VoiceClient(ws)
-            await client.send(
-                {"type": "session.start", "protocol": protocol, "config": dict(config or {})}
-            )
+            try:
+                await client.send(
+                    {"type": "session.start", "protocol": protocol, "config": dict(config or {})}
+                )
+            except SessionClosed:
+                pass  # refused at once: the error frame that says why is read below
             while client.started is None:
                 frame = await client.receive()
                 if isinstance(frame, frames.SessionStarted):

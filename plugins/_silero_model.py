@@ -91,18 +91,17 @@ class SileroModel:
                 stream, frames = work[i]
                 results[i].extend(stream.probabilities(frames[step : step + 1]))
                 continue
+            streams = [work[i][0] for i in rows]
             x = np.empty((len(rows), CONTEXT + FRAME), np.float32)
-            state = np.empty((2, len(rows), 128), np.float32)
-            for row, i in enumerate(rows):
-                stream, frames = work[i]
-                x[row, :CONTEXT] = stream._context[0]
-                x[row, CONTEXT:] = frames[step]
-                state[:, row, :] = stream._state[:, 0, :]
+            x[:, :CONTEXT] = np.concatenate([stream._context for stream in streams])
+            x[:, CONTEXT:] = np.stack([work[i][1][step] for i in rows])
+            state = np.concatenate([stream._state for stream in streams], axis=1)
             probs, next_state = self._session.run(None, {"input": x, "state": state, "sr": _RATE})
-            for row, i in enumerate(rows):
-                stream = work[i][0]
-                stream._context = x[row : row + 1, -CONTEXT:].copy()
-                stream._state = next_state[:, row : row + 1, :].copy()
+            contexts = x[:, -CONTEXT:].copy()
+            states = np.ascontiguousarray(next_state.transpose(1, 0, 2))[:, :, None, :]
+            for row, (i, stream) in enumerate(zip(rows, streams, strict=True)):
+                stream._context = contexts[row : row + 1]
+                stream._state = states[row]
                 results[i].append(float(probs[row, 0]))
         return results
 

@@ -22,8 +22,6 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import msgspec
-import numpy as np
-import numpy.typing as npt
 import trio
 
 from scaivoice.engine import (
@@ -56,10 +54,10 @@ _FRAME_BYTES = FRAME * 2
 # One call of the model costs about 0.2 ms for one frame and 0.05 ms per frame in a batch of
 # 16 or more. Sessions therefore hand their frames to one shared batcher: the first session of
 # a scheduler tick leads, yields once so that every session with audio this tick adds its
-# frames, then runs them all in one call per step. Small batches run inline on the event loop
-# (less work than handing them to a thread); larger ones in a worker thread, so the event loop
-# serves sockets meanwhile.
-_INLINE_MAX_ROWS = 16
+# frames, then runs them all in one call per step, always in a worker thread (onnxruntime
+# releases the GIL, so the model runs on another core while the event loop serves sockets).
+# While a batch runs, the frames that arrive meanwhile gather in the next one, so batches grow
+# with the load. PCM16 to float conversion happens in the worker thread too.
 
 _Probability = Annotated[float, msgspec.Meta(ge=0.0, le=1.0)]
 _Millis = Annotated[int, msgspec.Meta(ge=0)]
@@ -172,18 +170,18 @@ class SileroVadSession(FeatureSession):
         Cancelling abandons the chunk (frames already handed to the batcher are still run:
         the stream's state moves on as if they had been heard).
         """
-        data = self._carry + pcm
-        cut = len(data) - len(data) % 2
-        self._carry = data[cut:]
-        self._pending += self._resampler.process(data[:cut])
+        if self._carry:
+            pcm = self._carry + pcm
+            self._carry = b""
+        if len(pcm) % 2:
+            pcm, self._carry = pcm[:-1], pcm[-1:]
+        self._pending += self._resampler.process(pcm)
         count = len(self._pending) // _FRAME_BYTES
-        if count == 0:
-            await trio.lowlevel.checkpoint()
+        if count == 0:  # less than a model frame so far: nothing to wait for
             return []
         raw = bytes(self._pending[: count * _FRAME_BYTES])
         del self._pending[: count * _FRAME_BYTES]
-        frames = pcm16_to_float(raw).reshape(count, FRAME)
-        probabilities = await self._batcher.probabilities(self._stream, frames)
+        probabilities = await self._batcher.probabilities(self._stream, raw)
         return self.segmenter.push_many(probabilities)
 
 
@@ -203,7 +201,7 @@ class SileroVadStatistics:
 
 @dataclass(slots=True)
 class _Batch:
-    work: list[tuple[SileroStream, npt.NDArray[np.float32]]] = field(default_factory=list)
+    work: list[tuple[SileroStream, bytes]] = field(default_factory=list)
     results: list[list[float]] = field(default_factory=list)
     done: trio.Event = field(default_factory=trio.Event)
 
@@ -213,9 +211,10 @@ class _Batcher:
 
     No background task: the first caller of a tick leads the batch. It yields once (every
     other runnable session adds its frames meanwhile), waits for the previous batch to leave
-    the worker thread (more frames join meanwhile), closes the batch, runs it and wakes the
-    others. The leader finishes the batch it leads even when its own session is cancelled
-    (shielded; bounded by two batches of work), since the other sessions wait for it.
+    the worker thread (more frames join meanwhile), closes the batch, runs it in the worker
+    thread and wakes the others. The leader finishes the batch it leads even when its own
+    session is cancelled (shielded; bounded by two batches of work), since the other sessions
+    wait for it.
     """
 
     def __init__(self, model: SileroModel) -> None:
@@ -227,42 +226,43 @@ class _Batcher:
     def statistics(self) -> SileroVadStatistics:
         return SileroVadStatistics(self._batches, self._chunks, self._frames, self._largest)
 
-    async def probabilities(
-        self, stream: SileroStream, frames: npt.NDArray[np.float32]
-    ) -> list[float]:
-        """The speech probability of each of ``frames`` (in order) for ``stream``."""
+    async def probabilities(self, stream: SileroStream, pcm: bytes) -> list[float]:
+        """The speech probability of each 512-sample frame of ``pcm`` (16 kHz PCM16, whole
+        frames) for ``stream``, in order."""
         batch = self._open
         if batch is not None:  # follow: the leader runs our frames with its own
             index = len(batch.work)
-            batch.work.append((stream, frames))
+            batch.work.append((stream, pcm))
             await batch.done.wait()
             if len(batch.results) <= index:
                 raise RuntimeError("the Silero VAD batch this chunk was in failed")
             return batch.results[index]
         batch = self._open = _Batch()
-        batch.work.append((stream, frames))
+        batch.work.append((stream, pcm))
         try:
             with trio.CancelScope(shield=True):
                 await trio.lowlevel.checkpoint()
                 async with self._limiter:
                     self._open = None
-                    rows = sum(len(f) for _, f in batch.work)
+                    rows = sum(len(pcm) for _, pcm in batch.work) // _FRAME_BYTES
                     self._batches += 1
                     self._chunks += len(batch.work)
                     self._frames += rows
                     self._largest = max(self._largest, len(batch.work))
-                    if rows <= _INLINE_MAX_ROWS:
-                        batch.results = self._model.probabilities_batch(batch.work)
-                    else:
-                        batch.results = await trio.to_thread.run_sync(
-                            self._model.probabilities_batch, batch.work
-                        )
+                    batch.results = await trio.to_thread.run_sync(_score, self._model, batch.work)
         finally:
             if self._open is batch:  # pragma: no cover - only if the shielded code raised
                 self._open = None
             batch.done.set()
         await trio.lowlevel.checkpoint_if_cancelled()
         return batch.results[0]
+
+
+def _score(model: SileroModel, work: Sequence[tuple[SileroStream, bytes]]) -> list[list[float]]:
+    """Run in the worker thread: PCM16 to float frames, then one batched model run."""
+    return model.probabilities_batch(
+        [(stream, pcm16_to_float(pcm).reshape(-1, FRAME)) for stream, pcm in work]
+    )
 
 
 def _segmenter_for(options: SileroVadOptions) -> SpeechSegmenter:

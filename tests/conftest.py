@@ -12,6 +12,7 @@ import trio
 from scaivoice.backends import testing as testing_backends
 from scaivoice.engine import BackendSpec, PluginHost, hookimpl
 from scaivoice.engine._frames import ServerFrame
+from scaivoice.engine._text import SentenceChunker
 from scaivoice.engine.testing import (
     AudioReceived,
     MemoryClient,
@@ -118,3 +119,10 @@ def check_invariants(items: Sequence[ServerFrame | AudioReceived]) -> None:
 @pytest.fixture
 def invariants() -> Callable[[Sequence[ServerFrame | AudioReceived]], None]:
     return check_invariants
+
+
+def spoken_ms(text: str, ms_per_char: float = 50.0) -> float:
+    """How long test-tts speaks a reply: each speakable piece, stripped, at ``ms_per_char``."""
+    chunker = SentenceChunker()
+    pieces = chunker.feed(text) + chunker.flush()
+    return sum(len(piece.strip()) for piece in pieces) * ms_per_char

@@ -23,7 +23,7 @@ from scaivoice.engine._talk import talk
 from scaivoice.engine.client import AgentAudio, connect, frames
 from scaivoice.engine.testing import test_engine_config
 
-from .conftest import host_with
+from .conftest import host_with, spoken_ms
 
 KEY_ACME = "sk-test-acme-user"
 KEY_AUDITOR = "sk-test-acme-auditor"
@@ -57,9 +57,7 @@ async def running_server(
     stop = trio.Event()
     async with trio.open_nursery() as nursery:
         server = await nursery.start(
-            partial(
-                serve, config, host or host_with(), shutdown_trigger=stop.wait, tracer=tracer
-            )
+            partial(serve, config, host or host_with(), shutdown_trigger=stop.wait, tracer=tracer)
         )
         yield server, stop
         stop.set()
@@ -93,7 +91,9 @@ async def test_a_full_turn_through_the_real_server() -> None:
                     and "agent.text.done" in kinds
                 ):
                     break
-        assert len(audio) / 2 / 24000 == pytest.approx(len("You said: hello.") * 0.05, abs=0.05)
+        assert len(audio) / 2 / 24000 == pytest.approx(
+            spoken_ms("You said: hello.") / 1000, abs=0.05
+        )
         assert kinds.index("agent.audio.start") < kinds.index("agent.audio.done")
 
 
@@ -242,5 +242,5 @@ async def test_talk_streams_a_wav_and_writes_the_reply(tmp_path: Path, capsys: A
     with wave.open(str(out), "rb") as reply:
         assert reply.getframerate() == 24000
         assert reply.getnframes() / 24000 == pytest.approx(
-            len("You said: hello there.") * 0.05, abs=0.05
+            spoken_ms("You said: hello there.") / 1000, abs=0.05
         )

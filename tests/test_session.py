@@ -25,7 +25,7 @@ from scaivoice.engine import (
 )
 from scaivoice.engine.testing import AudioReceived
 
-from .conftest import open_session, tag
+from .conftest import open_session, spoken_ms, tag
 
 SPEECH = b"\x00\x10" * 8000  # 0.5 s of a loud-enough square-ish signal at 16 kHz
 SILENCE = b"\x00\x00" * 8000
@@ -236,7 +236,7 @@ async def test_a_typed_turn_streams_text_and_paced_audio(invariants: Any) -> Non
         audio = b"".join(i.pcm for i in items if isinstance(i, AudioReceived))
         start = next(i for i in items if tag(i) == "agent.audio.start")
         assert start.sample_rate == 24000
-        expected_ms = len(text) * 50  # test-tts: 50 ms per character
+        expected_ms = spoken_ms(text)
         assert len(audio) / 2 / 24000 * 1000 == pytest.approx(expected_ms, abs=45)
         audio_done = next(i for i in items if tag(i) == "agent.audio.done")
         assert audio_done.duration_ms == pytest.approx(expected_ms, abs=45)
@@ -289,7 +289,7 @@ async def test_input_and_output_rates_are_resampled() -> None:
         start = next(i for i in items if tag(i) == "agent.audio.start")
         assert start.sample_rate == 16000
         audio = b"".join(i.pcm for i in items if isinstance(i, AudioReceived))
-        expected_ms = len("You said: hello there.") * 50
+        expected_ms = spoken_ms("You said: hello there.")
         assert len(audio) / 2 / 16000 * 1000 == pytest.approx(expected_ms, abs=45)
 
 
@@ -301,7 +301,7 @@ async def test_audio_is_paced_to_real_time_with_the_configured_lead(autojump_clo
         began = trio.current_time()
         await client.receive_until("agent.audio.done")
         elapsed_ms = (trio.current_time() - began) * 1000
-        audio_ms = len("You said: " + "x" * 60 + ".") * 50
+        audio_ms = spoken_ms("You said: " + "x" * 60 + ".")
         assert elapsed_ms == pytest.approx(audio_ms - 300 - 40, abs=60)
         assert items
 
@@ -475,7 +475,7 @@ async def test_session_update_applies_to_the_next_turn() -> None:
         await client.send_json({"type": "text", "text": "hi"})
         items = await _collect_turn(client, "agent.audio.done")
         # test-tts honours speed natively: half the duration of a normal-speed reply.
-        assert items[-1].duration_ms == pytest.approx(len("You said: hi.") * 50 / 2, abs=45)
+        assert items[-1].duration_ms == pytest.approx(spoken_ms("You said: hi.") / 2, abs=45)
 
 
 class RecordingNormaliser(NormaliserBackend):
