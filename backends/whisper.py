@@ -233,7 +233,7 @@ class WhisperStt(SttBackend):
         finally:
             attempt.done.set()
             grew.set()  # an interim skipped while this ran may go now
-        text = pause.announce(utterance)
+        text = pause.announce(attempt, utterance)
         if text is not None:
             await results.send(
                 Transcript(
@@ -538,13 +538,15 @@ class _PauseDecode:
             and attempt.sealed_count == len(utterance.sealed)
         )
 
-    def announce(self, utterance: UtteranceBuffer) -> str | None:
-        """The whole utterance's text to send as a stable interim, if the pause decode holds."""
-        if not self.holds(utterance) or any(p.decoded is None for p in utterance.sealed):
+    def announce(self, attempt: _PauseAttempt, utterance: UtteranceBuffer) -> str | None:
+        """The whole utterance's text to send as a stable interim, if ``attempt`` (just
+        decoded) is the current pause decode and still holds."""
+        if attempt is not self._attempt or not self.holds(utterance):
             return None
-        assert self._attempt is not None and self._attempt.decoded is not None
+        if attempt.decoded is None or any(p.decoded is None for p in utterance.sealed):
+            return None
         pieces = [p.decoded.text for p in utterance.sealed if p.decoded is not None]
-        text = _join([*pieces, self._attempt.decoded.text])
+        text = _join([*pieces, attempt.decoded.text])
         if not text:
             return None
         self._announced = text

@@ -1,4 +1,4 @@
-"""The real server (hypercorn's trio worker) on loopback, port 0, with the real clients."""
+"""The real server (the engine's own HTTP/1.1 + WebSocket server) on loopback, port 0, with the real clients."""
 
 from __future__ import annotations
 

@@ -89,3 +89,35 @@ def test_the_pause_detector_starts_one_decode_per_pause_after_speech() -> None:
     assert not any(feed(quiet) for _ in range(10))  # one decode per pause
     feed(loud)  # speech resumes: that decode no longer covers every word
     assert pause._attempt is attempt and attempt.loud_mark != pause._last_loud
+
+
+def test_a_stale_pause_decode_does_not_hold_up_the_next_pause() -> None:
+    from scaivoice.backends._utterance import Decoded
+    from scaivoice.backends.whisper import WhisperOptions, _PauseDecode
+
+    pause = _PauseDecode(WhisperOptions(pause_decode_ms=100), word_timings=False)
+    utterance = UtteranceBuffer(max_piece_s=28)
+    loud = (np.sin(np.arange(320) / 3) * 8000).astype("<i2").tobytes()
+    quiet = b"\0\0" * 320
+
+    def feed(chunk: bytes, times: int) -> list[bool]:
+        starts = []
+        for _ in range(times):
+            utterance.append(chunk)
+            starts.append(pause.heard(chunk, utterance))
+        return starts
+
+    feed(loud, 20)
+    assert any(feed(quiet, 6))
+    stale = pause.start(utterance)  # still decoding (``done`` not set) when speech resumes
+    feed(loud, 10)
+    assert any(feed(quiet, 6)), "a new pause starts its own decode at once"
+    current = pause.start(utterance)
+    current.decoded = Decoded("book a table")
+    stale.decoded = Decoded("book")
+    assert pause.announce(stale, utterance) is None  # the stale decode says nothing
+    assert pause.announce(current, utterance) == "book a table"
+    assert pause.withdrawn(utterance) is None  # still quiet: the guess holds
+    feed(loud, 1)
+    assert pause.withdrawn(utterance) == "book a table"  # speech again: taken back, once
+    assert pause.withdrawn(utterance) is None
