@@ -63,6 +63,8 @@ class EarlyReply:
                     await deltas.send(delta)
             await self.done.wait()
             return self.failure
+        except trio.BrokenResourceError:
+            return None  # the turn stopped reading: it is ending anyway
         finally:
             self.scope.cancel()
 

@@ -196,3 +196,25 @@ async def test_early_replies_can_be_turned_off() -> None:
         items = await _turn(client)
         assert any(tag(i) == "agent.text.done" for i in items)
         assert _llm(client).calls == ["book a table"]
+
+
+async def test_an_adopted_reply_nobody_reads_is_cancelled() -> None:
+    from scaivoice.engine import ChatMessage
+    from scaivoice.engine._early_reply import EarlyReplies
+
+    llm = RecordingLlm(RecordingLlm.Options())
+    outcomes: list[str] = []
+    early = EarlyReplies(llm, outcomes.append)
+    request = LlmRequest(messages=(ChatMessage("user", "book a table"),))
+    with trio.fail_after(5):
+        async with trio.open_nursery() as nursery:
+            early.start(nursery, 1, "book a table", request)
+            await llm.called.wait()
+            reply = early.take(1, "book a table", request)
+            assert reply is not None
+            send, receive = trio.open_memory_channel[str](0)
+            receive.close()  # the turn ended before reading
+            assert await reply.forward(send) is None
+            await llm.cancelled_event.wait()
+    assert outcomes == ["adopted"]
+    assert llm.cancelled == ["book a table"]
