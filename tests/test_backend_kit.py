@@ -291,6 +291,41 @@ async def test_an_stt_that_sends_two_finals_fails_the_ordering_check() -> None:
     assert status(report, "stt.aclose_idempotent") is CheckStatus.PASSED
 
 
+class WrongGuessStt(TestStt):
+    """Marks its first interim stable, never withdraws it, then finals another text."""
+
+    async def transcribe(
+        self,
+        request: Any,
+        audio: trio.MemoryReceiveChannel[bytes],
+        results: trio.MemorySendChannel[Transcript],
+    ) -> None:
+        async with results:
+            inner_send, inner = trio.open_memory_channel[Transcript](0)
+            guessed = False
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(super().transcribe, request, audio, inner_send)
+                async for result in inner:
+                    if result.final:
+                        await results.send(Transcript(result.text + " and more", final=True))
+                    elif not guessed:
+                        guessed = True
+                        await results.send(Transcript(result.text, final=False, stable=True))
+
+
+async def test_an_stt_whose_stable_guess_differs_from_its_final_fails() -> None:
+    report = await run_broken(lambda: WrongGuessStt(TestStt.Options()), stt_pace=4.0)
+    check = report.result("stt.stable_interims")
+    assert check.status is CheckStatus.FAILED, report.format_text()
+    assert "never withdrawn" in check.detail
+    assert status(report, "stt.one_final_last") is CheckStatus.PASSED
+
+
+async def test_an_stt_without_stable_interims_skips_that_check() -> None:
+    report = await run_broken(lambda: TestStt(TestStt.Options()), stt_pace=4.0)
+    assert status(report, "stt.stable_interims") is CheckStatus.SKIPPED, report.format_text()
+
+
 class ShieldedLlm(TestLlm):
     """Generates inside a shielded scope: cancelling it does nothing until the reply is done."""
 

@@ -63,6 +63,7 @@ from ._checks_stt import check_stt_no_audio as check_stt_no_audio
 from ._checks_stt import check_stt_no_leaks as check_stt_no_leaks
 from ._checks_stt import check_stt_one_final_last as check_stt_one_final_last
 from ._checks_stt import check_stt_sample_rates as check_stt_sample_rates
+from ._checks_stt import check_stt_stable_interims as check_stt_stable_interims
 from ._checks_stt import check_stt_streaming as check_stt_streaming
 from ._checks_stt import check_stt_word_timings as check_stt_word_timings
 from ._checks_tts import TTS_CHECKS as TTS_CHECKS

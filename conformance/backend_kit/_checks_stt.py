@@ -39,6 +39,7 @@ __all__ = [
     "check_stt_no_leaks",
     "check_stt_one_final_last",
     "check_stt_sample_rates",
+    "check_stt_stable_interims",
     "check_stt_streaming",
     "check_stt_word_timings",
 ]
@@ -166,6 +167,46 @@ async def check_stt_streaming(subject: Subject[SttBackend]) -> str:
         f"no result before the audio ended (after {ended or 0.0:.2f} s): nothing was streamed",
     )
     return f"first result after {early[0]:.2f} s, while the audio ran until {ended or 0.0:.2f} s"
+
+
+@contract_check("stt.stable_interims")
+async def check_stt_stable_interims(subject: Subject[SttBackend]) -> str:
+    """A stable interim that is not withdrawn has the final's text.
+
+    The utterance is fed in real time, then 1.5 s of silence, as a live session would (without
+    word timings). Skipped when the backend sends no stable interim (it never guesses early).
+    """
+    speech = subject.require_speech()
+    rate = _rate(subject)
+    chunk_ms = subject.config.stt_chunk_ms
+    silence = b"\0\0" * (rate * chunk_ms // 1000)
+    chunks = [*speech.short.chunks(rate, chunk_ms), *[silence] * (1500 // chunk_ms)]
+    run = await transcribe(
+        subject.backend,
+        SttRequest(sample_rate=rate, word_timings=False),
+        chunks,
+        pace=subject.config.stt_pace,
+        chunk_ms=chunk_ms,
+    )
+    final = _final(run, "transcribing an utterance and a silence in real time")
+    interims = run.items[:-1]
+    stable = [i for i, r in enumerate(interims) if r.stable]
+    if not stable:
+        raise Skipped("no stable interim: the backend does not announce its final early")
+    standing = [i for i in stable if all(r.stable for r in interims[i + 1 :])]
+    for index in standing:
+        guess = interims[index].text
+        require(
+            guess.strip() == final.text.strip(),
+            f"the stable interim {guess!r} was never withdrawn, but the final is "
+            f"{final.text!r}: an engine that started its reply early answered the wrong text",
+        )
+    return (
+        f"{len(stable)} stable interim(s), {len(stable) - len(standing)} withdrawn; "
+        f"the standing one matches the final {final.text!r}"
+        if standing
+        else f"{len(stable)} stable interim(s), all withdrawn by later interims"
+    )
 
 
 @contract_check("stt.word_timings", requires="word_timings")
@@ -302,6 +343,7 @@ STT_CHECKS = (
     check_stt_sample_rates,
     check_stt_interim_results,
     check_stt_streaming,
+    check_stt_stable_interims,
     check_stt_word_timings,
     check_stt_languages,
     check_stt_content,

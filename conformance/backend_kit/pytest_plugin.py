@@ -153,6 +153,7 @@ class SttBackendContract(BackendContract[SttBackend]):
     test_sample_rates = _case(stt.check_stt_sample_rates)
     test_interim_results = _case(stt.check_stt_interim_results)
     test_streaming = _case(stt.check_stt_streaming)
+    test_stable_interims = _case(stt.check_stt_stable_interims)
     test_word_timings = _case(stt.check_stt_word_timings)
     test_languages = _case(stt.check_stt_languages)
     test_content = _case(stt.check_stt_content)
