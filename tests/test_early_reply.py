@@ -218,3 +218,42 @@ async def test_an_adopted_reply_nobody_reads_is_cancelled() -> None:
             await llm.cancelled_event.wait()
     assert outcomes == ["adopted"]
     assert llm.cancelled == ["book a table"]
+
+
+async def test_a_turn_cancelled_before_it_ran_stops_its_early_reply() -> None:
+    from scaivoice.engine import ChatMessage
+    from scaivoice.engine._agent_turn import AgentTurn
+    from scaivoice.engine._early_reply import EarlyReplies
+    from scaivoice.engine.testing import open_test_engine
+
+    from .conftest import host_with
+
+    async def discard(*_: Any) -> None:
+        pass
+
+    config = _config((), "")
+    async with open_test_engine(config, host=host_with(*_specs())) as engine:
+        llm = engine.llm
+        assert isinstance(llm, RecordingLlm)
+        request = LlmRequest(messages=(ChatMessage("user", "book a table"),))
+        early = EarlyReplies(llm)
+        with trio.fail_after(5):
+            async with trio.open_nursery() as nursery:
+                early.start(nursery, 1, "book a table", request)
+                await llm.called.wait()
+                turn = AgentTurn(
+                    turn_id=1,
+                    request=request,
+                    config=engine.config.session_defaults(None),
+                    engine=engine,
+                    emit=discard,
+                    emit_audio=discard,
+                    output_started=discard,
+                    lead_ms=200,
+                    early_reply=early.take(1, "book a table", request),
+                )
+                turn.scope.cancel()  # barge-in before the synthesis task ran the turn
+                outcome = await turn.run()
+                await llm.cancelled_event.wait()
+    assert outcome.interrupted
+    assert llm.cancelled == ["book a table"]
