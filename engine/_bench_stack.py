@@ -44,6 +44,7 @@ from typing import Any, TextIO
 import httpx
 import numpy as np
 import trio
+from prometheus_client.parser import text_string_to_metric_families
 
 from . import _frames as frames
 from ._audio import resample_pcm16
@@ -219,10 +220,11 @@ def _print_early_replies(session_url: str) -> None:
     except httpx.HTTPError:
         return
     counts: dict[str, float] = {}
-    for line in text.splitlines():
-        if line.startswith("scaivoice_early_replies_total{"):
-            outcome = line.split('outcome="', 1)[1].split('"', 1)[0]
-            counts[outcome] = counts.get(outcome, 0.0) + float(line.rsplit(" ", 1)[1])
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == "scaivoice_early_replies_total":
+                outcome = sample.labels["outcome"]
+                counts[outcome] = counts.get(outcome, 0.0) + sample.value
     summary = ", ".join(f"{name} {int(n)}" for name, n in sorted(counts.items())) or "none"
     print(f"replies started at the user's pause (early replies): {summary}")
 

@@ -83,9 +83,14 @@ class EarlyReplies:
         self._outcome = outcome
         self._current: EarlyReply | None = None
 
-    @property
-    def current(self) -> EarlyReply | None:
-        return self._current
+    def withdraw_guess_for(
+        self, turn_id: int, outcome: str = "withdrawn", *, unless_text: str | None = None
+    ) -> None:
+        """Withdraw the early reply if it is for ``turn_id`` (and its text is not
+        ``unless_text``): the user spoke on, or the turn's final says something else."""
+        reply = self._current
+        if reply is not None and reply.turn_id == turn_id and reply.user_text != unless_text:
+            self.withdraw(outcome)
 
     def start(
         self, nursery: trio.Nursery, turn_id: int, user_text: str, request: LlmRequest

@@ -680,10 +680,9 @@ class Session:
             if failure is not None:
                 await self._error("stt_failed", f"speech recognition failed: {failure}")
                 final_text = ""
-            early = self._early.current
-            if early is not None and early.turn_id == turn.turn_id:
-                if early.user_text != final_text.strip():
-                    self._early.withdraw("mismatched")
+            self._early.withdraw_guess_for(
+                turn.turn_id, "mismatched", unless_text=final_text.strip()
+            )
             if turn.ended_at is not None:
                 self._stt_ms[turn.turn_id] = round((trio.current_time() - turn.ended_at) * 1000, 2)
             elif self._user_turn is turn:
@@ -697,9 +696,7 @@ class Session:
             assert self._nursery is not None
             self._early.start(self._nursery, turn.turn_id, text, self._llm_request(text))
             return
-        early = self._early.current
-        if early is not None and early.turn_id == turn.turn_id:
-            self._early.withdraw()
+        self._early.withdraw_guess_for(turn.turn_id)
 
     # ---------------------------------------------------------------- agent turns
 

@@ -11,7 +11,7 @@ import json
 import math
 import re
 import threading
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 import pytest
@@ -265,8 +265,15 @@ async def test_a_tts_that_sends_odd_length_pcm_fails_output_format() -> None:
     assert status(report, "tts.aclose_idempotent") is CheckStatus.PASSED
 
 
-class TwoFinalsStt(TestStt):
-    """Forwards TestStt's results, then sends a second final."""
+class RewritingStt(TestStt):
+    """TestStt with each stream's results passed through a fresh :meth:`rewriter` (which may
+    drop or add results), then :meth:`after` once at the end."""
+
+    def rewriter(self) -> Callable[[Transcript], list[Transcript]]:
+        return lambda result: [result]
+
+    def after(self) -> list[Transcript]:
+        return []
 
     async def transcribe(
         self,
@@ -276,11 +283,21 @@ class TwoFinalsStt(TestStt):
     ) -> None:
         async with results:
             inner_send, inner = trio.open_memory_channel[Transcript](0)
+            rewrite = self.rewriter()
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(super().transcribe, request, audio, inner_send)
                 async for result in inner:
-                    await results.send(result)
-            await results.send(Transcript("and once more", final=True))
+                    for rewritten in rewrite(result):
+                        await results.send(rewritten)
+            for extra in self.after():
+                await results.send(extra)
+
+
+class TwoFinalsStt(RewritingStt):
+    """Forwards TestStt's results, then sends a second final."""
+
+    def after(self) -> list[Transcript]:
+        return [Transcript("and once more", final=True)]
 
 
 async def test_an_stt_that_sends_two_finals_fails_the_ordering_check() -> None:
@@ -291,26 +308,22 @@ async def test_an_stt_that_sends_two_finals_fails_the_ordering_check() -> None:
     assert status(report, "stt.aclose_idempotent") is CheckStatus.PASSED
 
 
-class WrongGuessStt(TestStt):
+class WrongGuessStt(RewritingStt):
     """Marks its first interim stable, never withdraws it, then finals another text."""
 
-    async def transcribe(
-        self,
-        request: Any,
-        audio: trio.MemoryReceiveChannel[bytes],
-        results: trio.MemorySendChannel[Transcript],
-    ) -> None:
-        async with results:
-            inner_send, inner = trio.open_memory_channel[Transcript](0)
-            guessed = False
-            async with trio.open_nursery() as nursery:
-                nursery.start_soon(super().transcribe, request, audio, inner_send)
-                async for result in inner:
-                    if result.final:
-                        await results.send(Transcript(result.text + " and more", final=True))
-                    elif not guessed:
-                        guessed = True
-                        await results.send(Transcript(result.text, final=False, stable=True))
+    def rewriter(self) -> Callable[[Transcript], list[Transcript]]:
+        guessed = False
+
+        def rewrite(result: Transcript) -> list[Transcript]:
+            nonlocal guessed
+            if result.final:
+                return [Transcript(result.text + " and more", final=True)]
+            if guessed:
+                return []
+            guessed = True
+            return [Transcript(result.text, final=False, stable=True)]
+
+        return rewrite
 
 
 async def test_an_stt_whose_stable_guess_differs_from_its_final_fails() -> None:

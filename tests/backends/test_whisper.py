@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from itertools import pairwise
 from pathlib import Path
 
@@ -107,8 +108,11 @@ async def _quiet_until_stable(
             return result
 
 
-@pytest.mark.slow
-async def test_a_pause_gives_a_stable_interim_equal_to_the_final(speech: Speech) -> None:
+@asynccontextmanager
+async def _live_stream() -> AsyncIterator[
+    tuple[trio.MemorySendChannel[bytes], trio.MemoryReceiveChannel[Transcript]]
+]:
+    """A whisper stream as a live session opens it (no interims, no word timings)."""
     pytest.importorskip("faster_whisper")
     audio_send, audio_receive = trio.open_memory_channel[bytes](0)
     results_send, results_receive = trio.open_memory_channel[Transcript](100)
@@ -117,11 +121,17 @@ async def test_a_pause_gives_a_stable_interim_equal_to_the_final(speech: Speech)
         with trio.fail_after(60):
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(whisper.transcribe, request, audio_receive, results_send)
-                await send_all(audio_send, chunks(speech[2]))
-                stable = await _quiet_until_stable(audio_send, results_receive)
-                async with audio_send:
-                    await send_all(audio_send, chunks(silence(200)))
-                rest = await drain(results_receive)
+                yield audio_send, results_receive
+
+
+@pytest.mark.slow
+async def test_a_pause_gives_a_stable_interim_equal_to_the_final(speech: Speech) -> None:
+    async with _live_stream() as (audio_send, results_receive):
+        await send_all(audio_send, chunks(speech[2]))
+        stable = await _quiet_until_stable(audio_send, results_receive)
+        async with audio_send:
+            await send_all(audio_send, chunks(silence(200)))
+        rest = await drain(results_receive)
     assert wer([(SENTENCES[2], stable.text)]) <= 0.10
     assert [r.final for r in rest] == [True]
     assert rest[0].text == stable.text
@@ -129,21 +139,14 @@ async def test_a_pause_gives_a_stable_interim_equal_to_the_final(speech: Speech)
 
 @pytest.mark.slow
 async def test_speech_after_the_pause_withdraws_the_stable_interim(speech: Speech) -> None:
-    pytest.importorskip("faster_whisper")
-    audio_send, audio_receive = trio.open_memory_channel[bytes](0)
-    results_send, results_receive = trio.open_memory_channel[Transcript](100)
-    request = SttRequest(word_timings=False)
-    async with WhisperStt(WhisperOptions(interim_interval_ms=0)) as whisper:
-        with trio.fail_after(60):
-            async with trio.open_nursery() as nursery:
-                nursery.start_soon(whisper.transcribe, request, audio_receive, results_send)
-                await send_all(audio_send, chunks(speech[0]))
-                stable = await _quiet_until_stable(audio_send, results_receive)
-                await send_all(audio_send, chunks(speech[3][: 16000 * 2]))  # 1 s more speech
-                withdrawal = await results_receive.receive()
-                async with audio_send:
-                    await send_all(audio_send, chunks(speech[3][16000 * 2 :]))
-                rest = await drain(results_receive)
+    async with _live_stream() as (audio_send, results_receive):
+        await send_all(audio_send, chunks(speech[0]))
+        stable = await _quiet_until_stable(audio_send, results_receive)
+        await send_all(audio_send, chunks(speech[3][: 16000 * 2]))  # 1 s more speech
+        withdrawal = await results_receive.receive()
+        async with audio_send:
+            await send_all(audio_send, chunks(speech[3][16000 * 2 :]))
+        rest = await drain(results_receive)
     assert (withdrawal.text, withdrawal.final, withdrawal.stable) == (stable.text, False, False)
     final = rest[-1]
     assert final.final
