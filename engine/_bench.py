@@ -22,7 +22,7 @@ import httpx
 import numpy as np
 import trio
 
-from . import _frames as frames
+from . import frames as frames
 from .client import AgentAudio, VoiceClient, connect
 
 __all__ = ["run_turn_benchmark"]

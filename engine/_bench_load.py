@@ -62,11 +62,11 @@ import numpy as np
 import numpy.typing as npt
 import trio
 
-from . import _frames as frames
+from . import frames as frames
 from ._audio import float_to_pcm16, resample_pcm16
 from ._bench import _free_port, _wait_healthy
 from ._errors import ProtocolViolation, ScaiVoiceError
-from ._serve import is_loopback
+from ._server.service import is_loopback
 
 __all__ = [
     "LoadReport",

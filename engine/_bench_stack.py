@@ -46,9 +46,10 @@ import numpy as np
 import trio
 from prometheus_client.parser import text_string_to_metric_families
 
-from . import _frames as frames
+from . import frames as frames
 from ._audio import resample_pcm16
-from ._backends import (
+from ._bench import _free_port
+from ._contract.backends import (
     AudioChunk,
     Backend,
     BackendKind,
@@ -58,10 +59,9 @@ from ._backends import (
     TtsBackend,
     TtsRequest,
 )
-from ._bench import _free_port
+from ._contract.plugins import PluginHost
 from ._errors import ScaiVoiceError
-from ._plugins import PluginHost
-from ._text import SentenceChunker
+from ._session.sentences import SentenceChunker
 from .client import AgentAudio, VoiceClient, connect
 
 __all__ = ["run_stack_benchmark"]

@@ -9,7 +9,7 @@ from typing import Any
 
 import trio
 
-from . import _frames as frames
+from . import frames as frames
 from ._errors import ProtocolViolation, SessionClosed
 from .client import AgentAudio, connect, read_wav, write_wav
 

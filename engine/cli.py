@@ -34,13 +34,13 @@ from typing import Any
 
 import trio
 
-from ._auth import hash_key, new_key
-from ._backends import BackendKind
-from ._config import EngineConfig, load_config
+from ._contract.backends import BackendKind
+from ._contract.plugins import PluginHost
 from ._errors import ScaiVoiceError
-from ._frames import protocol_schema
-from ._logging import configure_logging
-from ._plugins import PluginHost
+from ._host.auth import hash_key, new_key
+from ._host.config import EngineConfig, load_config
+from ._host.logs import configure_logging
+from .frames import protocol_schema
 
 __all__ = ["main"]
 
@@ -101,7 +101,7 @@ def _gateway_environment() -> dict[str, Any]:
 
 
 def _cmd_serve(args: argparse.Namespace) -> int:
-    from ._serve import serve
+    from ._server.service import serve
 
     config = _engine_config(args)
     configure_logging(config.server.log_format)
@@ -183,7 +183,7 @@ def _cmd_voices(args: argparse.Namespace) -> int:
 async def _local_voices(config: EngineConfig) -> list[dict[str, Any]]:
     from contextlib import AsyncExitStack
 
-    from ._engine import _voice_library, open_voice_backends
+    from ._host.engine import _voice_library, open_voice_backends
 
     host, _ = _plugin_host()
     async with AsyncExitStack() as stack:
@@ -212,7 +212,7 @@ def _cmd_keys(args: argparse.Namespace) -> int:
 
 
 def _cmd_key_file(args: argparse.Namespace) -> int:
-    from ._auth import create_key, read_key_file, revoke_key
+    from ._host.auth import create_key, read_key_file, revoke_key
 
     path = args.file or _engine_config(args).auth.keys_file
     if not path:

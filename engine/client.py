@@ -28,9 +28,9 @@ import numpy.typing as npt
 import trio
 import trio_websocket
 
-from . import _frames as frames
+from . import frames as frames
 from ._errors import ProtocolViolation, SessionClosed
-from ._frames import ServerFrame, decode_server_frame
+from .frames import ServerFrame, decode_server_frame
 
 __all__ = ["AgentAudio", "VoiceClient", "connect", "frames", "read_wav", "write_wav"]
 

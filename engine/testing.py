@@ -16,13 +16,13 @@ from typing import Any
 import msgspec
 import trio
 
-from ._auth import PERMISSION_USE, Principal
-from ._config import config_from_mapping
-from ._engine import Engine
+from ._contract.plugins import PluginHost
 from ._errors import SessionClosed
-from ._frames import ServerFrame, decode_server_frame
-from ._plugins import PluginHost
-from ._session import Session
+from ._host.auth import PERMISSION_USE, Principal
+from ._host.config import config_from_mapping
+from ._host.engine import Engine
+from ._session.runner import Session
+from .frames import ServerFrame, decode_server_frame
 
 __all__ = [
     "AudioReceived",

@@ -11,8 +11,8 @@ import trio
 
 from scaivoice.backends import testing as testing_backends
 from scaivoice.engine import BackendSpec, PluginHost, hookimpl
-from scaivoice.engine._frames import ServerFrame
-from scaivoice.engine._text import SentenceChunker
+from scaivoice.engine._session.sentences import SentenceChunker
+from scaivoice.engine.frames import ServerFrame
 from scaivoice.engine.testing import (
     AudioReceived,
     MemoryClient,

@@ -14,7 +14,6 @@ import pytest
 import trio
 
 from scaivoice.engine import ScaiVoiceError, SpeechStarted, SpeechStopped, pcm16_to_float
-from scaivoice.engine._auth import hash_key
 from scaivoice.engine._bench_load import (
     _client_frame,
     _target,
@@ -25,8 +24,9 @@ from scaivoice.engine._bench_load import (
     speech_utterance,
     synthetic_speech,
 )
-from scaivoice.engine._config import config_from_mapping
-from scaivoice.engine._serve import RunningServer, serve
+from scaivoice.engine._host.auth import hash_key
+from scaivoice.engine._host.config import config_from_mapping
+from scaivoice.engine._server.service import RunningServer, serve
 from scaivoice.engine.testing import test_engine_config
 from scaivoice.plugins import silero_vad
 

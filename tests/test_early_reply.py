@@ -200,7 +200,7 @@ async def test_early_replies_can_be_turned_off() -> None:
 
 async def test_an_adopted_reply_nobody_reads_is_cancelled() -> None:
     from scaivoice.engine import ChatMessage
-    from scaivoice.engine._early_reply import EarlyReplies
+    from scaivoice.engine._session.early_reply import EarlyReplies
 
     llm = RecordingLlm(RecordingLlm.Options())
     outcomes: list[str] = []
@@ -222,8 +222,8 @@ async def test_an_adopted_reply_nobody_reads_is_cancelled() -> None:
 
 async def test_a_turn_cancelled_before_it_ran_stops_its_early_reply() -> None:
     from scaivoice.engine import ChatMessage
-    from scaivoice.engine._agent_turn import AgentTurn
-    from scaivoice.engine._early_reply import EarlyReplies
+    from scaivoice.engine._session.agent_turn import AgentTurn
+    from scaivoice.engine._session.early_reply import EarlyReplies
     from scaivoice.engine.testing import open_test_engine
 
     from .conftest import host_with
@@ -252,7 +252,7 @@ async def test_a_turn_cancelled_before_it_ran_stops_its_early_reply() -> None:
                     lead_ms=200,
                     early_reply=early.take(1, "book a table", request),
                 )
-                turn.scope.cancel()  # barge-in before the synthesis task ran the turn
+                turn.cancel()  # barge-in before the turn's task ran it
                 outcome = await turn.run()
                 await llm.cancelled_event.wait()
     assert outcome.interrupted

@@ -14,8 +14,8 @@ import pytest
 import trio
 
 from scaivoice.engine import PluginHost, float_to_pcm16, resample_pcm16
-from scaivoice.engine._config import config_from_mapping
-from scaivoice.engine._serve import RunningServer, serve
+from scaivoice.engine._host.config import config_from_mapping
+from scaivoice.engine._server.service import RunningServer, serve
 from scaivoice.engine.client import AgentAudio, VoiceClient, connect, frames
 
 from .backends._wer import word_errors

@@ -15,7 +15,7 @@ import pytest
 import trio
 
 from scaivoice.engine import ProtocolViolation, SessionClosed
-from scaivoice.engine._auth import create_key, hash_key, revoke_key
+from scaivoice.engine._host.auth import create_key, hash_key, revoke_key
 from scaivoice.engine.client import connect, frames
 
 from .test_server import _close_of, running_server

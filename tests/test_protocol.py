@@ -11,8 +11,12 @@ from pathlib import Path
 import pytest
 
 import scaivoice.engine as public
-from scaivoice.engine import _frames, _session
-from scaivoice.engine._frames import (
+from scaivoice.engine import frames as _frames
+from scaivoice.engine._session import dialogue as _dialogue
+from scaivoice.engine._session import runner as _session
+from scaivoice.engine._session import wire as _wire
+from scaivoice.engine._session.transport import CloseCode
+from scaivoice.engine.frames import (
     CLIENT_FRAME_TYPES,
     CONFIG_KEYS,
     SERVER_FRAME_TYPES,
@@ -21,7 +25,6 @@ from scaivoice.engine._frames import (
     encode_server_frame,
     protocol_schema,
 )
-from scaivoice.engine._transport import CloseCode
 
 DOCS = Path(__file__).resolve().parent.parent / "docs"
 
@@ -48,17 +51,24 @@ def test_every_error_code_the_engine_sends_is_documented() -> None:
         for module in (
             _session,
             _frames,
-            importlib.import_module("scaivoice.engine._agent_turn"),
-            importlib.import_module("scaivoice.engine._statemachine"),
-            importlib.import_module("scaivoice.engine._server"),
-            importlib.import_module("scaivoice.engine._limits"),
-            importlib.import_module("scaivoice.engine._engine"),
+            importlib.import_module("scaivoice.engine._session.dialogue"),
+            importlib.import_module("scaivoice.engine._session.wire"),
+            importlib.import_module("scaivoice.engine._session.user_turn"),
+            importlib.import_module("scaivoice.engine._session.agent_turn"),
+            importlib.import_module("scaivoice.engine._session.statemachine"),
+            importlib.import_module("scaivoice.engine._server.app"),
+            importlib.import_module("scaivoice.engine._host.limits"),
+            importlib.import_module("scaivoice.engine._host.engine"),
         )
     )
     codes = set(re.findall(r'code="([a-z_]+)"', sources))
     codes |= set(re.findall(r'ProtocolViolation\(\s*"([a-z_]+)"', sources))
     codes |= set(re.findall(r'_error\(\s*"([a-z_]+)"', sources))
     codes |= set(re.findall(r'_warn\(\s*"([a-z_]+)"', sources))
+    codes |= set(re.findall(r'\.error\(\s*"([a-z_]+)"', sources))
+    codes |= set(re.findall(r'\.warn\(\s*"([a-z_]+)"', sources))
+    codes |= set(re.findall(r'_refuse\(\s*"([a-z_]+)"', sources))
+    codes |= set(re.findall(r'fatal\(\s*CloseCode\.[A-Z_]+,\s*"([a-z_]+)"', sources))
     codes |= set(re.findall(r'EmitWarning\("([a-z_]+)"', sources))
     codes |= set(re.findall(r'LimitExceeded\(\s*"([a-z_]+)"', sources))
     assert len(codes) > 15
@@ -67,8 +77,8 @@ def test_every_error_code_the_engine_sends_is_documented() -> None:
 
 
 def test_every_client_frame_type_has_a_dialogue_or_reader_handler() -> None:
-    handled = inspect.getsource(_session.Session._on_item) + inspect.getsource(
-        _session.Session._reader
+    handled = inspect.getsource(_dialogue.Dialogue._on_item) + inspect.getsource(
+        _wire.read_client
     )
     for frame in CLIENT_FRAME_TYPES:
         if frame is _frames.SessionStart:

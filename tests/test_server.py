@@ -16,9 +16,9 @@ import pytest
 import trio
 
 from scaivoice.engine import ConfigError, PluginHost, ProtocolViolation
-from scaivoice.engine._auth import Authenticator, Principal, hash_key
-from scaivoice.engine._config import config_from_mapping
-from scaivoice.engine._serve import RunningServer, serve
+from scaivoice.engine._host.auth import Authenticator, Principal, hash_key
+from scaivoice.engine._host.config import config_from_mapping
+from scaivoice.engine._server.service import RunningServer, serve
 from scaivoice.engine._talk import talk
 from scaivoice.engine.client import AgentAudio, connect, frames
 from scaivoice.engine.testing import test_engine_config

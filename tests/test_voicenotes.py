@@ -26,11 +26,11 @@ from scaivoice.engine import (
     TtsRequest,
     Voice,
 )
-from scaivoice.engine._auth import hash_key
-from scaivoice.engine._cache import SpeechCache, cache_key
-from scaivoice.engine._codecs import decode_audio, encode_audio
-from scaivoice.engine._config import config_from_mapping
-from scaivoice.engine._serve import RunningServer, serve
+from scaivoice.engine._host.auth import hash_key
+from scaivoice.engine._host.config import config_from_mapping
+from scaivoice.engine._server.service import RunningServer, serve
+from scaivoice.engine._voicenotes.cache import SpeechCache, cache_key
+from scaivoice.engine._voicenotes.codecs import decode_audio, encode_audio
 from scaivoice.engine.cli import _gateway_environment
 from scaivoice.engine.testing import test_engine_config
 

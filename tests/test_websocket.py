@@ -16,10 +16,10 @@ import pytest
 import trio
 
 from scaivoice.engine import SessionClosed
-from scaivoice.engine._config import config_from_mapping
-from scaivoice.engine._httpserver import StreamWebSocketTransport
-from scaivoice.engine._serve import RunningServer, serve
-from scaivoice.engine._websocket import (
+from scaivoice.engine._host.config import config_from_mapping
+from scaivoice.engine._server.connection import StreamWebSocketTransport
+from scaivoice.engine._server.service import RunningServer, serve
+from scaivoice.engine._server.websocket import (
     Close,
     Ping,
     WebSocketCodec,

@@ -25,9 +25,9 @@ from functools import partial
 
 import trio
 
-from ._backends import LlmBackend, LlmRequest
-from ._calls import call_backend
-from ._errors import BackendError
+from .._contract.backends import LlmBackend, LlmRequest
+from .._contract.calls import call_backend
+from .._errors import BackendError
 
 __all__ = ["EarlyReplies", "EarlyReply"]
 

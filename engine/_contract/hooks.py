@@ -25,9 +25,9 @@ from collections.abc import Iterable
 
 import pluggy
 
-from ._backends import BackendSpec
-from ._features import FeatureSpec
-from ._identity import IdentityProviderSpec
+from .backends import BackendSpec
+from .features import FeatureSpec
+from .identity import IdentityProviderSpec
 
 __all__ = ["PROJECT_NAME", "hookimpl", "hookspec"]
 

@@ -31,10 +31,10 @@ from typing import Any
 import h11
 import trio
 
-from ._errors import SessionClosed
-from ._http import Message, Scope
-from ._server import ScaiVoiceApp
-from ._websocket import (
+from .._errors import SessionClosed
+from .app import ScaiVoiceApp
+from .http import Message, Scope
+from .websocket import (
     Close,
     Ping,
     WebSocketCodec,
@@ -57,7 +57,7 @@ _MAX_HEAD_BYTES = 64 * 1024
 
 
 class StreamWebSocketTransport:
-    """The session :class:`~scaivoice.engine._transport.Transport` over a connected socket.
+    """The session :class:`~scaivoice.engine._session.transport.Transport` over a connected socket.
 
     Lean by design, since a voice session is many small messages: :meth:`receive` waits for
     the socket and reads it itself (no task in between), and parses every message of a read
@@ -321,6 +321,7 @@ class _Connection:
         }
         try:
             await self.app.serve_session(scope, transport)
+            await transport.drain()
         finally:
             transport.close_socket()
 

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ._config import EngineConfig
-from ._errors import ScaiVoiceError
+from .._errors import ScaiVoiceError
+from .config import EngineConfig
 
 __all__ = ["FrameGuard", "LimitExceeded", "TenantRateLimiter", "TokenBucket"]
 

@@ -15,11 +15,11 @@ from typing import Any
 
 import pluggy
 
-from . import _hooks
-from ._backends import API_VERSION, BackendKind, BackendSpec
-from ._errors import PluginContractError, PluginLoadError
-from ._features import FeatureSpec
-from ._identity import IdentityProviderSpec
+from .._errors import PluginContractError, PluginLoadError
+from . import hooks as _hooks
+from .backends import API_VERSION, BackendKind, BackendSpec
+from .features import FeatureSpec
+from .identity import IdentityProviderSpec
 
 __all__ = ["ENTRY_POINT_GROUP", "FEATURE_KEYS", "LoadedPlugin", "PluginHost"]
 

@@ -22,7 +22,7 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass
 
-from ._frames import StateName
+from ..frames import StateName
 
 __all__ = [
     "Action",

@@ -12,12 +12,12 @@ from typing import Any
 
 import trio
 
-from ._config import EngineConfig
-from ._engine import Engine
-from ._errors import ConfigError
-from ._httpserver import serve_http
-from ._plugins import PluginHost
-from ._server import ScaiVoiceApp
+from .._contract.plugins import PluginHost
+from .._errors import ConfigError
+from .._host.config import EngineConfig
+from .._host.engine import Engine
+from .app import ScaiVoiceApp
+from .connection import serve_http
 
 __all__ = ["RunningServer", "serve", "wait_for_termination"]
 

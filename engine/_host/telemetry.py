@@ -19,8 +19,7 @@ from typing import Any
 import trio
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
-from ._auth import Principal
-from ._frames import (
+from ..frames import (
     AgentTextDone,
     ErrorFrame,
     Metrics,
@@ -29,6 +28,7 @@ from ._frames import (
     TranscriptFrame,
     WarningFrame,
 )
+from .auth import Principal
 
 __all__ = ["SessionRecord", "Telemetry"]
 

@@ -12,9 +12,9 @@ from typing import Any
 
 import trio
 
-from ._auth import PERMISSION_ADMIN, Principal
-from ._engine import Engine
-from ._http import HttpProblem, Receive, Send, send_bytes, send_json
+from .._host.auth import PERMISSION_ADMIN, Principal
+from .._host.engine import Engine
+from .http import HttpProblem, Receive, Send, send_bytes, send_json
 
 __all__ = ["AdminApi"]
 

@@ -25,16 +25,17 @@ import logging
 import math
 import urllib.parse
 from collections.abc import Awaitable, Callable, Mapping
-from typing import Protocol
 
-import trio
-
-from ._admin import AdminApi
-from ._auth import PERMISSION_ADMIN, PERMISSION_USE, Principal, bearer_from_headers
-from ._engine import Engine
-from ._errors import AuthError, SessionClosed
-from ._frames import ErrorFrame, encode_server_frame
-from ._http import (
+from .._errors import AuthError
+from .._host.auth import PERMISSION_ADMIN, PERMISSION_USE, Principal, bearer_from_headers
+from .._host.engine import Engine
+from .._host.limits import LimitExceeded
+from .._session.runner import Session
+from .._session.transport import CloseCode, Transport
+from .._voicenotes.api import VoiceNotes
+from ..frames import ErrorFrame, encode_server_frame
+from .admin import AdminApi
+from .http import (
     HttpProblem,
     Receive,
     Scope,
@@ -46,71 +47,12 @@ from ._http import (
     send_json,
     send_problem,
 )
-from ._limits import LimitExceeded
-from ._session import Session
-from ._transport import CloseCode, Transport
-from ._voicenotes import VoiceNotes
 
-__all__ = ["ScaiVoiceApp", "SessionSocket"]
+__all__ = ["ScaiVoiceApp"]
 
 log = logging.getLogger("scaivoice.server")
 
 _ADMIN_SESSION = "/v1/admin/sessions/"
-
-
-class SessionSocket(Transport, Protocol):
-    """A session's socket as the server holds it: a transport that can also be drained."""
-
-    async def drain(self, timeout_s: float = 2.0) -> None:
-        """Read and drop what the client still sends until it disconnects (or a deadline)."""
-        ...
-
-
-class AsgiWebSocketTransport:
-    """The session :class:`~scaivoice.engine._transport.Transport` over an ASGI WebSocket."""
-
-    def __init__(self, receive: Receive, send: Send) -> None:
-        self._receive = receive
-        self._send = send
-        self._closed = False
-
-    async def receive(self) -> str | bytes:
-        message = await self._receive()
-        kind = message["type"]
-        if kind == "websocket.receive":
-            if message.get("bytes") is not None:
-                return bytes(message["bytes"])
-            return str(message.get("text") or "")
-        self._closed = True
-        raise SessionClosed(f"the client disconnected ({message.get('code', 'no code')})")
-
-    async def send_text(self, text: str) -> None:
-        if self._closed:
-            raise SessionClosed("the socket is closed")
-        await self._send({"type": "websocket.send", "text": text})
-
-    async def send_bytes(self, data: bytes) -> None:
-        if self._closed:
-            raise SessionClosed("the socket is closed")
-        await self._send({"type": "websocket.send", "bytes": data})
-
-    async def drain(self, timeout_s: float = 2.0) -> None:
-        """Read and drop what the client still sends until it disconnects (or a deadline).
-
-        The server queues inbound messages for the app; one that stops reading with messages
-        queued (a flood just refused) would keep the connection from ever closing.
-        """
-        with trio.move_on_after(timeout_s):
-            while True:
-                message = await self._receive()
-                if message["type"] == "websocket.disconnect":
-                    return
-
-    async def close(self, code: int, reason: str = "") -> None:
-        if self._closed:
-            return
-        self._closed = True
-        await self._send({"type": "websocket.close", "code": int(code), "reason": reason[:120]})
 
 
 class ScaiVoiceApp:
@@ -139,29 +81,17 @@ class ScaiVoiceApp:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
             await _lifespan(receive, send)
-        elif scope["type"] == "websocket":
-            await self._websocket(scope, receive, send)
         elif scope["type"] == "http":
             await self._http(scope, receive, send)
 
-    # ---------------------------------------------------------------- WebSocket
+    # ---------------------------------------------------------------- sessions
 
-    async def _websocket(self, scope: Scope, receive: Receive, send: Send) -> None:
-        connect = await receive()
-        if connect["type"] != "websocket.connect":
-            return
-        if scope["path"] != "/v1/session":
-            await send({"type": "websocket.close", "code": 1008})  # handshake refused: 403
-            return
-        await send({"type": "websocket.accept"})
-        await self.serve_session(scope, AsgiWebSocketTransport(receive, send))
-
-    async def serve_session(self, scope: Scope, transport: SessionSocket) -> None:
+    async def serve_session(self, scope: Scope, transport: Transport) -> None:
         """Admit the caller of an accepted session WebSocket and run its session.
 
         ``scope`` carries the request's ``headers`` and ``query_string`` (the credentials). A
         refusal (draining, credentials, limits) is an ``error`` frame and a close code. Returns
-        once the session ended and the client closed, or a short drain deadline passed.
+        once the session ended and its socket was closed (the connection drains what follows).
         """
         if self.engine.sessions.draining:
             await _refuse(
@@ -183,7 +113,6 @@ class ScaiVoiceApp:
             await _refuse(transport, exc.code, str(exc), CloseCode.TOO_MANY)
             return
         await Session(self.engine, principal, transport).run()
-        await transport.drain()
 
     async def _authenticate(self, scope: Scope) -> Principal:
         query = urllib.parse.parse_qs(scope.get("query_string", b"").decode("latin-1"))
@@ -333,11 +262,10 @@ class ScaiVoiceApp:
         await send_json(send, 200, {"object": "list", "data": self.voice_notes.models()})
 
 
-async def _refuse(transport: SessionSocket, code: str, message: str, close: int) -> None:
+async def _refuse(transport: Transport, code: str, message: str, close: int) -> None:
     frame = ErrorFrame(code=code, message=message, fatal=True)
     await transport.send_text(encode_server_frame(frame).decode())
     await transport.close(close, code)
-    await transport.drain()
 
 
 async def _lifespan(receive: Receive, send: Send) -> None:

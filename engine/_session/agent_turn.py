@@ -1,7 +1,7 @@
 """One agent turn: LLM stream -> agent text -> sentences -> normaliser -> TTS -> paced audio.
 
 The four stages run as tasks of one nursery opened *inside the turn's cancel scope*, so a
-barge-in (``scope.cancel()``) stops generation, normalisation, synthesis and pacing together.
+barge-in (:meth:`AgentTurn.cancel`) stops generation, normalisation, synthesis and pacing together.
 Whatever happens, the turn then sends its closing frames (``agent.audio.done`` when audio began,
 ``agent.text.done`` with the text the user heard) under a shielded deadline, and only then
 returns: the caller emits ``interrupted`` afterwards, so nothing of the turn can follow it.
@@ -19,8 +19,8 @@ from functools import partial
 
 import trio
 
-from ._audio import StreamResampler
-from ._backends import (
+from .._audio import StreamResampler
+from .._contract.backends import (
     AudioChunk,
     LlmRequest,
     NormaliserBackend,
@@ -29,11 +29,10 @@ from ._backends import (
     TtsCapabilities,
     TtsRequest,
 )
-from ._calls import call_backend
-from ._early_reply import EarlyReply
-from ._engine import Engine
-from ._errors import BackendError
-from ._frames import (
+from .._contract.calls import call_backend
+from .._errors import BackendError
+from .._host.engine import Engine
+from ..frames import (
     AgentAudioDone,
     AgentAudioStart,
     AgentText,
@@ -44,8 +43,9 @@ from ._frames import (
     SessionConfig,
     WarningFrame,
 )
-from ._playback import PlaybackModel
-from ._text import SentenceChunker
+from .early_reply import EarlyReply
+from .playback import PlaybackModel
+from .sentences import SentenceChunker
 
 __all__ = ["AgentTurn", "TurnOutcome"]
 
@@ -96,11 +96,10 @@ class _Marks:
 
 @dataclass(slots=True)
 class AgentTurn:
-    """One agent turn. The session's dialogue task creates it; the synthesis task runs it.
+    """One agent turn. The dialogue creates it and runs it as a task of its own.
 
-    Attributes:
-        scope: the turn's cancel scope; cancelling it (even before :meth:`run` enters it) is
-            barge-in.
+    The turn owns its cancel scope: :meth:`run` enters it, :meth:`cancel` (barge-in) cancels
+    it, and a cancel before :meth:`run` entered it still takes effect.
     """
 
     turn_id: int
@@ -115,7 +114,7 @@ class AgentTurn:
     user_turn_ended: float | None = None
     stt_ms: float | None = None
     early_reply: EarlyReply | None = None
-    scope: trio.CancelScope = field(default_factory=trio.CancelScope)
+    user_text: str = ""
     playback: PlaybackModel = field(init=False)
     output_acknowledged: trio.Event = field(default_factory=trio.Event)
     cancel_requested_at: float | None = None
@@ -127,8 +126,10 @@ class AgentTurn:
     _announced: bool = False
     _tts_warned: bool = False
     _marks: _Marks = field(init=False)
+    _scope: trio.CancelScope = field(init=False)
 
     def __post_init__(self) -> None:
+        self._scope = trio.CancelScope()
         self.playback = PlaybackModel(lead_ms=self.lead_ms)
         self._marks = _Marks(
             started=trio.current_time(), user_turn_ended=self.user_turn_ended, stt_ms=self.stt_ms
@@ -136,13 +137,26 @@ class AgentTurn:
 
     # ---------------------------------------------------------------- the turn
 
-    async def run(self) -> TurnOutcome:
-        """Run the turn to its end or until :attr:`scope` is cancelled, then close it.
+    def cancel(self) -> None:
+        """Barge-in: stop generation, normalisation, synthesis and pacing together.
 
-        Returns after the closing frames are queued. Cancelling the *caller* (the session
-        ending) also ends the turn; closing frames are then attempted under a short deadline.
+        :meth:`run` then sends the closing frames and returns ``interrupted``.
         """
-        with self.scope:
+        if self.cancel_requested_at is None:
+            self.cancel_requested_at = trio.current_time()
+        self._scope.cancel()
+
+    async def run(
+        self, *, task_status: trio.TaskStatus[AgentTurn] = trio.TASK_STATUS_IGNORED
+    ) -> TurnOutcome:
+        """Run the turn to its end or until :meth:`cancel`, then close it.
+
+        Reports itself started (``nursery.start``) once its cancel scope is entered. Returns
+        after the closing frames are queued. Cancelling the *caller* (the session ending) also
+        ends the turn; closing frames are then attempted under a short deadline.
+        """
+        with self._scope:
+            task_status.started(self)
             deltas_send, deltas_recv = trio.open_memory_channel[str](64)
             pieces_send, pieces_recv = trio.open_memory_channel[str](8)
             play_send, play_recv = trio.open_memory_channel[_PlayItem](2)
@@ -151,7 +165,7 @@ class AgentTurn:
                 nursery.start_soon(self._chunk_text, deltas_recv, pieces_send)
                 nursery.start_soon(self._synthesize, pieces_recv, play_send)
                 await self._play(play_recv)
-        interrupted = self.scope.cancelled_caught
+        interrupted = self._scope.cancelled_caught
         with trio.move_on_after(_CLOSE_DEADLINE_S, shield=True):
             return await self._close(interrupted)
         return TurnOutcome("".join(self._text), "", interrupted)  # pragma: no cover

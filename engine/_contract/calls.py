@@ -13,7 +13,7 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from ._errors import BackendError, BackendProtocolError
+from .._errors import BackendError, BackendProtocolError
 
 __all__ = ["call_backend"]
 

@@ -11,8 +11,7 @@ from typing import Any
 
 import trio
 
-from ._auth import Authenticator, Principal
-from ._backends import (
+from .._contract.backends import (
     BackendKind,
     BackendSpec,
     ChatMessage,
@@ -23,13 +22,14 @@ from ._backends import (
     TtsBackend,
     Voice,
 )
-from ._config import EngineConfig
-from ._errors import BackendError, ConfigError
-from ._features import FeatureSpec, SessionFeature
-from ._identity import IdentityProvider
-from ._limits import LimitExceeded, TenantRateLimiter
-from ._plugins import PluginHost
-from ._telemetry import Telemetry
+from .._contract.features import FeatureSpec, SessionFeature
+from .._contract.identity import IdentityProvider
+from .._contract.plugins import PluginHost
+from .._errors import BackendError, ConfigError
+from .auth import Authenticator, Principal
+from .config import EngineConfig
+from .limits import LimitExceeded, TenantRateLimiter
+from .telemetry import Telemetry
 
 __all__ = ["Engine", "LibraryVoice", "SessionRegistry"]
 

@@ -20,8 +20,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
-from ._config import EngineConfig
-from ._errors import ConfigError, Forbidden, Unauthorized
+from .._errors import ConfigError, Forbidden, Unauthorized
+from .config import EngineConfig
 
 __all__ = [
     "BUILTIN_ROLES",

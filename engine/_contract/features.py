@@ -14,8 +14,8 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from ._backends import API_VERSION
-from ._resource import Resource
+from .backends import API_VERSION
+from .resource import Resource
 
 __all__ = [
     "FeatureEvent",

@@ -23,8 +23,8 @@ from typing import Any, ClassVar, Literal, Self
 import msgspec
 import trio
 
-from ._errors import ConfigError
-from ._resource import Resource
+from .._errors import ConfigError
+from .resource import Resource
 
 __all__ = [
     "API_VERSION",

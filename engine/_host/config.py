@@ -13,8 +13,8 @@ from typing import Annotated, Any
 
 import msgspec
 
-from ._errors import ConfigError
-from ._frames import SessionConfig, SessionConfigPatch
+from .._errors import ConfigError
+from ..frames import SessionConfig, SessionConfigPatch
 
 __all__ = [
     "AuthConfig",

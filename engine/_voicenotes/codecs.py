@@ -18,8 +18,8 @@ import av.audio.stream
 import av.error
 import numpy as np
 
-from ._audio import resample_pcm16
-from ._errors import ScaiVoiceError
+from .._audio import resample_pcm16
+from .._errors import ScaiVoiceError
 
 __all__ = [
     "CONTENT_TYPES",

@@ -9,7 +9,7 @@ from typing import Any
 
 from python_multipart.multipart import MultipartParser, parse_options_header
 
-from ._errors import ScaiVoiceError
+from .._errors import ScaiVoiceError
 
 __all__ = [
     "FormPart",

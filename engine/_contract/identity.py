@@ -13,9 +13,9 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from ._auth import Principal
-from ._backends import API_VERSION
-from ._resource import Resource
+from .._host.auth import Principal
+from .backends import API_VERSION
+from .resource import Resource
 
 __all__ = ["IdentityProvider", "IdentityProviderSpec"]
 

@@ -18,15 +18,22 @@ from typing import Any, get_args
 
 import trio
 
-from ._audio import resample_pcm16
-from ._auth import PERMISSION_USE, Principal
-from ._backends import AudioChunk, NormaliseRequest, SttRequest, Transcript, TtsRequest, Word
-from ._cache import SpeechCache, cache_key
-from ._calls import call_backend
-from ._codecs import CONTENT_TYPES, AudioDecodeError, SpeechFormat, decode_audio, encode_audio
-from ._engine import Engine
-from ._errors import BackendError, BackendRejected, ConfigError
-from ._http import FormPart, HttpProblem
+from .._audio import resample_pcm16
+from .._contract.backends import (
+    AudioChunk,
+    NormaliseRequest,
+    SttRequest,
+    Transcript,
+    TtsRequest,
+    Word,
+)
+from .._contract.calls import call_backend
+from .._errors import BackendError, BackendRejected, ConfigError
+from .._host.auth import PERMISSION_USE, Principal
+from .._host.engine import Engine
+from .._server.http import FormPart, HttpProblem
+from .cache import SpeechCache, cache_key
+from .codecs import CONTENT_TYPES, AudioDecodeError, SpeechFormat, decode_audio, encode_audio
 
 __all__ = ["SpeechResult", "VoiceNotes"]
 

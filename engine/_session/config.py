@@ -1,0 +1,100 @@
+"""Session config validation: a client's ``session.start`` / ``session.update`` against the engine.
+
+A config change is applied whole or not at all. What the engine cannot honour is said, not
+silently dropped: an option the voice backend does not declare (``option_unsupported``), a
+feature with no server-side implementation (``feature_unavailable``), a feature the client
+must drive itself (``feature_limited``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from .._errors import ConfigError
+from .._host.engine import Engine
+from ..frames import SessionConfig, SessionConfigPatch, WarningFrame
+
+__all__ = ["validate_config"]
+
+# Features a client can drive itself with frames when no server-side detector is installed.
+_CLIENT_DRIVEN = {
+    "vad_enabled": "barge-in follows the client's `vad` frames",
+    "wake_word_enabled": "send `wake` frames from a client-side detector",
+}
+# Features that only the server can provide.
+_SERVER_ONLY = {
+    "diarize": "transcripts carry no speaker labels",
+    "speaker_recognition": "speakers are not identified",
+    "tools_enabled": "the language model gets no tools",
+}
+
+
+def validate_config(
+    engine: Engine,
+    tenant_opt_ins: Mapping[str, bool],
+    patch: SessionConfigPatch,
+    base: SessionConfig,
+) -> tuple[SessionConfig, list[WarningFrame]]:
+    """The config after ``patch``, and the warnings it deserves.
+
+    Args:
+        engine: what the server offers (voices and their capabilities, normaliser, features).
+        tenant_opt_ins: the tenant's opt-ins by session key (``speaker_recognition``).
+        patch: the client's keys.
+        base: the config they change.
+
+    Raises:
+        ConfigError: an unknown voice (``unknown_voice``), or a feature the tenant has not
+            opted into (``not_permitted``).
+    """
+    config = patch.apply(base)
+    backend_name, _ = engine.resolve_voice(config.voice_id)
+    caps = engine.tts[backend_name].capabilities
+    warnings: list[WarningFrame] = []
+    changed = set(patch.keys())
+
+    def unsupported(key: str, what: str) -> None:
+        if key in changed:
+            warnings.append(
+                WarningFrame(
+                    code="option_unsupported",
+                    message=f"{key} is not supported by the {backend_name!r} voice backend "
+                    f"({what}); it is ignored",
+                )
+            )
+
+    if config.speed != 1.0 and not caps.speed:
+        unsupported("speed", "it speaks at its natural rate")
+    if config.instructions and not caps.instructions:
+        unsupported("instructions", "it takes no style instructions")
+    if config.cfg_value is not None and not caps.cfg_value:
+        unsupported("cfg_value", "it has no guidance setting")
+    if config.normalize_text and engine.normaliser is None and "normalize_text" in changed:
+        warnings.append(_unavailable("normalize_text", "no text normaliser is configured"))
+    if (
+        "speaker_recognition" in changed
+        and config.speaker_recognition
+        and not tenant_opt_ins.get("speaker_recognition", False)
+    ):
+        raise ConfigError(
+            "speaker_recognition needs the tenant's opt-in (voice biometrics)",
+            code="not_permitted",
+        )
+    for key, hint in _CLIENT_DRIVEN.items():
+        if key in changed and getattr(config, key) and key not in engine.features:
+            warnings.append(
+                WarningFrame(
+                    code="feature_limited",
+                    message=f"{key}: no server-side detector is installed; {hint}",
+                )
+            )
+    for key, hint in _SERVER_ONLY.items():
+        if key in changed and getattr(config, key) and key not in engine.features:
+            warnings.append(
+                _unavailable(key, f"no server-side feature for it is installed; {hint}")
+            )
+    return config, warnings
+
+
+def _unavailable(key: str, why: str) -> WarningFrame:
+    return WarningFrame(code="feature_unavailable", message=f"{key}: {why}")

@@ -1,0 +1,408 @@
+"""The dialogue task: every item of a session goes through the conversation state machine here.
+
+::
+
+    items ──► Dialogue.run ──► Conversation.handle (sans-IO) ──► actions
+                  │                                               │
+                  │   ┌── per user turn: UserTurn.transcribe ◄────┤ OpenUserTurn
+                  │   ├── per agent turn: AgentTurn.run ◄─────────┤ StartAgentTurn
+                  │   └── early reply (at the user's pause)       │ CancelAgentTurn: turn.cancel()
+                  └── turn tasks run in the dialogue's own nursery and report back as items
+                      (TranscriptFinal, AgentOutputStarted, AgentTurnEnded)
+
+The dialogue is the only task that drives the state machine, so its transitions happen in the
+order the items arrived. Turn tasks are started with ``nursery.start``: a turn is handed to the
+dialogue only once its cancel scope is entered.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Callable, Mapping
+from functools import partial
+
+import trio
+
+from .._contract.backends import ChatMessage, LlmRequest, SttRequest, Transcript
+from .._contract.features import FeatureSession, SpeechStarted, SpeechStopped, WakeDetected
+from .._errors import ConfigError
+from .._host.config import SessionLimits
+from .._host.engine import Engine
+from .._host.limits import FrameGuard
+from ..frames import (
+    AudioCommit,
+    ClientFrame,
+    Interrupt,
+    Playback,
+    SessionConfig,
+    SessionConfigPatch,
+    SessionUpdate,
+    SessionUpdated,
+    State,
+    TextInput,
+    ToolResult,
+    TranscriptFrame,
+    VadFrame,
+    Wake,
+    WarningFrame,
+)
+from .agent_turn import AgentTurn
+from .config import validate_config
+from .early_reply import EarlyReplies
+from .statemachine import (
+    Action,
+    AgentOutputStarted,
+    AgentTurnEnded,
+    CancelAgentTurn,
+    Commit,
+    Conversation,
+    DiscardUserTurn,
+    EmitState,
+    EmitWarning,
+    Event,
+    FinalizeUserTurn,
+    InterruptRequested,
+    OpenUserTurn,
+    SpeechStart,
+    SpeechStop,
+    StartAgentTurn,
+    TranscriptFinal,
+    TypedText,
+    UserAudio,
+    WakeWord,
+)
+from .user_turn import STT_RATE, InputAudio, UserTurn
+from .wire import AudioIn, Outbox
+
+__all__ = ["Dialogue", "Item"]
+
+Item = ClientFrame | AudioIn | Event | SpeechStarted | SpeechStopped | WakeDetected
+
+_JOIN_MS = 100  # the most queued audio the dialogue joins into one chunk
+
+
+class Dialogue:
+    """The conversation of one session: state machine, user turns, agent turns, history.
+
+    Args:
+        engine: the opened engine.
+        tenant: the caller's tenant (its opt-ins and lexicon apply).
+        config: the session config agreed at ``session.start``.
+        outbox: where frames go.
+        items: this session's item channel (the reader and the turn tasks send to it).
+        early_reply_outcome: told how each early reply ended (telemetry).
+    """
+
+    def __init__(
+        self,
+        engine: Engine,
+        tenant: str,
+        config: SessionConfig,
+        outbox: Outbox,
+        items: trio.MemorySendChannel[Item],
+        early_reply_outcome: Callable[[str], None],
+    ) -> None:
+        self.engine = engine
+        self.limits: SessionLimits = engine.config.session
+        self.config = config
+        self.history: deque[ChatMessage] = deque(maxlen=max(self.limits.history_messages, 1))
+        self._tenant = tenant
+        self._lexicon = engine.config.lexicon_for(tenant)
+        self._outbox = outbox
+        self._items = items
+        self.guard = FrameGuard(sample_rate=config.input_sample_rate)
+        """The reader's flood guard: it follows the input sample rate."""
+        self._conversation = Conversation()
+        self._input = InputAudio(config.input_sample_rate)
+        self._features: dict[str, FeatureSession] = {}
+        self._client_vad = False
+        self._user_turn: UserTurn | None = None  # the turn whose audio is being collected
+        self._recognised: dict[int, UserTurn] = {}  # turns recognised, not yet answered
+        self._agent_turn: AgentTurn | None = None
+        self._early = EarlyReplies(engine.llm, early_reply_outcome)
+
+    # ================================================================ the loop
+
+    async def run(self, items: trio.MemoryReceiveChannel[Item]) -> None:
+        """Handle items until the session ends. Turn tasks run in this task's nursery.
+
+        Items already queued are taken without a trip through the scheduler; it waits only
+        when the queue is empty. Audio frames that queued up while the dialogue was busy (the
+        VAD's model runs in a worker thread) are joined, up to ``_JOIN_MS``, and handled as one
+        chunk: one VAD round trip instead of one per frame, so a session that fell behind
+        catches up. Control frames keep their place: a join stops at the first one.
+        Cancelling stops every turn of the session.
+        """
+        async with trio.open_nursery() as turns, items:
+            receive_nowait = items.receive_nowait
+            pending: Item | None = None
+            while True:
+                if pending is not None:
+                    item, pending = pending, None
+                else:
+                    try:
+                        item = receive_nowait()
+                    except trio.WouldBlock:
+                        try:
+                            item = await items.receive()
+                        except trio.EndOfChannel:
+                            return
+                    else:
+                        await trio.lowlevel.checkpoint_if_cancelled()
+                if type(item) is AudioIn:
+                    limit = self.config.input_sample_rate * 2 * _JOIN_MS // 1000
+                    pcm = item.pcm
+                    while len(pcm) < limit:
+                        try:
+                            following = receive_nowait()
+                        except (trio.WouldBlock, trio.EndOfChannel):
+                            break
+                        if type(following) is not AudioIn:
+                            pending = following
+                            break
+                        pcm += following.pcm
+                    await self._on_audio(turns, pcm)
+                    continue
+                await self._on_item(turns, item)
+
+    async def _on_item(self, turns: trio.Nursery, item: Item) -> None:
+        conv = self._conversation
+        match item:
+            case AudioIn(pcm=pcm):
+                await self._on_audio(turns, pcm)
+            case VadFrame(speaking=speaking):
+                if not self._client_vad:
+                    self._client_vad = True
+                    self._reconfigure()
+                event = SpeechStart(barge_in=self.config.vad_enabled) if speaking else SpeechStop()
+                await self._apply(turns, conv.handle(event))
+            case Interrupt():
+                await self._apply(turns, conv.handle(InterruptRequested()))
+            case AudioCommit():
+                await self._apply(turns, conv.handle(Commit()))
+            case TextInput(text=text):
+                await self._apply(turns, conv.handle(TypedText(text)))
+            case Wake():
+                if not self.config.wake_word_enabled:
+                    await self._outbox.warn("wake_ignored", "wake frames need wake_word_enabled")
+                self._input.clear_pre_roll()  # the wake word itself is not part of the request
+                await self._apply(turns, conv.handle(WakeWord()))
+            case Playback(turn_id=turn_id, played_ms=played_ms):
+                turn = self._agent_turn
+                if turn is not None and turn.turn_id == turn_id:
+                    turn.playback.report_played(played_ms)
+            case SessionUpdate(config=patch):
+                await self._on_update(patch)
+            case ToolResult():
+                await self._outbox.error(
+                    "tools_unavailable", "tool.result is reserved: this server runs no tools"
+                )
+            case SpeechStarted():
+                await self._apply(turns, conv.handle(SpeechStart(barge_in=self.config.vad_enabled)))
+            case SpeechStopped():
+                await self._apply(turns, conv.handle(SpeechStop()))
+            case WakeDetected():
+                self._input.clear_pre_roll()
+                await self._apply(turns, conv.handle(WakeWord()))
+            case AgentOutputStarted(turn_id=turn_id):
+                await self._apply(turns, conv.handle(item))
+                turn = self._agent_turn
+                if turn is not None and turn.turn_id == turn_id:
+                    turn.output_acknowledged.set()
+            case AgentTurnEnded(turn_id=turn_id):
+                if self._agent_turn is not None and self._agent_turn.turn_id == turn_id:
+                    self._agent_turn = None
+                await self._apply(turns, conv.handle(item))
+            case TranscriptFinal():
+                await self._apply(turns, conv.handle(item))
+            case _:  # pragma: no cover - exhaustive over Item
+                raise AssertionError(f"unhandled dialogue item {item!r}")
+
+    async def _on_audio(self, turns: trio.Nursery, pcm: bytes) -> None:
+        pcm = self._input.resample(pcm)
+        if not pcm:
+            return
+        self._input.remember(pcm)
+        await self._apply(turns, self._conversation.handle(UserAudio()))
+        for feature in self._features.values():
+            for event in await feature.process(pcm):
+                await self._on_item(turns, event)
+        turn = self._user_turn
+        if turn is None:
+            self._input.trim_pre_roll()
+            return
+        for chunk in self._input.take_pre_roll():
+            await turn.feed(chunk)
+        if turn.audio_ms >= self.limits.max_user_turn_s * 1000.0:
+            await self._outbox.warn(
+                "user_turn_too_long",
+                f"the user turn reached {self.limits.max_user_turn_s:g} s and was ended "
+                "here; what follows belongs to the next turn",
+            )
+            await self._apply(turns, self._conversation.handle(Commit()))
+
+    async def _apply(self, turns: trio.Nursery, actions: list[Action]) -> None:
+        for action in actions:
+            match action:
+                case EmitState(state=state, turn_id=turn_id):
+                    await self._outbox.send(State(state=state, turn_id=turn_id))
+                case EmitWarning(code=code, message=message):
+                    await self._outbox.warn(code, message)
+                case OpenUserTurn(turn_id=turn_id):
+                    self._early.withdraw()  # a guess for an older turn answers nothing now
+                    self._user_turn = await turns.start(self._run_user_turn, turns, turn_id)
+                case FinalizeUserTurn(turn_id=turn_id):
+                    user_turn = self._user_turn
+                    if user_turn is not None and user_turn.turn_id == turn_id:
+                        tail = self._input.flush()
+                        if tail:
+                            await user_turn.feed(tail)
+                        user_turn.end()
+                        self._user_turn = None
+                case DiscardUserTurn(turn_id=turn_id):
+                    user_turn = self._user_turn
+                    if user_turn is not None and user_turn.turn_id == turn_id:
+                        user_turn.discard()
+                        self._user_turn = None
+                        # Exactly one final ends every spoken turn: this one was abandoned.
+                        await self._outbox.send(
+                            TranscriptFrame(
+                                turn_id=turn_id,
+                                text="",
+                                final=True,
+                                start_ms=0,
+                                end_ms=round(user_turn.audio_ms),
+                            )
+                        )
+                case StartAgentTurn(turn_id=turn_id, user_text=user_text):
+                    agent_turn = self._agent_turn_for(turn_id, user_text)
+                    self._agent_turn = await turns.start(self._run_agent_turn, agent_turn)
+                case CancelAgentTurn(turn_id=turn_id):
+                    if self._agent_turn is not None and self._agent_turn.turn_id == turn_id:
+                        self._agent_turn.cancel()
+
+    # ================================================================ user turns
+
+    async def _run_user_turn(
+        self,
+        turns: trio.Nursery,
+        turn_id: int,
+        *,
+        task_status: trio.TaskStatus[UserTurn] = trio.TASK_STATUS_IGNORED,
+    ) -> None:
+        """One user turn's recognition; its final goes back to the dialogue as an item."""
+        turn = UserTurn(turn_id)
+        request = SttRequest(
+            sample_rate=STT_RATE, language=self.config.language, word_timings=False
+        )
+        on_interim = partial(self._on_interim, turns, turn_id)
+        text = await turn.transcribe(
+            self.engine.stt, request, self._outbox, on_interim, task_status=task_status
+        )
+        self._early.withdraw_guess_for(turn_id, "mismatched", unless_text=text)
+        if turn.ended_at is None and self._user_turn is turn:
+            self._user_turn = None  # ended by the STT itself: later audio opens a new turn
+        self._recognised[turn_id] = turn
+        await self._items.send(TranscriptFinal(turn_id, text))
+
+    def _on_interim(self, turns: trio.Nursery, turn_id: int, result: Transcript) -> None:
+        """Start an early reply on a stable interim; withdraw it on any other interim."""
+        text = result.text.strip()
+        if result.stable and text and self.limits.early_replies:
+            self._early.start(turns, turn_id, text, self.llm_request(text))
+            return
+        self._early.withdraw_guess_for(turn_id)
+
+    # ================================================================ agent turns
+
+    def llm_request(self, user_text: str) -> LlmRequest:
+        """What the language model is asked for a reply to ``user_text`` now."""
+        system_prompt = self.config.system_prompt or self.limits.system_prompt
+        messages = (
+            ChatMessage("system", system_prompt),
+            *self.history,
+            ChatMessage("user", user_text),
+        )
+        return LlmRequest(messages=messages, language=self.config.language)
+
+    def _agent_turn_for(self, turn_id: int, user_text: str) -> AgentTurn:
+        request = self.llm_request(user_text)
+        user_turn = self._recognised.pop(turn_id, None)
+        for older in [k for k in self._recognised if k < turn_id]:
+            del self._recognised[older]  # recognised before this one: never answered
+        return AgentTurn(
+            turn_id=turn_id,
+            request=request,
+            user_text=user_text,
+            early_reply=self._early.take(turn_id, user_text, request),
+            config=self.config,
+            engine=self.engine,
+            emit=self._outbox.send,
+            emit_audio=self._outbox.send_audio,
+            output_started=self._output_started,
+            lead_ms=self.limits.audio_lead_ms,
+            lexicon=self._lexicon,
+            user_turn_ended=(
+                user_turn.ended_at
+                if user_turn is not None and user_turn.ended_at is not None
+                else trio.current_time()
+            ),
+            stt_ms=user_turn.stt_ms if user_turn is not None else None,
+        )
+
+    async def _run_agent_turn(
+        self, turn: AgentTurn, *, task_status: trio.TaskStatus[AgentTurn] = trio.TASK_STATUS_IGNORED
+    ) -> None:
+        """One agent turn; the history keeps what the user heard of it."""
+        outcome = await turn.run(task_status=task_status)
+        self.history.append(ChatMessage("user", turn.user_text))
+        if outcome.heard_text:
+            self.history.append(ChatMessage("assistant", outcome.heard_text))
+        await self._items.send(AgentTurnEnded(turn.turn_id, outcome.interrupted))
+
+    async def _output_started(self, turn: AgentTurn) -> None:
+        await self._items.send(AgentOutputStarted(turn.turn_id))
+
+    # ================================================================ config
+
+    async def _on_update(self, patch: SessionConfigPatch) -> None:
+        try:
+            config, warnings = self.validate(patch, self.config)
+        except ConfigError as exc:
+            await self._outbox.error(exc.code, str(exc))
+            return
+        self.apply_config(config)
+        await self._outbox.send(SessionUpdated(config=self.config))
+        for warning in warnings:
+            await self._outbox.send(warning)
+
+    def validate(
+        self, patch: SessionConfigPatch, base: SessionConfig
+    ) -> tuple[SessionConfig, list[WarningFrame]]:
+        """See :func:`~.config.validate_config`."""
+        tenant = self.engine.config.tenants.get(self._tenant)
+        opt_ins: Mapping[str, bool] = {
+            "speaker_recognition": bool(tenant is not None and tenant.speaker_recognition)
+        }
+        return validate_config(self.engine, opt_ins, patch, base)
+
+    def apply_config(self, config: SessionConfig) -> None:
+        """Switch to ``config``: input rate, features on or off, turn segmentation."""
+        old = self.config
+        self.config = config
+        if config.input_sample_rate != old.input_sample_rate:
+            self._input.set_input_rate(config.input_sample_rate)
+            self.guard.sample_rate = config.input_sample_rate
+        for key, (_spec, feature) in self.engine.features.items():
+            enabled = bool(getattr(config, key, False))
+            if enabled and key not in self._features:
+                self._features[key] = feature.open_session(sample_rate=STT_RATE, options={})
+            elif not enabled:
+                self._features.pop(key, None)
+        self._reconfigure()
+
+    def _reconfigure(self) -> None:
+        self._conversation.configure(
+            wake_word_mode=self.config.wake_word_enabled,
+            vad_segmentation=self._client_vad or "vad_enabled" in self._features,
+        )
