@@ -39,6 +39,7 @@ from ._contract.identity import IdentityProvider as IdentityProvider
 from ._contract.identity import IdentityProviderSpec as IdentityProviderSpec
 from ._contract.plugins import LoadedPlugin as LoadedPlugin
 from ._contract.plugins import PluginHost as PluginHost
+from ._errors import AudioDecodeError as AudioDecodeError
 from ._errors import AuthError as AuthError
 from ._errors import BackendError as BackendError
 from ._errors import BackendProtocolError as BackendProtocolError
@@ -47,6 +48,8 @@ from ._errors import BackendTimeout as BackendTimeout
 from ._errors import BackendUnavailable as BackendUnavailable
 from ._errors import ConfigError as ConfigError
 from ._errors import Forbidden as Forbidden
+from ._errors import HttpProblem as HttpProblem
+from ._errors import LimitExceeded as LimitExceeded
 from ._errors import PluginContractError as PluginContractError
 from ._errors import PluginError as PluginError
 from ._errors import PluginLoadError as PluginLoadError
@@ -58,3 +61,13 @@ from ._errors import Unauthorized as Unauthorized
 from ._host.auth import PERMISSION_ADMIN as PERMISSION_ADMIN
 from ._host.auth import PERMISSION_USE as PERMISSION_USE
 from ._host.auth import Principal as Principal
+from ._host.auth import hash_key as hash_key
+from ._host.auth import new_key as new_key
+from ._host.config import EngineConfig as EngineConfig
+from ._host.config import config_from_mapping as config_from_mapping
+from ._host.config import load_config as load_config
+from ._host.engine import Engine as Engine
+from ._server.service import RunningServer as RunningServer
+from ._server.service import serve as serve
+from ._session.transport import CloseCode as CloseCode
+from ._session.transport import Transport as Transport

@@ -15,9 +15,12 @@ Every error the engine raises, and every error a backend is expected to raise, i
     │   ├── BackendTimeout          took too long (retryable)
     │   ├── BackendRejected         refused this input (not retryable)
     │   └── BackendProtocolError    answered with something malformed (not retryable)
-    └── SessionError                a WebSocket session cannot go on
-        ├── SessionClosed           the peer went away (nobody to tell)
-        └── ProtocolViolation       the client broke the protocol (.code, .close_code, .fatal)
+    ├── SessionError                a WebSocket session cannot go on
+    │   ├── SessionClosed           the peer went away (nobody to tell)
+    │   └── ProtocolViolation       the client broke the protocol (.code, .close_code, .fatal)
+    ├── LimitExceeded               a rate, session or size limit was hit (.code, .retry_after)
+    ├── AudioDecodeError            uploaded bytes are not audio a codec here can read
+    └── HttpProblem                 an HTTP API request is refused (.status, .code: RFC 9457)
 
 Lower-level exceptions (httpx, onnxruntime, OSError ...) are mapped into this tree at the edge
 where they happen, chained with ``raise ... from exc``. Barge-in is not an error: it is a
@@ -27,6 +30,7 @@ cancelled turn and travels as ``trio.Cancelled`` inside the turn's cancel scope.
 from __future__ import annotations
 
 __all__ = [
+    "AudioDecodeError",
     "AuthError",
     "BackendError",
     "BackendProtocolError",
@@ -35,6 +39,8 @@ __all__ = [
     "BackendUnavailable",
     "ConfigError",
     "Forbidden",
+    "HttpProblem",
+    "LimitExceeded",
     "PluginContractError",
     "PluginError",
     "PluginLoadError",
@@ -174,3 +180,39 @@ class ProtocolViolation(SessionError):
         self.code = code
         self.fatal = fatal
         self.close_code = close_code
+
+
+class LimitExceeded(ScaiVoiceError):
+    """A limit was hit.
+
+    Attributes:
+        code: ``rate_limited`` or ``too_many_sessions``.
+        retry_after: seconds after which trying again may succeed.
+    """
+
+    def __init__(self, code: str, message: str, *, retry_after: float) -> None:
+        super().__init__(message)
+        self.code = code
+        self.retry_after = retry_after
+
+
+class AudioDecodeError(ScaiVoiceError):
+    """The bytes are not audio any codec here can read (or hold no audio stream)."""
+
+
+class HttpProblem(ScaiVoiceError):
+    """An error the HTTP edge answers with a problem document (RFC 9457).
+
+    Attributes:
+        status: the HTTP status.
+        code: the stable problem code (the last segment of the problem type URL).
+        detail: a human-readable explanation.
+        retry_after: seconds for a ``Retry-After`` header, if any.
+    """
+
+    def __init__(self, status: int, code: str, detail: str, *, retry_after: int | None = None):
+        super().__init__(detail)
+        self.status = status
+        self.code = code
+        self.detail = detail
+        self.retry_after = retry_after

@@ -13,7 +13,16 @@ import numpy as np
 import pytest
 import trio
 
-from scaivoice.engine import ScaiVoiceError, SpeechStarted, SpeechStopped, pcm16_to_float
+from scaivoice.engine import (
+    RunningServer,
+    ScaiVoiceError,
+    SpeechStarted,
+    SpeechStopped,
+    config_from_mapping,
+    hash_key,
+    pcm16_to_float,
+    serve,
+)
 from scaivoice.engine._bench_load import (
     _client_frame,
     _target,
@@ -24,9 +33,6 @@ from scaivoice.engine._bench_load import (
     speech_utterance,
     synthetic_speech,
 )
-from scaivoice.engine._host.auth import hash_key
-from scaivoice.engine._host.config import config_from_mapping
-from scaivoice.engine._server.service import RunningServer, serve
 from scaivoice.engine.testing import test_engine_config
 from scaivoice.plugins import silero_vad
 

@@ -12,9 +12,16 @@ import tomllib
 import pytest
 import trio
 
-from scaivoice.engine import ConfigError, Forbidden, Unauthorized
-from scaivoice.engine._host.auth import Authenticator, Principal, hash_key
-from scaivoice.engine._host.config import config_from_mapping, load_config
+from scaivoice.engine import (
+    ConfigError,
+    Forbidden,
+    Principal,
+    Unauthorized,
+    config_from_mapping,
+    hash_key,
+    load_config,
+)
+from scaivoice.engine._host.auth import Authenticator
 from scaivoice.engine._host.logs import configure_logging
 from scaivoice.engine.testing import memory_transport_pair, open_test_engine, run_memory_session
 

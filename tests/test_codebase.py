@@ -78,6 +78,20 @@ PUBLIC_API = {
     "Principal",
     "PERMISSION_USE",
     "PERMISSION_ADMIN",
+    # embedding the engine
+    "AudioDecodeError",
+    "CloseCode",
+    "Engine",
+    "EngineConfig",
+    "HttpProblem",
+    "LimitExceeded",
+    "RunningServer",
+    "Transport",
+    "config_from_mapping",
+    "hash_key",
+    "load_config",
+    "new_key",
+    "serve",
 }
 
 

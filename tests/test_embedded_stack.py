@@ -13,9 +13,14 @@ import numpy as np
 import pytest
 import trio
 
-from scaivoice.engine import PluginHost, float_to_pcm16, resample_pcm16
-from scaivoice.engine._host.config import config_from_mapping
-from scaivoice.engine._server.service import RunningServer, serve
+from scaivoice.engine import (
+    PluginHost,
+    RunningServer,
+    config_from_mapping,
+    float_to_pcm16,
+    resample_pcm16,
+    serve,
+)
 from scaivoice.engine.client import AgentAudio, VoiceClient, connect, frames
 
 from .backends._wer import word_errors

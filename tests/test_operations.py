@@ -14,8 +14,8 @@ import jwt
 import pytest
 import trio
 
-from scaivoice.engine import ProtocolViolation, SessionClosed
-from scaivoice.engine._host.auth import create_key, hash_key, revoke_key
+from scaivoice.engine import ProtocolViolation, SessionClosed, hash_key
+from scaivoice.engine._host.auth import create_key, revoke_key
 from scaivoice.engine.client import connect, frames
 
 from .test_server import _close_of, running_server

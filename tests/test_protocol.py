@@ -11,11 +11,11 @@ from pathlib import Path
 import pytest
 
 import scaivoice.engine as public
+from scaivoice.engine import CloseCode
 from scaivoice.engine import frames as _frames
 from scaivoice.engine._session import dialogue as _dialogue
 from scaivoice.engine._session import runner as _session
 from scaivoice.engine._session import wire as _wire
-from scaivoice.engine._session.transport import CloseCode
 from scaivoice.engine.frames import (
     CLIENT_FRAME_TYPES,
     CONFIG_KEYS,
@@ -77,9 +77,7 @@ def test_every_error_code_the_engine_sends_is_documented() -> None:
 
 
 def test_every_client_frame_type_has_a_dialogue_or_reader_handler() -> None:
-    handled = inspect.getsource(_dialogue.Dialogue._on_item) + inspect.getsource(
-        _wire.read_client
-    )
+    handled = inspect.getsource(_dialogue.Dialogue._on_item) + inspect.getsource(_wire.read_client)
     for frame in CLIENT_FRAME_TYPES:
         if frame is _frames.SessionStart:
             continue  # the handshake's

@@ -34,12 +34,8 @@ from scaivoice.conformance.protocol_suite import (
     to_junit_xml,
 )
 from scaivoice.conformance.protocol_suite.render import human_line
-from scaivoice.engine import PluginHost
-from scaivoice.engine._host.auth import hash_key
-from scaivoice.engine._host.config import config_from_mapping
-from scaivoice.engine._host.engine import Engine
+from scaivoice.engine import Engine, PluginHost, config_from_mapping, hash_key, serve
 from scaivoice.engine._server.app import ScaiVoiceApp
-from scaivoice.engine._server.service import serve
 from scaivoice.engine.testing import test_engine_config
 
 from .conftest import host_with

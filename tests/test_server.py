@@ -15,10 +15,17 @@ import httpx
 import pytest
 import trio
 
-from scaivoice.engine import ConfigError, PluginHost, ProtocolViolation
-from scaivoice.engine._host.auth import Authenticator, Principal, hash_key
-from scaivoice.engine._host.config import config_from_mapping
-from scaivoice.engine._server.service import RunningServer, serve
+from scaivoice.engine import (
+    ConfigError,
+    PluginHost,
+    Principal,
+    ProtocolViolation,
+    RunningServer,
+    config_from_mapping,
+    hash_key,
+    serve,
+)
+from scaivoice.engine._host.auth import Authenticator
 from scaivoice.engine._talk import talk
 from scaivoice.engine.client import AgentAudio, connect, frames
 from scaivoice.engine.testing import test_engine_config

@@ -21,14 +21,15 @@ from scaivoice.engine import (
     BackendOptions,
     BackendSpec,
     BackendUnavailable,
+    RunningServer,
     TtsBackend,
     TtsCapabilities,
     TtsRequest,
     Voice,
+    config_from_mapping,
+    hash_key,
+    serve,
 )
-from scaivoice.engine._host.auth import hash_key
-from scaivoice.engine._host.config import config_from_mapping
-from scaivoice.engine._server.service import RunningServer, serve
 from scaivoice.engine._voicenotes.cache import SpeechCache, cache_key
 from scaivoice.engine._voicenotes.codecs import decode_audio, encode_audio
 from scaivoice.engine.cli import _gateway_environment

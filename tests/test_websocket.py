@@ -15,10 +15,8 @@ import httpx
 import pytest
 import trio
 
-from scaivoice.engine import SessionClosed
-from scaivoice.engine._host.config import config_from_mapping
+from scaivoice.engine import RunningServer, SessionClosed, config_from_mapping, serve
 from scaivoice.engine._server.connection import StreamWebSocketTransport
-from scaivoice.engine._server.service import RunningServer, serve
 from scaivoice.engine._server.websocket import (
     Close,
     Ping,

@@ -9,24 +9,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .._errors import ScaiVoiceError
+from .._errors import LimitExceeded
 from .config import EngineConfig
 
 __all__ = ["FrameGuard", "LimitExceeded", "TenantRateLimiter", "TokenBucket"]
-
-
-class LimitExceeded(ScaiVoiceError):
-    """A limit was hit.
-
-    Attributes:
-        code: ``rate_limited`` or ``too_many_sessions``.
-        retry_after: seconds after which trying again may succeed.
-    """
-
-    def __init__(self, code: str, message: str, *, retry_after: float) -> None:
-        super().__init__(message)
-        self.code = code
-        self.retry_after = retry_after
 
 
 @dataclass(slots=True)

@@ -9,7 +9,7 @@ from typing import Any
 
 from python_multipart.multipart import MultipartParser, parse_options_header
 
-from .._errors import ScaiVoiceError
+from .._errors import HttpProblem
 
 __all__ = [
     "FormPart",
@@ -31,17 +31,6 @@ Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 
 PROBLEM_BASE = "https://scaivoice.dev/problems/"
-
-
-class HttpProblem(ScaiVoiceError):
-    """An error the HTTP edge answers with a problem document (RFC 9457)."""
-
-    def __init__(self, status: int, code: str, detail: str, *, retry_after: int | None = None):
-        super().__init__(detail)
-        self.status = status
-        self.code = code
-        self.detail = detail
-        self.retry_after = retry_after
 
 
 @dataclass(slots=True)

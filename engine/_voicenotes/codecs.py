@@ -19,7 +19,7 @@ import av.error
 import numpy as np
 
 from .._audio import resample_pcm16
-from .._errors import ScaiVoiceError
+from .._errors import AudioDecodeError
 
 __all__ = [
     "CONTENT_TYPES",
@@ -41,10 +41,6 @@ CONTENT_TYPES: dict[str, str] = {
 }
 
 _PCM_RATE = 24000  # OpenAI's "pcm" format: 24 kHz mono PCM16LE
-
-
-class AudioDecodeError(ScaiVoiceError):
-    """The bytes are not audio any codec here can read (or hold no audio stream)."""
 
 
 @dataclass(frozen=True, slots=True)
