@@ -1,8 +1,8 @@
 """The protocol conformance suite: it passes against our server and fails, naming the broken
 guarantee, against servers that break one.
 
-Faulty servers are our real server behind a fault injector that rewrites the ASGI WebSocket
-messages of each session: it reorders, drops or injects frames, or rewrites what the client sent.
+Faulty servers are our real server with a fault injector between each session and its real
+WebSocket transport: it reorders, drops or injects frames, or rewrites what the client sent.
 """
 
 from __future__ import annotations
@@ -13,14 +13,12 @@ import subprocess
 import sys
 import time
 import xml.etree.ElementTree as ET
-from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from functools import partial
 from pathlib import Path
 from typing import Any
 
-import hypercorn.config
-import hypercorn.trio
 import pytest
 import trio
 
@@ -34,8 +32,21 @@ from scaivoice.conformance.protocol_suite import (
     to_junit_xml,
 )
 from scaivoice.conformance.protocol_suite.render import human_line
-from scaivoice.engine import Engine, PluginHost, config_from_mapping, hash_key, serve
+from scaivoice.engine import (
+    Engine,
+    PluginHost,
+    Transport,
+    config_from_mapping,
+    hash_key,
+    serve,
+)
+
+# Private on purpose: these tests put faults inside our server, between the session and the
+# real transport, which the public ``serve`` has no place for. So they run the app class and
+# the HTTP/WebSocket server that ``serve`` itself is built from.
 from scaivoice.engine._server.app import ScaiVoiceApp
+from scaivoice.engine._server.connection import serve_http
+from scaivoice.engine._server.http import Scope
 from scaivoice.engine.testing import test_engine_config
 
 from .conftest import host_with
@@ -49,9 +60,6 @@ TENANTS = {
 # prompt still last seconds.
 FAST_TTS = {"backends": {"options": {"test-tts": {"ms_per_char": 20}}}}
 OPTIONS = SuiteOptions(response_timeout_s=10.0, frame_timeout_s=3.0, check_timeout_s=60.0)
-
-Message = MutableMapping[str, Any]
-Send = Callable[[Message], Awaitable[None]]
 
 
 def _engine_doc(overrides: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -162,165 +170,167 @@ async def test_a_token_opens_the_sessions_when_no_key_is_given() -> None:
 # --------------------------------------------------------------------------- fault injection
 
 
-def _frame(message: Message) -> dict[str, Any] | None:
-    text = message.get("text") if message.get("type") == "websocket.send" else None
-    if not isinstance(text, str):
+def _frame(message: str | bytes) -> dict[str, Any] | None:
+    if not isinstance(message, str):
         return None
-    doc = json.loads(text)
+    doc = json.loads(message)
     return doc if isinstance(doc, dict) else None
 
 
-def _text(doc: dict[str, Any]) -> Message:
-    return {"type": "websocket.send", "text": json.dumps(doc)}
-
-
 class Fault:
-    """One session's fault injector; the default passes everything through."""
+    """One session's real transport behind a fault; the base passes everything through.
 
-    async def outgoing(self, message: Message, send: Send) -> None:
-        await send(message)
+    Subclasses override the :class:`~scaivoice.engine.Transport` methods to reorder, drop or
+    inject frames, or to rewrite what the client sent, and reach the socket through
+    ``self.transport``.
+    """
 
-    def incoming(self, message: Message) -> Message:
-        return message
+    def __init__(self, transport: Transport) -> None:
+        self.transport = transport
+
+    async def receive(self) -> str | bytes:
+        return await self.transport.receive()
+
+    async def send_text(self, text: str) -> None:
+        await self.transport.send_text(text)
+
+    async def send_bytes(self, data: bytes) -> None:
+        await self.transport.send_bytes(data)
+
+    async def close(self, code: int, reason: str = "") -> None:
+        await self.transport.close(code, reason)
 
 
 class AudioAfterInterrupted(Fault):
     """Sends one more audio frame right after ``state: interrupted``."""
 
-    async def outgoing(self, message: Message, send: Send) -> None:
-        await send(message)
-        frame = _frame(message)
+    async def send_text(self, text: str) -> None:
+        await self.transport.send_text(text)
+        frame = _frame(text)
         if frame and frame["type"] == "state" and frame["state"] == "interrupted":
-            await send({"type": "websocket.send", "bytes": b"\x00\x00" * 480})
+            await self.transport.send_bytes(b"\x00\x00" * 480)
 
 
 class OmitsAudioDone(Fault):
-    async def outgoing(self, message: Message, send: Send) -> None:
-        frame = _frame(message)
+    async def send_text(self, text: str) -> None:
+        frame = _frame(text)
         if frame and frame["type"] == "agent.audio.done":
             return
-        await send(message)
+        await self.transport.send_text(text)
 
 
 class FinalBeforeInterim(Fault):
     """Sends a final transcript of the turn before its first interim one."""
 
-    def __init__(self) -> None:
+    def __init__(self, transport: Transport) -> None:
+        super().__init__(transport)
         self.faked: set[int] = set()
 
-    async def outgoing(self, message: Message, send: Send) -> None:
-        frame = _frame(message)
+    async def send_text(self, text: str) -> None:
+        frame = _frame(text)
         if frame and frame["type"] == "transcript" and not frame["final"]:
             if frame["turn_id"] not in self.faked:
                 self.faked.add(frame["turn_id"])
-                await send(_text({**frame, "final": True}))
-        await send(message)
+                await self.transport.send_text(json.dumps({**frame, "final": True}))
+        await self.transport.send_text(text)
 
 
 class PongWithoutId(Fault):
-    async def outgoing(self, message: Message, send: Send) -> None:
-        frame = _frame(message)
-        await send(_text({"type": "pong"}) if frame and frame["type"] == "pong" else message)
+    async def send_text(self, text: str) -> None:
+        frame = _frame(text)
+        is_pong = frame is not None and frame["type"] == "pong"
+        await self.transport.send_text(json.dumps({"type": "pong"}) if is_pong else text)
 
 
 class WrongCloseOnEnd(Fault):
     """Closes with 4000 instead of 1000 after ``session.ended``."""
 
-    async def outgoing(self, message: Message, send: Send) -> None:
-        if message.get("type") == "websocket.close" and message.get("code") == 1000:
-            message = {**message, "code": 4000}
-        await send(message)
+    async def close(self, code: int, reason: str = "") -> None:
+        await self.transport.close(4000 if code == 1000 else code, reason)
 
 
 class AcceptsProtocol2(Fault):
     """Rewrites ``session.start`` of protocol 2 into protocol 1, so the server accepts it."""
 
-    def incoming(self, message: Message) -> Message:
-        text = message.get("text")
-        if message.get("type") == "websocket.receive" and isinstance(text, str):
-            doc = json.loads(text) if text.startswith("{") else None
+    async def receive(self) -> str | bytes:
+        message = await self.transport.receive()
+        if isinstance(message, str) and message.startswith("{"):
+            doc = json.loads(message)
             if isinstance(doc, dict) and doc.get("type") == "session.start":
                 if doc.get("protocol") == 2:
-                    return {**message, "text": json.dumps({**doc, "protocol": 1})}
+                    return json.dumps({**doc, "protocol": 1})
         return message
 
 
 class AudioStartBeforeSpeaking(Fault):
     """Holds ``state: speaking`` back until after the turn's ``agent.audio.start``."""
 
-    def __init__(self) -> None:
-        self.held: Message | None = None
+    def __init__(self, transport: Transport) -> None:
+        super().__init__(transport)
+        self.held: str | None = None
 
-    async def outgoing(self, message: Message, send: Send) -> None:
-        frame = _frame(message)
+    async def send_text(self, text: str) -> None:
+        frame = _frame(text)
         if frame and frame["type"] == "state" and frame["state"] == "speaking":
-            self.held = message
+            self.held = text
             return
-        await send(message)
+        await self.transport.send_text(text)
         if frame and frame["type"] == "agent.audio.start" and self.held is not None:
             held, self.held = self.held, None
-            await send(held)
+            await self.transport.send_text(held)
 
 
 class OddAudioFrames(Fault):
     """Appends one byte to the first audio frame of each turn."""
 
-    def __init__(self) -> None:
+    def __init__(self, transport: Transport) -> None:
+        super().__init__(transport)
         self.first = False
 
-    async def outgoing(self, message: Message, send: Send) -> None:
-        frame = _frame(message)
+    async def send_text(self, text: str) -> None:
+        frame = _frame(text)
         if frame and frame["type"] == "agent.audio.start":
             self.first = True
-        data = message.get("bytes")
-        if self.first and isinstance(data, bytes | bytearray):
+        await self.transport.send_text(text)
+
+    async def send_bytes(self, data: bytes) -> None:
+        if self.first:
             self.first = False
-            message = {**message, "bytes": bytes(data) + b"\x00"}
-        await send(message)
+            data += b"\x00"
+        await self.transport.send_bytes(data)
 
 
 class FaultyApp(ScaiVoiceApp):
-    """Our ASGI app with a fresh ``fault`` between each WebSocket session and its socket."""
+    """Our app with a fresh ``fault`` between each session and its real WebSocket transport."""
 
     def __init__(self, engine: Engine, fault: type[Fault]) -> None:
         super().__init__(engine)
         self.fault = fault
 
-    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        if scope["type"] != "websocket":
-            await super().__call__(scope, receive, send)
-            return
-        fault = self.fault()
-
-        async def faulty_receive() -> Message:
-            return fault.incoming(await receive())
-
-        async def faulty_send(message: Message) -> None:
-            await fault.outgoing(message, send)
-
-        await super().__call__(scope, faulty_receive, faulty_send)
+    async def serve_session(self, scope: Scope, transport: Transport) -> None:
+        await super().serve_session(scope, self.fault(transport))
 
 
 @asynccontextmanager
 async def faulty_server(fault: type[Fault]) -> AsyncIterator[str]:
+    """Our real server (HTTP/1.1 and the session WebSocket) with ``fault`` in every session:
+    yields the session URL."""
     config = config_from_mapping(_engine_doc())
     async with Engine.open(config, host_with()) as engine:
-        hc = hypercorn.config.Config()
-        hc.bind = ["127.0.0.1:0"]
-        hc.accesslog = None
-        hc.errorlog = None
-        hc.graceful_timeout = 0.5
         stop = trio.Event()
         async with trio.open_nursery() as nursery:
-            binds = await nursery.start(
+            urls = await nursery.start(
                 partial(
-                    hypercorn.trio.serve,
-                    FaultyApp(engine, fault),  # type: ignore[arg-type]
-                    hc,
+                    serve_http,
+                    FaultyApp(engine, fault),
+                    host="127.0.0.1",
+                    port=0,
+                    max_message_bytes=config.session.max_frame_bytes * 4,
                     shutdown_trigger=stop.wait,
+                    graceful_timeout_s=0.5,
                 )
             )
-            yield binds[0].replace("http://", "ws://", 1) + "/v1/session"
+            yield urls[0].replace("http://", "ws://", 1) + "/v1/session"
             stop.set()
 
 
