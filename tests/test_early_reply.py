@@ -200,11 +200,12 @@ async def test_early_replies_can_be_turned_off() -> None:
 
 async def test_an_adopted_reply_nobody_reads_is_cancelled() -> None:
     from scaivoice.engine import ChatMessage
+    from scaivoice.engine._host.telemetry import Telemetry
     from scaivoice.engine._session.early_reply import EarlyReplies
 
     llm = RecordingLlm(RecordingLlm.Options())
     outcomes: list[str] = []
-    early = EarlyReplies(llm, outcomes.append)
+    early = EarlyReplies(llm, outcomes.append, counter=Telemetry())
     request = LlmRequest(messages=(ChatMessage("user", "book a table"),))
     with trio.fail_after(5):
         async with trio.open_nursery() as nursery:
@@ -236,7 +237,7 @@ async def test_a_turn_cancelled_before_it_ran_stops_its_early_reply() -> None:
         llm = engine.llm
         assert isinstance(llm, RecordingLlm)
         request = LlmRequest(messages=(ChatMessage("user", "book a table"),))
-        early = EarlyReplies(llm)
+        early = EarlyReplies(llm, counter=engine.telemetry)
         with trio.fail_after(5):
             async with trio.open_nursery() as nursery:
                 early.start(nursery, 1, "book a table", request)

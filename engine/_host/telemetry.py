@@ -145,10 +145,16 @@ class Telemetry:
             registry=r,
         )
         self.backend_calls = Counter(
-            "scaivoice_backend_calls", "Backend calls", ["kind", "backend"], registry=r
+            "scaivoice_backend_calls",
+            "Streaming backend calls (stt, llm, tts) that ended, cancelled ones included",
+            ["kind", "backend"],
+            registry=r,
         )
         self.backend_failures = Counter(
-            "scaivoice_backend_failures", "Failed backend calls", ["kind", "backend"], registry=r
+            "scaivoice_backend_failures",
+            "Backend calls that ended with a backend error",
+            ["kind", "backend"],
+            registry=r,
         )
         self.early_replies = Counter(
             "scaivoice_early_replies",
@@ -158,7 +164,10 @@ class Telemetry:
             registry=r,
         )
         self.http_requests = Counter(
-            "scaivoice_http_requests", "HTTP API requests", ["route", "status"], registry=r
+            "scaivoice_http_requests",
+            "HTTP API responses, by route and status (WebSocket sessions are not counted)",
+            ["route", "status"],
+            registry=r,
         )
 
     # ---------------------------------------------------------------- sessions
@@ -277,6 +286,8 @@ class Telemetry:
     # ---------------------------------------------------------------- backends
 
     def backend_call(self, kind: str, backend: str, *, failed: bool) -> None:
+        """Count a backend call that ended (a ``BackendCallCounter``); ``failed`` if it ended
+        with a backend error."""
         self.backend_calls.labels(kind, backend).inc()
         if failed:
             self.backend_failures.labels(kind, backend).inc()
@@ -284,6 +295,13 @@ class Telemetry:
     def early_reply(self, tenant: str, outcome: str) -> None:
         """Count an early reply's outcome (``adopted``, ``withdrawn`` or ``mismatched``)."""
         self.early_replies.labels(tenant, outcome).inc()
+
+    # ---------------------------------------------------------------- HTTP
+
+    def http_request(self, route: str, status: int) -> None:
+        """Count an HTTP response: ``route`` is the route's path (not the request's, so an
+        id in the path does not make a new series), ``status`` its status code."""
+        self.http_requests.labels(route, str(status)).inc()
 
     # ---------------------------------------------------------------- queries
 

@@ -37,6 +37,7 @@ from ..frames import ErrorFrame, encode_server_frame
 from .admin import AdminApi
 from .http import (
     HttpProblem,
+    Message,
     Receive,
     Scope,
     Send,
@@ -82,7 +83,7 @@ class ScaiVoiceApp:
         if scope["type"] == "lifespan":
             await _lifespan(receive, send)
         elif scope["type"] == "http":
-            await self._http(scope, receive, send)
+            await self._http(scope, receive, self._counting(scope, send))
 
     # ---------------------------------------------------------------- sessions
 
@@ -129,6 +130,24 @@ class ScaiVoiceApp:
         return principal
 
     # ---------------------------------------------------------------- HTTP
+
+    def _counting(self, scope: Scope, send: Send) -> Send:
+        """``send``, counting the response's status under the route's path (a session id in the
+        path, or an unknown path, does not make a new series)."""
+        path = scope["path"]
+        if any(known == path for _, known in self._routes):
+            route = path
+        elif path.startswith(_ADMIN_SESSION):
+            route = _ADMIN_SESSION + "{id}"
+        else:
+            route = "other"
+
+        async def counted(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                self.engine.telemetry.http_request(route, message["status"])
+            await send(message)
+
+        return counted
 
     async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
         route = self._routes.get((scope["method"], scope["path"]))

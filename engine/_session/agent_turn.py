@@ -227,7 +227,7 @@ class AgentTurn:
             failure = await self.early_reply.forward(deltas)
         else:
             call = partial(llm.generate, self.request, deltas)
-            failure = await call_backend(llm.name, call, deltas)
+            failure = await call_backend(llm, call, deltas, counter=self.engine.telemetry)
         if failure is not None:
             await self._report_error("llm_failed", f"language model {llm.name!r} failed: {failure}")
 
@@ -314,7 +314,7 @@ class AgentTurn:
         async def produce() -> None:
             nonlocal failure
             call = partial(tts.synthesize, request, chunks_send)
-            failure = await call_backend(tts.name, call, chunks_send)
+            failure = await call_backend(tts, call, chunks_send, counter=self.engine.telemetry)
 
         trim_ms = cfg.warmup_trim_ms if not caps.warmup_trim else 0
         async with trio.open_nursery() as nursery:

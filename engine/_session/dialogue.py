@@ -119,7 +119,7 @@ class Dialogue:
         self._user_turn: UserTurn | None = None  # the turn whose audio is being collected
         self._recognised: dict[int, UserTurn] = {}  # turns recognised, not yet answered
         self._agent_turn: AgentTurn | None = None
-        self._early = EarlyReplies(engine.llm, early_reply_outcome)
+        self._early = EarlyReplies(engine.llm, early_reply_outcome, counter=engine.telemetry)
 
     # ================================================================ the loop
 
@@ -297,7 +297,12 @@ class Dialogue:
         )
         on_interim = partial(self._on_interim, turns, turn_id)
         text = await turn.transcribe(
-            self.engine.stt, request, self._outbox, on_interim, task_status=task_status
+            self.engine.stt,
+            request,
+            self._outbox,
+            on_interim,
+            counter=self.engine.telemetry,
+            task_status=task_status,
         )
         self._early.withdraw_guess_for(turn_id, "mismatched", unless_text=text)
         if turn.ended_at is None and self._user_turn is turn:

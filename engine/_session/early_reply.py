@@ -26,7 +26,7 @@ from functools import partial
 import trio
 
 from .._contract.backends import LlmBackend, LlmRequest
-from .._contract.calls import call_backend
+from .._contract.calls import BackendCallCounter, call_backend
 from .._errors import BackendError
 
 __all__ = ["EarlyReplies", "EarlyReply"]
@@ -76,11 +76,19 @@ class EarlyReplies:
         llm: the language model.
         outcome: told how each early reply ended: ``"adopted"``, ``"withdrawn"`` (the user
             went on, or a new turn opened) or ``"mismatched"`` (the final was another text).
+        counter: where each early generation is counted as a language-model call.
     """
 
-    def __init__(self, llm: LlmBackend, outcome: Callable[[str], None] = lambda _: None) -> None:
+    def __init__(
+        self,
+        llm: LlmBackend,
+        outcome: Callable[[str], None] = lambda _: None,
+        *,
+        counter: BackendCallCounter,
+    ) -> None:
         self._llm = llm
         self._outcome = outcome
+        self._counter = counter
         self._current: EarlyReply | None = None
 
     def withdraw_guess_for(
@@ -137,6 +145,6 @@ class EarlyReplies:
     async def _generate(self, reply: EarlyReply, deltas: trio.MemorySendChannel[str]) -> None:
         with reply.scope:
             call = partial(self._llm.generate, reply.request, deltas)
-            reply.failure = await call_backend(self._llm.name, call, deltas)
+            reply.failure = await call_backend(self._llm, call, deltas, counter=self._counter)
         deltas.close()
         reply.done.set()

@@ -17,7 +17,7 @@ import trio
 
 from .._audio import StreamResampler
 from .._contract.backends import SttBackend, SttRequest, Transcript
-from .._contract.calls import call_backend
+from .._contract.calls import BackendCallCounter, call_backend
 from .._errors import BackendError
 from ..frames import TranscriptFrame
 from .wire import Outbox, hand_over
@@ -137,13 +137,15 @@ class UserTurn:
         outbox: Outbox,
         on_interim: Callable[[Transcript], None],
         *,
+        counter: BackendCallCounter,
         task_status: trio.TaskStatus[UserTurn] = trio.TASK_STATUS_IGNORED,
     ) -> str:
         """Run the turn's STT stream; send its transcripts; return the final text.
 
         Reports itself started (``nursery.start``) once its cancel scope is entered, so a
         :meth:`discard` from then on stops it. A failed recogniser is reported as a non-fatal
-        ``stt_failed`` error and yields an empty final. Cancelling abandons recognition.
+        ``stt_failed`` error and yields an empty final. The recogniser's call is counted on
+        ``counter``. Cancelling abandons recognition.
         """
         results_send, results_recv = trio.open_memory_channel[Transcript](16)
         final_text = ""
@@ -152,7 +154,9 @@ class UserTurn:
         async def produce() -> None:
             nonlocal failure
             call = partial(stt.transcribe, request, self._audio_receive, results_send)
-            failure = await call_backend(stt.name, call, results_send, self._audio_receive)
+            failure = await call_backend(
+                stt, call, results_send, self._audio_receive, counter=counter
+            )
 
         with trio.CancelScope() as self._scope:
             task_status.started(self)

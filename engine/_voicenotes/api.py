@@ -146,7 +146,9 @@ class VoiceNotes:
             nonlocal failure
             request = SttRequest(sample_rate=_STT_RATE, language=language)
             call = partial(stt.transcribe, request, audio_recv, results_send)
-            failure = await call_backend(stt.name, call, results_send, audio_recv)
+            failure = await call_backend(
+                stt, call, results_send, audio_recv, counter=self.engine.telemetry
+            )
 
         async def feed() -> None:
             async with audio_send:
@@ -259,7 +261,8 @@ class VoiceNotes:
 
         async def produce() -> None:
             nonlocal failure
-            failure = await call_backend(tts.name, partial(tts.synthesize, request, send), send)
+            call = partial(tts.synthesize, request, send)
+            failure = await call_backend(tts, call, send, counter=self.engine.telemetry)
 
         with trio.move_on_after(_TTS_DEADLINE_S) as deadline:
             async with trio.open_nursery() as nursery:
