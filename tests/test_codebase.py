@@ -107,6 +107,8 @@ def _imports(path: Path) -> list[str]:
     for node in ast.walk(tree):
         if isinstance(node, ast.ImportFrom) and node.module:
             names.append(node.module if node.level == 0 else "." * node.level + node.module)
+        elif isinstance(node, ast.ImportFrom):  # from .. import _host: the names are modules
+            names += ["." * node.level + alias.name for alias in node.names]
         elif isinstance(node, ast.Import):
             names += [alias.name for alias in node.names]
     return names
@@ -131,6 +133,49 @@ def test_the_engine_never_imports_backends_or_plugins() -> None:
         if name.startswith(("scaivoice.backends", "scaivoice.plugins"))
     ]
     assert not offenders
+
+
+#: The engine's layers, top to bottom: server -> session -> host -> contract -> frames, errors,
+#: audio. A part may import the parts below it, never one above it.
+LAYERING = {
+    "_session": {"_server"},
+    "_host": {"_session", "_server"},
+    "_contract": {"_session", "_host", "_server"},
+    "frames": {"_contract", "_session", "_host", "_server"},
+    "_errors": {"_contract", "_session", "_host", "_server", "frames"},
+    "_audio": {"_contract", "_session", "_host", "_server", "frames"},
+}
+
+
+def _engine_parts(path: Path) -> set[str]:
+    """The parts of the engine (``_host``, ``frames`` ...) a module of the engine imports."""
+    package = ["scaivoice", *path.relative_to(ROOT).parts[:-1]]
+    parts: set[str] = set()
+    for name in _imports(path):
+        level = len(name) - len(name.lstrip("."))
+        base = package[: len(package) - level + 1] if level else []
+        absolute = [*base, *name[level:].split(".")]
+        if absolute[:2] == ["scaivoice", "engine"] and len(absolute) > 2:
+            parts.add(absolute[2])
+    return parts
+
+
+@pytest.mark.parametrize("part", sorted(LAYERING))
+def test_the_engines_layers_import_only_downwards(part: str) -> None:
+    folder = ROOT / "engine" / part
+    paths = sorted(folder.rglob("*.py")) if folder.is_dir() else [folder.with_suffix(".py")]
+    assert paths and all(path.exists() for path in paths)
+    offenders = [
+        f"{path.relative_to(ROOT)} imports {above}"
+        for path in paths
+        for above in sorted(_engine_parts(path) & LAYERING[part])
+    ]
+    assert not offenders
+
+
+def test_the_layering_check_resolves_relative_imports() -> None:
+    assert _engine_parts(ROOT / "engine" / "_session" / "runner.py") >= {"_host", "frames"}
+    assert "_contract" in _engine_parts(ROOT / "engine" / "testing.py")
 
 
 def _namespace_tree(tmp_path: Path) -> Path:

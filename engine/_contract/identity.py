@@ -4,6 +4,10 @@ A plugin yields :class:`IdentityProviderSpec` from ``scaivoice_identity_provider
 picks one with ``[auth] identity_provider = "NAME"``. The engine asks it first about every
 bearer credential (``Authorization: Bearer ...`` on HTTP and WebSocket requests); a provider
 that does not recognise the credential returns ``None`` and the engine's own API keys are tried.
+
+:class:`Principal` (who is calling) and the permission names live here, at the bottom of the
+engine's layers, because a provider returns one; the engine's key handling (``_host.auth``) and
+everything above it use the same record.
 """
 
 from __future__ import annotations
@@ -13,11 +17,34 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from .._host.auth import Principal
+from .._errors import Forbidden
 from .backends import API_VERSION
 from .resource import Resource
 
-__all__ = ["IdentityProvider", "IdentityProviderSpec"]
+__all__ = [
+    "PERMISSION_ADMIN",
+    "PERMISSION_USE",
+    "IdentityProvider",
+    "IdentityProviderSpec",
+    "Principal",
+]
+
+PERMISSION_USE = "scaivoice:use"
+PERMISSION_ADMIN = "scaivoice:admin"
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    """Who is calling: a tenant, the key (id, never the key itself) and its permissions."""
+
+    tenant: str
+    key_id: str
+    permissions: frozenset[str]
+
+    def require(self, permission: str) -> None:
+        """Raise :class:`Forbidden` unless this principal holds ``permission``."""
+        if permission not in self.permissions:
+            raise Forbidden(f"this credential lacks the {permission!r} permission")
 
 
 class IdentityProvider(Resource):

@@ -20,7 +20,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
-from .._errors import ConfigError, Forbidden, Unauthorized
+from .._contract.identity import PERMISSION_ADMIN, PERMISSION_USE, Principal
+from .._errors import ConfigError, Unauthorized
 from .config import EngineConfig
 
 __all__ = [
@@ -33,28 +34,12 @@ __all__ = [
     "new_key",
 ]
 
-PERMISSION_USE = "scaivoice:use"
-PERMISSION_ADMIN = "scaivoice:admin"
 BUILTIN_ROLES: Mapping[str, frozenset[str]] = {
     "user": frozenset({PERMISSION_USE}),
     "admin": frozenset({PERMISSION_USE, PERMISSION_ADMIN}),
 }
 _TOKEN_PREFIX = "sv1"
 _SESSION_PURPOSE = "session"
-
-
-@dataclass(frozen=True, slots=True)
-class Principal:
-    """Who is calling: a tenant, the key (id, never the key itself) and its permissions."""
-
-    tenant: str
-    key_id: str
-    permissions: frozenset[str]
-
-    def require(self, permission: str) -> None:
-        """Raise :class:`Forbidden` unless this principal holds ``permission``."""
-        if permission not in self.permissions:
-            raise Forbidden(f"this credential lacks the {permission!r} permission")
 
 
 def hash_key(key: str) -> str:
