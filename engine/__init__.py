@@ -58,3 +58,4 @@ from ._identity import IdentityProvider as IdentityProvider
 from ._identity import IdentityProviderSpec as IdentityProviderSpec
 from ._plugins import LoadedPlugin as LoadedPlugin
 from ._plugins import PluginHost as PluginHost
+from ._text import SentenceChunker as SentenceChunker

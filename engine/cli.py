@@ -281,13 +281,13 @@ def _cmd_talk(args: argparse.Namespace) -> int:
 
 
 def _cmd_bench(args: argparse.Namespace) -> int:
-    from ._bench import run_turn_benchmark
+    from scaivoice.conformance.bench.turns import run_turn_benchmark
 
     return run_turn_benchmark(turns=args.turns, url=args.url, api_key=args.api_key)
 
 
 def _cmd_bench_stack(args: argparse.Namespace) -> int:
-    from ._bench_stack import run_stack_benchmark
+    from scaivoice.conformance.bench.stack import run_stack_benchmark
 
     return run_stack_benchmark(
         turns=args.turns, url=args.url, api_key=args.api_key, min_silence_ms=args.min_silence_ms
@@ -295,7 +295,7 @@ def _cmd_bench_stack(args: argparse.Namespace) -> int:
 
 
 def _cmd_bench_load(args: argparse.Namespace) -> int:
-    from ._bench_load import run_load_benchmark
+    from scaivoice.conformance.bench.load import run_load_benchmark
 
     return run_load_benchmark(
         url=args.url,

@@ -13,9 +13,7 @@ import numpy as np
 import pytest
 import trio
 
-from scaivoice.engine import ScaiVoiceError, SpeechStarted, SpeechStopped, pcm16_to_float
-from scaivoice.engine._auth import hash_key
-from scaivoice.engine._bench_load import (
+from scaivoice.conformance.bench.load.driver import (
     _client_frame,
     _target,
     _Wire,
@@ -25,6 +23,8 @@ from scaivoice.engine._bench_load import (
     speech_utterance,
     synthetic_speech,
 )
+from scaivoice.engine import ScaiVoiceError, SpeechStarted, SpeechStopped, pcm16_to_float
+from scaivoice.engine._auth import hash_key
 from scaivoice.engine._config import config_from_mapping
 from scaivoice.engine._serve import RunningServer, serve
 from scaivoice.engine.testing import test_engine_config

@@ -51,6 +51,7 @@ PUBLIC_API = {
     "PluginLoadError",
     "ProtocolViolation",
     "ScaiVoiceError",
+    "SentenceChunker",
     "SessionClosed",
     "SessionError",
     "SessionFeature",

@@ -46,23 +46,23 @@ import numpy as np
 import trio
 from prometheus_client.parser import text_string_to_metric_families
 
-from . import _frames as frames
-from ._audio import resample_pcm16
-from ._backends import (
+from scaivoice.engine import (
     AudioChunk,
     Backend,
     BackendKind,
+    PluginHost,
+    ScaiVoiceError,
+    SentenceChunker,
     SttBackend,
     SttRequest,
     Transcript,
     TtsBackend,
     TtsRequest,
+    resample_pcm16,
 )
-from ._bench import _free_port
-from ._errors import ScaiVoiceError
-from ._plugins import PluginHost
-from ._text import SentenceChunker
-from .client import AgentAudio, VoiceClient, connect
+from scaivoice.engine.client import AgentAudio, VoiceClient, connect, frames
+
+from .turns import _free_port
 
 __all__ = ["run_stack_benchmark"]
 

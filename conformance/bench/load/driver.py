@@ -42,6 +42,7 @@ import collections
 import concurrent.futures
 import errno
 import heapq
+import ipaddress
 import math
 import multiprocessing
 import os
@@ -62,11 +63,15 @@ import numpy as np
 import numpy.typing as npt
 import trio
 
-from . import _frames as frames
-from ._audio import float_to_pcm16, resample_pcm16
-from ._bench import _free_port, _wait_healthy
-from ._errors import ProtocolViolation, ScaiVoiceError
-from ._serve import is_loopback
+from scaivoice.engine import (
+    ProtocolViolation,
+    ScaiVoiceError,
+    float_to_pcm16,
+    resample_pcm16,
+)
+from scaivoice.engine.client import frames
+
+from ..turns import _free_port, _wait_healthy
 
 __all__ = [
     "LoadReport",
@@ -394,12 +399,22 @@ async def _open_socket(host: str, port: int) -> socket.socket:
             sock.close()
 
 
+def _is_loopback(host: str) -> bool:
+    """Whether ``host`` names this machine (``localhost`` or a loopback address)."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
 def _target(url: str, token: str | None) -> tuple[str, int, str]:
     """``ws://host:port/path`` -> (host, port, request target with the token)."""
     parts = urllib.parse.urlsplit(url)
     if parts.scheme != "ws" or not parts.hostname:
         raise ScaiVoiceError(f"bench load needs a ws:// URL, not {url!r}")
-    if not is_loopback(parts.hostname):
+    if not _is_loopback(parts.hostname):
         raise ScaiVoiceError(
             f"bench load runs on the server's machine, against a loopback address; "
             f"{parts.hostname!r} is not one"

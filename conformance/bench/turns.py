@@ -22,8 +22,7 @@ import httpx
 import numpy as np
 import trio
 
-from . import _frames as frames
-from .client import AgentAudio, VoiceClient, connect
+from scaivoice.engine.client import AgentAudio, VoiceClient, connect, frames
 
 __all__ = ["run_turn_benchmark"]
 
