@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import ast
+import re
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 
 import pytest
+from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
 
 import scaivoice.engine
 
@@ -177,3 +181,50 @@ def test_lint_is_clean() -> None:
         check=False,
     )
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def _pins() -> dict[str, list[Requirement]]:
+    """``constraints.txt``: every pin by normalised name (a universal lock may fork by marker)."""
+    pins: dict[str, list[Requirement]] = {}
+    for line in (ROOT / "constraints.txt").read_text(encoding="utf-8").splitlines():
+        if line.strip() and not line.lstrip().startswith("#"):
+            pin = Requirement(line)
+            pins.setdefault(canonicalize_name(pin.name), []).append(pin)
+    return pins
+
+
+def test_every_requirement_is_pinned_within_its_range() -> None:
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["project"]
+    requirements = [Requirement(r) for r in project["dependencies"]] + [
+        Requirement(r) for extra in project["optional-dependencies"].values() for r in extra
+    ]
+    pins = _pins()
+    assert all(
+        len(pin.specifier) == 1 and next(iter(pin.specifier)).operator == "=="
+        for versions in pins.values()
+        for pin in versions
+    ), "constraints.txt pins exact versions"
+    problems = []
+    for requirement in requirements:
+        name = canonicalize_name(requirement.name)
+        if name == "scaivoice":
+            continue  # an extra that names others
+        here = [p for p in pins.get(name, []) if p.marker is None or p.marker.evaluate()]
+        if not here:
+            problems.append(f"{requirement.name}: not pinned")
+        for pin in here:
+            version = next(iter(pin.specifier)).version
+            if not requirement.specifier.contains(version, prereleases=True):
+                problems.append(f"{requirement.name}: {version} outside {requirement.specifier}")
+    assert not problems, f"{problems}: run .ci/lock (docs/operator-guide.md, Pinned versions)"
+
+
+def test_ci_runs_the_readmes_commands_with_the_pins() -> None:
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    commands = re.findall(r"^pip install .*$", readme, flags=re.MULTILINE)
+    assert len(commands) == 2, commands
+    assert all(c.startswith("pip install -c constraints.txt ") for c in commands), commands
+    test_command = commands[1]
+    assert test_command.endswith("&& python -m pytest")
+    ci_lines = (ROOT / ".ci" / "run").read_text(encoding="utf-8").splitlines()
+    assert f"{test_command} || status=$?" in ci_lines
