@@ -13,16 +13,14 @@ import numpy as np
 import pytest
 import trio
 
-from scaivoice.conformance.bench.load.driver import (
-    _client_frame,
-    _target,
-    _Wire,
+from scaivoice.conformance.bench.load import (
     plan,
     run_load,
     search_capacity,
     speech_utterance,
     synthetic_speech,
 )
+from scaivoice.conformance.bench.load.wire import Wire, client_frame, target
 from scaivoice.engine import ScaiVoiceError, SpeechStarted, SpeechStopped, pcm16_to_float
 from scaivoice.engine._auth import hash_key
 from scaivoice.engine._config import config_from_mapping
@@ -103,15 +101,15 @@ async def test_refused_sessions_are_errors_and_fail_the_run() -> None:
 
 
 def test_only_plain_websockets_on_loopback_are_loaded() -> None:
-    assert _target("ws://127.0.0.1:8765/v1/session", "a b") == (
+    assert target("ws://127.0.0.1:8765/v1/session", "a b") == (
         "127.0.0.1",
         8765,
         "/v1/session?token=a%20b",
     )
     with pytest.raises(ScaiVoiceError, match="ws://"):
-        _target("wss://127.0.0.1/v1/session", None)
+        target("wss://127.0.0.1/v1/session", None)
     with pytest.raises(ScaiVoiceError, match="loopback"):
-        _target("ws://192.0.2.1:8765/v1/session", None)
+        target("ws://192.0.2.1:8765/v1/session", None)
 
 
 # ---------------------------------------------------------------------------- the wire
@@ -129,7 +127,7 @@ def _server_frame(opcode: int, payload: bytes, *, fin: bool = True) -> bytes:
 
 @pytest.mark.parametrize("size", [0, 125, 126, 65535, 65536])
 def test_client_frames_are_masked_with_a_zero_key(size: int) -> None:
-    frame = _client_frame(0x2, b"x" * size)
+    frame = client_frame(0x2, b"x" * size)
     assert frame[0] == 0x82 and frame[1] & 0x80
     header = {0: 2, 125: 2, 126: 4, 65535: 4, 65536: 10}[size]
     assert frame[header : header + 4] == b"\0\0\0\0"
@@ -140,7 +138,7 @@ async def test_the_wire_reassembles_split_and_fragmented_server_frames() -> None
     ours, theirs = socket.socketpair()
     ours.setblocking(False)
     with ours, theirs:
-        wire = _Wire(ours)
+        wire = Wire(ours)
         big = bytes(range(256)) * 300
         stream = (
             _server_frame(0x1, b'{"type":"pong","id":1}')
