@@ -7,13 +7,17 @@ import re
 import subprocess
 import sys
 import tomllib
+import traceback
 from pathlib import Path
 
 import pytest
+import trio
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
 import scaivoice.engine
+
+from .conftest import SLOW_TEST_TIMEOUT_S, TRIO_TIME_LIMIT, with_time_limit
 
 ROOT = Path(__file__).resolve().parent.parent
 SOURCE_DIRS = {
@@ -228,3 +232,50 @@ def test_ci_runs_the_readmes_commands_with_the_pins() -> None:
     assert test_command.endswith("&& python -m pytest")
     ci_lines = (ROOT / ".ci" / "run").read_text(encoding="utf-8").splitlines()
     assert f"{test_command} || status=$?" in ci_lines
+
+
+# --------------------------------------------------------------------------- time limits
+
+
+def test_every_test_has_a_time_limit(request: pytest.FixtureRequest) -> None:
+    """pytest-timeout for every test, and a trio limit on every async test collected."""
+    config = request.config
+    assert float(config.getini("timeout")) > 0, "pyproject.toml: [tool.pytest.ini_options] timeout"
+    assert config.getini("timeout_method") == "signal"  # fails the test; "thread" ends the run
+    unlimited = [
+        item.nodeid
+        for item in request.session.items
+        if item.get_closest_marker("trio") and not item.stash.get(TRIO_TIME_LIMIT, 0) > 0
+    ]
+    assert not unlimited, "tests/conftest.py wraps every trio test in a time limit"
+
+
+async def test_this_trio_test_runs_under_half_its_timeout(request: pytest.FixtureRequest) -> None:
+    assert request.node.stash[TRIO_TIME_LIMIT] == float(request.config.getini("timeout")) / 2
+
+
+@pytest.mark.slow
+async def test_slow_tests_get_the_slow_limit(request: pytest.FixtureRequest) -> None:
+    assert request.node.stash[TRIO_TIME_LIMIT] == SLOW_TEST_TIMEOUT_S / 2
+
+
+async def test_a_hung_trio_test_fails_with_too_slow_error_naming_the_await() -> None:
+    never = trio.Event()
+
+    async def hangs() -> None:
+        await never.wait()
+
+    with pytest.raises(trio.TooSlowError, match=r"ran past its time limit of 0\.05 s") as info:
+        await with_time_limit(hangs, 0.05)()
+    cause = info.value.__cause__
+    assert isinstance(cause, trio.Cancelled)
+    assert "never.wait()" in "".join(traceback.format_tb(cause.__traceback__))
+
+
+async def test_a_test_within_its_limit_is_untouched() -> None:
+    async def fails() -> None:
+        await trio.lowlevel.checkpoint()
+        raise LookupError("its own failure")
+
+    with pytest.raises(LookupError, match="its own failure"):
+        await with_time_limit(fails, 5)()
