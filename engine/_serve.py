@@ -100,7 +100,7 @@ async def serve(
                     port=server.port,
                     max_message_bytes=config.session.max_frame_bytes * 4,
                     shutdown_trigger=stop_http.wait,
-                    keep_alive_s=30.0,
+                    settings=server,
                     graceful_timeout_s=5.0,
                 )
             )

@@ -23,7 +23,14 @@ from ._auth import PERMISSION_USE, Principal
 from ._backends import AudioChunk, NormaliseRequest, SttRequest, Transcript, TtsRequest, Word
 from ._cache import SpeechCache, cache_key
 from ._calls import call_backend
-from ._codecs import CONTENT_TYPES, AudioDecodeError, SpeechFormat, decode_audio, encode_audio
+from ._codecs import (
+    CONTENT_TYPES,
+    AudioDecodeError,
+    AudioTooLong,
+    SpeechFormat,
+    decode_audio_in_worker,
+    encode_audio,
+)
 from ._engine import Engine
 from ._errors import BackendError, BackendRejected, ConfigError
 from ._http import FormPart, HttpProblem
@@ -114,14 +121,24 @@ class VoiceNotes:
                 f"response_format must be one of {', '.join(TRANSCRIPT_FORMATS)}",
             )
         language = _field(form, "language") or None
+        name = upload.filename or "the file"
         try:
-            pcm = await trio.to_thread.run_sync(
-                decode_audio, upload.data, limiter=self._codec_limiter
-            )
+            with trio.move_on_after(self.settings.decode_timeout_s) as decode_deadline:
+                pcm = await decode_audio_in_worker(
+                    upload.data,
+                    max_duration_s=self.settings.max_audio_s,
+                    limiter=self._codec_limiter,
+                )
+        except AudioTooLong as exc:
+            raise HttpProblem(413, "audio_too_long", f"{name}: {exc}") from exc
         except AudioDecodeError as exc:
+            raise HttpProblem(400, "invalid_audio", f"{name}: {exc}") from exc
+        if decode_deadline.cancelled_caught:
             raise HttpProblem(
-                400, "invalid_audio", f"{upload.filename or 'the file'}: {exc}"
-            ) from exc
+                422,
+                "audio_decode_timeout",
+                f"{name}: decoding took longer than {self.settings.decode_timeout_s:g} s",
+            )
         transcript = await self._recognise(pcm, language)
         duration_s = len(pcm) / 2 / _STT_RATE
         return response_format, _transcript_document(
