@@ -190,7 +190,7 @@ async def test_early_replies_can_be_turned_off() -> None:
         with trio.fail_after(5):
             interim = await client.receive_until("transcript")
         assert interim[-1].text == "book a table"
-        await trio.sleep(0.1)  # an early reply would have started before the interim was sent
+        await trio.testing.wait_all_tasks_blocked()  # an early reply would have started by now
         assert _llm(client).calls == []
         await client.send_json({"type": "audio.commit"})
         items = await _turn(client)
