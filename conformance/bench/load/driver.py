@@ -11,6 +11,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import msgspec
 import trio
 
 from scaivoice.engine import ProtocolViolation
@@ -18,7 +19,7 @@ from scaivoice.engine.client import frames
 
 from .report import ClientResult
 from .speech import RATE
-from .wire import Wire, WireClosed, client_frame, open_socket, target, text_frame
+from .wire import BINARY, CLOSE, TEXT, Wire, WireClosed, open_socket, target
 
 __all__ = ["FRAME_MS", "LoadRun", "client_process", "plan", "ramp_for", "run_client"]
 
@@ -34,7 +35,8 @@ _SESSION_CONFIG: Mapping[str, Any] = {"vad_enabled": True}
 
 # A session.update that changes nothing: the server handles it in order with the audio (in
 # the session's dialogue task, where the VAD runs), so its answer is as late as the audio is.
-_PROBE = text_frame({"type": "session.update", "config": {}})
+_PROBE = '{"type":"session.update","config":{}}'
+_SESSION_END = '{"type":"session.end"}'
 
 
 @dataclass(frozen=True, slots=True)
@@ -150,7 +152,7 @@ class _Session:
         speech_frames = len(self.client.speech_frames)
         if self.position == 0:
             self._utterance_starts(now)
-        self.wire.send(self.script[self.position])
+        self.wire.send_bytes(self.script[self.position])
         if self.position == speech_frames - 1:
             self.speech_end = now
             self.thinking_pending = True
@@ -160,12 +162,12 @@ class _Session:
         client = self.client
         if self.frame_index % client.ping_every == 0:
             self.pings[self.frame_index] = now
-            self.wire.send(text_frame({"type": "ping", "id": self.frame_index}))
+            self.wire.send_text(f'{{"type":"ping","id":{self.frame_index}}}')
             if self.measured(now):
                 self.result.tick_late_ms.append((now - due) * 1000.0)
         if self.frame_index % client.probe_every == client.probe_phase:
             self.probes.append(now)
-            self.wire.send(_PROBE)
+            self.wire.send_text(_PROBE)
         self.position += 1
         self.frame_index += 1
 
@@ -215,12 +217,13 @@ class _Session:
     async def _start(self, wire: Wire) -> None:
         await wire.handshake(self.client.host_header, self.client.target, self.run.api_key)
         start = {"type": "session.start", "protocol": frames.PROTOCOL_VERSION}
-        await wire.send_all(text_frame({**start, "config": dict(_SESSION_CONFIG)}))
+        wire.send_text(msgspec.json.encode({**start, "config": dict(_SESSION_CONFIG)}).decode())
+        await wire.flush()
         while True:
-            opcode, payload = await wire.receive()
-            if opcode == 0x8:
+            kind, payload = await wire.receive()
+            if kind == CLOSE:
                 raise WireClosed("closed before session.started")
-            if opcode != 0x1:
+            if kind != TEXT:
                 continue
             frame = frames.decode_server_frame(payload)
             if isinstance(frame, frames.SessionStarted):
@@ -235,11 +238,11 @@ class _Session:
         self.client.schedule(self)
         with trio.move_on_at(self.client.window_end + _DRAIN_S + _CLOSE_S):
             while True:
-                opcode, payload = await wire.receive()
-                if opcode == 0x8:
-                    self._closed(wire, payload)
+                kind, payload = await wire.receive()
+                if kind == CLOSE:
+                    self._closed(wire)
                     return
-                self._on_message(opcode, payload)
+                self._on_message(kind, payload)
         self.result.error("close_timeout")
 
     async def finish(self) -> None:
@@ -262,35 +265,26 @@ class _Session:
         self.ending = True
         if self.close_code is None:
             try:
-                self.wire.send(text_frame({"type": "session.end"}))
+                self.wire.send_text(_SESSION_END)
             except WireClosed:
                 pass
 
-    def _closed(self, wire: Wire, payload: bytes) -> None:
-        code = int.from_bytes(payload[:2], "big") if len(payload) >= 2 else 1005
+    def _closed(self, wire: Wire) -> None:
+        code = wire.close_code if wire.close_code is not None else 1005
         self.close_code = code
         if not self.ending:
             self.result.error(f"closed:{code}")
-        try:
-            wire.send(client_frame(0x8, payload[:2]))
-        except WireClosed:
-            pass
 
-    def _on_message(self, opcode: int, payload: bytes) -> None:
+    def _on_message(self, kind: int, payload: str | bytes) -> None:
         now = trio.current_time()
         result = self.result
         measured = self.measured(now)
-        if opcode == 0x2:
+        if kind == BINARY:
             if self.speech_end is not None:
                 if self.turn_measured:
                     result.eot_to_audio_ms.append((now - self.speech_end) * 1000.0)
                     result.replies += 1
                 self.speech_end = None
-            return
-        if opcode == 0x9 and self.wire is not None:
-            self.wire.send(client_frame(0xA, payload))
-            return
-        if opcode != 0x1:
             return
         event = frames.decode_server_frame(payload)
         if isinstance(event, frames.Pong):
@@ -349,10 +343,8 @@ class _Client:
         self.turn_window_end = self.window_end - _REPLY_GRACE_S
         self.result = ClientResult(sessions=len(indices))
         step = run.frame_bytes
-        self.speech_frames = [
-            client_frame(0x2, run.speech[i : i + step]) for i in range(0, len(run.speech), step)
-        ]
-        self.silence = client_frame(0x2, b"\0" * step)
+        self.speech_frames = [run.speech[i : i + step] for i in range(0, len(run.speech), step)]
+        self.silence = b"\0" * step
         self.ping_every = max(PING_EVERY_MS // run.frame_ms, 1)
         self.probe_every = max(PROBE_EVERY_MS // run.frame_ms, 1)
         self.probe_phase = self.probe_every // 2 if self.probe_every > 1 else 0
