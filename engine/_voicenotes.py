@@ -305,6 +305,8 @@ def _speech_request(body: bytes, max_chars: int) -> dict[str, Any]:
         request = json.loads(body)
     except ValueError as exc:
         raise HttpProblem(400, "invalid_json", f"the body is not JSON: {exc}") from exc
+    except RecursionError:  # arrays / objects nested about a thousand deep
+        raise HttpProblem(400, "invalid_json", "the body's JSON is nested too deeply") from None
     if not isinstance(request, dict):
         raise HttpProblem(400, "invalid_request", "the body must be a JSON object")
     text = request.get("input")

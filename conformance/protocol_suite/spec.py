@@ -83,6 +83,8 @@ ERROR_CODES: Final = frozenset(
         "server_draining",
         "unauthorized",
         "token_expired",
+        "token_used",
+        "token_revoked",
         "forbidden",
         "internal_error",
         "not_permitted",
