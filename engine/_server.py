@@ -351,11 +351,6 @@ class ScaiVoiceApp:
         await send_json(send, 200, {"object": "list", "data": self.voice_notes.models()})
 
 
-async def _refuse(transport: SessionSocket, code: str, message: str, close: int) -> None:
-    frame = ErrorFrame(code=code, message=message, fatal=True)
-    await transport.send_text(encode_server_frame(frame).decode())
-    await transport.close(close, code)
-    await transport.drain()
 class _TokenRequest(msgspec.Struct, forbid_unknown_fields=True):
     """The optional JSON body of ``POST /v1/session-tokens``."""
 
@@ -398,6 +393,11 @@ def _query_token(scope: Scope) -> str | None:
     return values[0] if values else None
 
 
+async def _refuse(transport: SessionSocket, code: str, message: str, close: int) -> None:
+    frame = ErrorFrame(code=code, message=message, fatal=True)
+    await transport.send_text(encode_server_frame(frame).decode())
+    await transport.close(close, code)
+    await transport.drain()
 
 
 async def _lifespan(receive: Receive, send: Send) -> None:
