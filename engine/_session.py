@@ -319,7 +319,7 @@ class Session:
                 )
             )
         )
-        for warning in warnings:
+        for warning in warnings + self.engine.session_warnings(self.config):
             await self.transport.send_text(_text(warning))
         await self.transport.send_text(_text(State(state="idle")))
         self._last_activity = trio.current_time()
