@@ -8,7 +8,7 @@ Routes::
     POST /v1/audio/transcriptions   OpenAI-compatible: an audio file in, its transcript out
     POST /v1/audio/speech           OpenAI-compatible: text in, audio (an OGG/Opus note...) out
     GET  /v1/models                 the models those two answer to
-    GET  /health                    backends' health; 503 while draining or a backend is down
+    GET  /health                    backends' and features' health; 503 while draining or down
     GET  /livez, /readyz            liveness (the process serves) and readiness (takes sessions)
     GET  /metrics                   Prometheus metrics
     GET  /v1/admin/sessions[/{id}]  the caller's tenant's sessions (scaivoice:admin)
@@ -240,8 +240,11 @@ class ScaiVoiceApp:
 
     async def _health(self, scope: Scope, receive: Receive, send: Send) -> None:
         backends = await self.engine.health()
+        features = self.engine.feature_health()
         draining = self.engine.sessions.draining
-        healthy = all(entry["ok"] for entry in backends.values())
+        down = [label for label, entry in backends.items() if not entry["ok"]]
+        down += [f"feature:{name}" for name, entry in features.items() if not entry["ok"]]
+        healthy = not down
         default_voice = backends.get(f"tts:{self.engine.default_tts}", {"ok": False})
         status = "draining" if draining else ("ok" if healthy else "degraded")
         await send_json(
@@ -250,7 +253,9 @@ class ScaiVoiceApp:
             {
                 "status": status,
                 "synthesis": bool(default_voice["ok"]) and not draining,
+                "down": down,
                 "backends": backends,
+                "features": features,
                 "sessions": {"live": len(self.engine.sessions.live)},
                 "speech_cache": self.voice_notes.cache.describe(),
             },

@@ -96,6 +96,9 @@ ERROR_CODES: Final = frozenset(
 WARNING_CODES: Final = frozenset(
     {
         "tts_unavailable",
+        "stt_unavailable",
+        "llm_unavailable",
+        "normaliser_unavailable",
         "normaliser_failed",
         "feature_unavailable",
         "feature_limited",
