@@ -13,8 +13,9 @@ backoff (1 s, doubling up to 30 s), so the engine recovers on its own::
      └─┴───────────┴───────────────────────────────────────── (a passing health check cuts it short)
 
 The engine starts listening once every keeper made its first try (``nursery.start``): a
-configuration error (:class:`ConfigError`) or a bug raised by a first ``open`` stops the start;
-a :class:`BackendError` does not. Some components are optional: their first ``open`` failing
+configuration error raised by a first ``open`` (:class:`ConfigError`, or
+:class:`BackendRejected`: the backend refused its own options) or a bug stops the start; any
+other :class:`BackendError` does not. Some components are optional: their first ``open`` failing
 with one of ``skip_on`` means "not installed here", and the keeper ends without them.
 
 While a backend is not open the engine holds a stand-in of its kind (:func:`standby`): every
@@ -51,7 +52,7 @@ from ._backends import (
     TtsRequest,
     Voice,
 )
-from ._errors import BackendError, BackendTimeout, BackendUnavailable
+from ._errors import BackendError, BackendRejected, BackendTimeout, BackendUnavailable
 from ._resource import Resource
 
 __all__ = ["PROBE_TIMEOUT_S", "Backoff", "Component", "ComponentKind", "Keeper", "probe", "standby"]
@@ -203,7 +204,8 @@ class Keeper:
 
         Raises:
             ConfigError: the first ``open`` failed for a configuration reason (not in
-                ``skip_on``); any other non-``BackendError`` of the first ``open`` (a bug) too.
+                ``skip_on``). A ``BackendRejected`` (the backend refused its own options) and
+                any other exception that is not a ``BackendError`` (a bug) are raised too.
         """
         self._started = lambda: task_status.started()
         component = self.component
@@ -222,8 +224,8 @@ class Keeper:
                             self._remove()
                             self._ready()
                             return
-                        if not isinstance(exc, BackendError):
-                            raise
+                        if isinstance(exc, BackendRejected) or not isinstance(exc, BackendError):
+                            raise  # its own settings were refused (or a bug): not an outage
                     elif not isinstance(exc, BackendError):
                         log.error("%s %r failed to open", what, component.name, exc_info=exc)
                     component.record(str(exc))

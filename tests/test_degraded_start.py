@@ -31,6 +31,7 @@ from scaivoice.backends import http as http_backends
 from scaivoice.engine import (
     AudioChunk,
     BackendOptions,
+    BackendRejected,
     BackendSpec,
     BackendUnavailable,
     ConfigError,
@@ -174,7 +175,7 @@ class FlakyTts(TtsBackend):
 
     class Options(BackendOptions, frozen=True):
         failures: int = 1
-        config_error: bool = False
+        refuse: str = ""  # "config": ConfigError, "rejected": BackendRejected
 
     capabilities = TtsCapabilities(streaming=True, voices=True, speed=True)
     opens = 0
@@ -185,8 +186,10 @@ class FlakyTts(TtsBackend):
 
     async def open(self) -> None:
         type(self).opens += 1
-        if self.options.config_error:
+        if self.options.refuse == "config":
             raise ConfigError("flaky-tts needs a setting it does not have")
+        if self.options.refuse == "rejected":
+            raise BackendRejected("flaky-tts has no voice 'nope'", backend=self.name)
         if type(self).opens <= self.options.failures:
             raise BackendUnavailable("the voice model did not load", backend=self.name)
 
@@ -447,9 +450,15 @@ async def test_a_model_that_loads_on_a_later_try_is_installed(autojump_clock: An
     assert FlakyTts.closed == 1  # the engine closed what it opened
 
 
-async def test_a_configuration_error_while_opening_still_stops_the_start() -> None:
-    overrides = {"backends": {"tts": "flaky-tts", "options": {"flaky-tts": {"config_error": True}}}}
-    with trio.fail_after(10), pytest.raises(ConfigError, match="needs a setting"):
+@pytest.mark.parametrize(
+    ("refuse", "error", "match"),
+    [("config", ConfigError, "needs a setting"), ("rejected", BackendRejected, "no voice")],
+)
+async def test_a_configuration_error_while_opening_still_stops_the_start(
+    refuse: str, error: type[Exception], match: str
+) -> None:
+    overrides = {"backends": {"tts": "flaky-tts", "options": {"flaky-tts": {"refuse": refuse}}}}
+    with trio.fail_after(10), pytest.raises(error, match=match):
         async with open_test_engine(overrides, host=host_with(FLAKY)):
             raise AssertionError("the engine opened")
 
