@@ -422,6 +422,7 @@ async def test_a_model_that_loads_on_a_later_try_is_installed(autojump_clock: An
     overrides = {"backends": {"tts": "flaky-tts", "options": {"flaky-tts": {"failures": 2}}}}
     async with open_test_engine(overrides, host=host_with(FLAKY)) as engine:
         stand_in = engine.tts["flaky-tts"]
+        assert stand_in.capabilities == FlakyTts.capabilities  # options are judged as it would
         report = await engine.health()
         assert report["tts:flaky-tts"] == {
             "ok": False,
