@@ -119,7 +119,8 @@ class OpenAITtsBackend(OpenAIHttpBackend, TtsBackend):
     async def list_voices(self) -> Sequence[Voice]:
         """The ``voices`` option, or the server's ``GET /audio/voices``, or ``voice`` alone.
 
-        The server's list is asked for once, then kept.
+        The server's list is asked for once, then kept; a failure is not kept, so asking
+        again (the engine does, with backoff, while the server does not answer) tries again.
 
         Raises:
             BackendError: the server could not be asked (unreachable, 5xx...). A server

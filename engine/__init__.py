@@ -69,5 +69,6 @@ from ._host.config import load_config as load_config
 from ._host.engine import Engine as Engine
 from ._server.service import RunningServer as RunningServer
 from ._server.service import serve as serve
+from ._session.sentences import SentenceChunker as SentenceChunker
 from ._session.transport import CloseCode as CloseCode
 from ._session.transport import Transport as Transport

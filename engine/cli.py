@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import secrets
 import sys
 import time
 from collections.abc import Sequence
@@ -200,9 +201,14 @@ async def _local_voices(config: EngineConfig) -> list[dict[str, Any]]:
     ]
 
 
+def _new_key_id(prefix: str) -> str:
+    """A fresh key id: ``<prefix>-<epoch seconds>-<random hex>`` (unique within a second too)."""
+    return f"{prefix}-{int(time.time())}-{secrets.token_hex(4)}"
+
+
 def _cmd_keys(args: argparse.Namespace) -> int:
     key = new_key()
-    key_id = args.id or f"key-{int(time.time())}"
+    key_id = args.id or _new_key_id("key")
     print(f"API key (shown once; give it to the client): {key}", file=sys.stderr)
     print(f"[[tenants.{args.tenant}.keys]]")
     print(f'id = "{key_id}"')
@@ -219,7 +225,7 @@ def _cmd_key_file(args: argparse.Namespace) -> int:
         raise ScaiVoiceError("no keys file: pass --file or set [auth] keys_file in the config")
     keys_file = Path(path)
     if args.keys_command == "create":
-        key_id = args.id or f"{args.tenant}-{int(time.time())}"
+        key_id = args.id or _new_key_id(args.tenant)
         key = create_key(
             keys_file,
             tenant=args.tenant,
@@ -281,13 +287,13 @@ def _cmd_talk(args: argparse.Namespace) -> int:
 
 
 def _cmd_bench(args: argparse.Namespace) -> int:
-    from ._bench import run_turn_benchmark
+    from scaivoice.conformance.bench.turns import run_turn_benchmark
 
     return run_turn_benchmark(turns=args.turns, url=args.url, api_key=args.api_key)
 
 
 def _cmd_bench_stack(args: argparse.Namespace) -> int:
-    from ._bench_stack import run_stack_benchmark
+    from scaivoice.conformance.bench.stack import run_stack_benchmark
 
     return run_stack_benchmark(
         turns=args.turns, url=args.url, api_key=args.api_key, min_silence_ms=args.min_silence_ms
@@ -295,7 +301,7 @@ def _cmd_bench_stack(args: argparse.Namespace) -> int:
 
 
 def _cmd_bench_load(args: argparse.Namespace) -> int:
-    from ._bench_load import run_load_benchmark
+    from scaivoice.conformance.bench.load import run_load_benchmark
 
     return run_load_benchmark(
         url=args.url,

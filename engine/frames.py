@@ -387,7 +387,8 @@ def decode_client_frame(raw: str | bytes) -> ClientFrame:
 
     Raises:
         ProtocolViolation: ``invalid_json``, ``unknown_type``, ``unknown_config_key`` or
-            ``invalid_frame`` (wrong field names or types), never fatal.
+            ``invalid_frame`` (wrong field names or types, or JSON nested deeper than the
+            parser goes: about 900 levels), never fatal.
     """
     try:
         frame: ClientFrame = _client_decoder.decode(raw)
@@ -396,13 +397,22 @@ def decode_client_frame(raw: str | bytes) -> ClientFrame:
         raise _diagnose(raw, exc) from exc
     except msgspec.DecodeError as exc:
         raise ProtocolViolation("invalid_json", f"not a JSON object: {exc}") from exc
+    except RecursionError:  # ``tool.result`` is any JSON: msgspec recursed into it
+        raise _too_deep() from None
+
+
+def _too_deep() -> ProtocolViolation:
+    return ProtocolViolation("invalid_frame", "the frame's JSON is nested too deeply")
 
 
 def _diagnose(raw: str | bytes, exc: msgspec.ValidationError) -> ProtocolViolation:
+    """Name what is wrong with a frame the typed decoder refused."""
     try:
         doc = msgspec.json.decode(raw)
     except msgspec.DecodeError:  # pragma: no cover - the typed decoder already parsed it
         doc = None
+    except RecursionError:  # the typed decoder stopped early; this parse goes all the way in
+        return _too_deep()
     if not isinstance(doc, dict):
         return ProtocolViolation("invalid_frame", "a frame must be a JSON object with a 'type'")
     frame_type = doc.get("type")

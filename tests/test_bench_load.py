@@ -12,7 +12,26 @@ from typing import Any
 import numpy as np
 import pytest
 import trio
+from wsproto import ConnectionType, WSConnection
+from wsproto.events import (
+    AcceptConnection,
+    BytesMessage,
+    CloseConnection,
+    Ping,
+    Pong,
+    RejectConnection,
+    Request,
+    TextMessage,
+)
 
+from scaivoice.conformance.bench.load import (
+    plan,
+    run_load,
+    search_capacity,
+    speech_utterance,
+    synthetic_speech,
+)
+from scaivoice.conformance.bench.load.wire import BINARY, CLOSE, TEXT, Wire, WireClosed, target
 from scaivoice.engine import (
     RunningServer,
     ScaiVoiceError,
@@ -22,16 +41,6 @@ from scaivoice.engine import (
     hash_key,
     pcm16_to_float,
     serve,
-)
-from scaivoice.engine._bench_load import (
-    _client_frame,
-    _target,
-    _Wire,
-    plan,
-    run_load,
-    search_capacity,
-    speech_utterance,
-    synthetic_speech,
 )
 from scaivoice.engine.testing import test_engine_config
 from scaivoice.plugins import silero_vad
@@ -109,64 +118,126 @@ async def test_refused_sessions_are_errors_and_fail_the_run() -> None:
 
 
 def test_only_plain_websockets_on_loopback_are_loaded() -> None:
-    assert _target("ws://127.0.0.1:8765/v1/session", "a b") == (
+    assert target("ws://127.0.0.1:8765/v1/session", "a b") == (
         "127.0.0.1",
         8765,
         "/v1/session?token=a%20b",
     )
     with pytest.raises(ScaiVoiceError, match="ws://"):
-        _target("wss://127.0.0.1/v1/session", None)
+        target("wss://127.0.0.1/v1/session", None)
     with pytest.raises(ScaiVoiceError, match="loopback"):
-        _target("ws://192.0.2.1:8765/v1/session", None)
+        target("ws://192.0.2.1:8765/v1/session", None)
 
 
 # ---------------------------------------------------------------------------- the wire
 
 
-def _server_frame(opcode: int, payload: bytes, *, fin: bool = True) -> bytes:
-    size = len(payload)
-    first = (0x80 if fin else 0) | opcode
-    if size < 126:
-        return bytes((first, size)) + payload
-    if size < 1 << 16:
-        return bytes((first, 126)) + size.to_bytes(2, "big") + payload
-    return bytes((first, 127)) + size.to_bytes(8, "big") + payload
+class _Peer:
+    """The server's end of a socket pair, spoken with wsproto's server side."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.stream = trio.SocketStream(trio.socket.from_stdlib_socket(sock))
+        self.ws = WSConnection(ConnectionType.SERVER)
+
+    async def events(self) -> list[Any]:
+        """Read until wsproto has at least one event."""
+        while True:
+            events = list(self.ws.events())
+            if events:
+                return events
+            self.ws.receive_data(await self.stream.receive_some(65536))
+
+    async def send(self, event: Any) -> None:
+        await self.stream.send_all(self.ws.send(event))
+
+    async def answer_upgrade(self, answer: AcceptConnection | RejectConnection) -> Request:
+        [request] = await self.events()
+        await self.send(answer)
+        assert isinstance(request, Request)
+        return request
 
 
-@pytest.mark.parametrize("size", [0, 125, 126, 65535, 65536])
-def test_client_frames_are_masked_with_a_zero_key(size: int) -> None:
-    frame = _client_frame(0x2, b"x" * size)
-    assert frame[0] == 0x82 and frame[1] & 0x80
-    header = {0: 2, 125: 2, 126: 4, 65535: 4, 65536: 10}[size]
-    assert frame[header : header + 4] == b"\0\0\0\0"
-    assert frame[header + 4 :] == b"x" * size
-
-
-async def test_the_wire_reassembles_split_and_fragmented_server_frames() -> None:
+@asynccontextmanager
+async def _wire_and_peer() -> AsyncIterator[tuple[Wire, _Peer]]:
     ours, theirs = socket.socketpair()
     ours.setblocking(False)
     with ours, theirs:
-        wire = _Wire(ours)
-        big = bytes(range(256)) * 300
-        stream = (
-            _server_frame(0x1, b'{"type":"pong","id":1}')
-            + _server_frame(0x2, big)
-            + _server_frame(0x1, b"hel", fin=False)
-            + _server_frame(0x9, b"ping")  # a control frame between fragments
-            + _server_frame(0x0, b"lo")
-        )
-        received = []
+        yield Wire(ours), _Peer(theirs)
+
+
+async def test_the_wire_upgrades_sends_and_reassembles_messages() -> None:
+    async with _wire_and_peer() as (wire, peer):
         with trio.fail_after(5):
-            for at in range(0, len(stream), 1000):  # arrives in pieces
-                theirs.sendall(stream[at : at + 1000])
-            while len(received) < 4:
-                received.append(await wire.receive())
-        assert received == [
-            (0x1, b'{"type":"pong","id":1}'),
-            (0x2, big),
-            (0x9, b"ping"),
-            (0x1, b"hello"),
-        ]
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(wire.handshake, "127.0.0.1:1", "/v1/session?token=t", "k")
+                request = await peer.answer_upgrade(AcceptConnection())
+            assert request.target == "/v1/session?token=t"
+            assert (b"authorization", b"Bearer k") in request.extra_headers
+            wire.send_bytes(b"\1" * 640)
+            wire.send_text('{"type":"ping","id":1}')
+            await wire.flush()
+            received = []
+            while len(received) < 2:
+                received += await peer.events()
+            assert [(type(e), e.data) for e in received] == [
+                (BytesMessage, b"\1" * 640),
+                (TextMessage, '{"type":"ping","id":1}'),
+            ]
+            big = bytes(range(256)) * 300
+            await peer.send(TextMessage(data='{"type":"pong","id":1}'))
+            await peer.send(BytesMessage(data=big[:1000], message_finished=False))
+            await peer.send(Ping(payload=b"are you there"))  # between fragments
+            await peer.send(BytesMessage(data=big[1000:]))
+            await peer.send(CloseConnection(code=1000))
+            assert await wire.receive() == (TEXT, '{"type":"pong","id":1}')
+            assert await wire.receive() == (BINARY, big)
+            assert await wire.receive() == (CLOSE, b"")
+            assert wire.close_code == 1000
+            await wire.flush()
+            answers = []
+            while not any(isinstance(e, CloseConnection) for e in answers):
+                answers += await peer.events()
+            assert [type(e) for e in answers] == [Pong, CloseConnection]  # both answered
+            with pytest.raises(WireClosed):  # nothing more goes out after the close
+                wire.send_text('{"type":"session.end"}')
+
+
+async def test_a_refused_or_garbled_upgrade_is_a_closed_wire() -> None:
+    async with _wire_and_peer() as (wire, peer), trio.open_nursery() as nursery:
+        nursery.start_soon(peer.answer_upgrade, RejectConnection(status_code=401))
+        with trio.fail_after(5), pytest.raises(WireClosed, match="HTTP 401"):
+            await wire.handshake("127.0.0.1:1", "/v1/session", None)
+
+    async def garble(peer: _Peer) -> None:
+        await peer.events()
+        await peer.stream.send_all(b"not HTTP at all\r\n\r\n")
+
+    async with _wire_and_peer() as (wire, peer), trio.open_nursery() as nursery:
+        nursery.start_soon(garble, peer)
+        with trio.fail_after(5), pytest.raises(WireClosed):
+            await wire.handshake("127.0.0.1:1", "/v1/session", None)
+
+
+async def test_a_server_that_breaks_the_protocol_or_hangs_up_closes_the_wire() -> None:
+    async with _wire_and_peer() as (wire, peer):
+        with trio.fail_after(5):
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(wire.handshake, "127.0.0.1:1", "/v1/session", None)
+                await peer.answer_upgrade(AcceptConnection())
+            await peer.stream.send_all(b"\x82\x85\0\0\0\0hello")  # servers must not mask
+            assert await wire.receive() == (CLOSE, b"")
+            assert wire.close_code == 1002  # protocol error, and the wire said so
+            await wire.flush()
+            [close] = await peer.events()
+            assert isinstance(close, CloseConnection) and close.code == 1002
+    async with _wire_and_peer() as (wire, peer):
+        with trio.fail_after(5):
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(wire.handshake, "127.0.0.1:1", "/v1/session", None)
+                await peer.answer_upgrade(AcceptConnection())
+            await peer.stream.aclose()
+            with pytest.raises(WireClosed, match="end of file"):
+                await wire.receive()
 
 
 def test_the_capacity_search_finds_the_largest_passing_count() -> None:

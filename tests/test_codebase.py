@@ -3,13 +3,21 @@
 from __future__ import annotations
 
 import ast
+import re
 import subprocess
 import sys
+import tomllib
+import traceback
 from pathlib import Path
 
 import pytest
+import trio
+from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
 
 import scaivoice.engine
+
+from .conftest import SLOW_TEST_TIMEOUT_S, TRIO_TIME_LIMIT, with_time_limit
 
 ROOT = Path(__file__).resolve().parent.parent
 SOURCE_DIRS = {
@@ -51,6 +59,7 @@ PUBLIC_API = {
     "PluginLoadError",
     "ProtocolViolation",
     "ScaiVoiceError",
+    "SentenceChunker",
     "SessionClosed",
     "SessionError",
     "SessionFeature",
@@ -235,3 +244,97 @@ def test_lint_is_clean() -> None:
         check=False,
     )
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def _pins() -> dict[str, list[Requirement]]:
+    """``constraints.txt``: every pin by normalised name (a universal lock may fork by marker)."""
+    pins: dict[str, list[Requirement]] = {}
+    for line in (ROOT / "constraints.txt").read_text(encoding="utf-8").splitlines():
+        if line.strip() and not line.lstrip().startswith("#"):
+            pin = Requirement(line)
+            pins.setdefault(canonicalize_name(pin.name), []).append(pin)
+    return pins
+
+
+def test_every_requirement_is_pinned_within_its_range() -> None:
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["project"]
+    requirements = [Requirement(r) for r in project["dependencies"]] + [
+        Requirement(r) for extra in project["optional-dependencies"].values() for r in extra
+    ]
+    pins = _pins()
+    assert all(
+        len(pin.specifier) == 1 and next(iter(pin.specifier)).operator == "=="
+        for versions in pins.values()
+        for pin in versions
+    ), "constraints.txt pins exact versions"
+    problems = []
+    for requirement in requirements:
+        name = canonicalize_name(requirement.name)
+        if name == "scaivoice":
+            continue  # an extra that names others
+        here = [p for p in pins.get(name, []) if p.marker is None or p.marker.evaluate()]
+        if not here:
+            problems.append(f"{requirement.name}: not pinned")
+        for pin in here:
+            version = next(iter(pin.specifier)).version
+            if not requirement.specifier.contains(version, prereleases=True):
+                problems.append(f"{requirement.name}: {version} outside {requirement.specifier}")
+    assert not problems, f"{problems}: run .ci/lock (docs/operator-guide.md, Pinned versions)"
+
+
+def test_ci_runs_the_readmes_commands_with_the_pins() -> None:
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    commands = re.findall(r"^pip install .*$", readme, flags=re.MULTILINE)
+    assert len(commands) == 2, commands
+    assert all(c.startswith("pip install -c constraints.txt ") for c in commands), commands
+    test_command = commands[1]
+    assert test_command.endswith("&& python -m pytest")
+    ci_lines = (ROOT / ".ci" / "run").read_text(encoding="utf-8").splitlines()
+    assert f"{test_command} || status=$?" in ci_lines
+
+
+# --------------------------------------------------------------------------- time limits
+
+
+def test_every_test_has_a_time_limit(request: pytest.FixtureRequest) -> None:
+    """pytest-timeout for every test, and a trio limit on every async test collected."""
+    config = request.config
+    assert float(config.getini("timeout")) > 0, "pyproject.toml: [tool.pytest.ini_options] timeout"
+    assert config.getini("timeout_method") == "signal"  # fails the test; "thread" ends the run
+    unlimited = [
+        item.nodeid
+        for item in request.session.items
+        if item.get_closest_marker("trio") and not item.stash.get(TRIO_TIME_LIMIT, 0) > 0
+    ]
+    assert not unlimited, "tests/conftest.py wraps every trio test in a time limit"
+
+
+async def test_this_trio_test_runs_under_half_its_timeout(request: pytest.FixtureRequest) -> None:
+    assert request.node.stash[TRIO_TIME_LIMIT] == float(request.config.getini("timeout")) / 2
+
+
+@pytest.mark.slow
+async def test_slow_tests_get_the_slow_limit(request: pytest.FixtureRequest) -> None:
+    assert request.node.stash[TRIO_TIME_LIMIT] == SLOW_TEST_TIMEOUT_S / 2
+
+
+async def test_a_hung_trio_test_fails_with_too_slow_error_naming_the_await() -> None:
+    never = trio.Event()
+
+    async def hangs() -> None:
+        await never.wait()
+
+    with pytest.raises(trio.TooSlowError, match=r"ran past its time limit of 0\.05 s") as info:
+        await with_time_limit(hangs, 0.05)()
+    cause = info.value.__cause__
+    assert isinstance(cause, trio.Cancelled)
+    assert "never.wait()" in "".join(traceback.format_tb(cause.__traceback__))
+
+
+async def test_a_test_within_its_limit_is_untouched() -> None:
+    async def fails() -> None:
+        await trio.lowlevel.checkpoint()
+        raise LookupError("its own failure")
+
+    with pytest.raises(LookupError, match="its own failure"):
+        await with_time_limit(fails, 5)()

@@ -90,12 +90,15 @@ async def test_admins_see_their_own_tenants_sessions_and_nothing_else() -> None:
 async def test_live_session_events_stream_to_the_tenants_admin() -> None:
     async with running_server(TENANTS) as (server, _):
         events: list[dict[str, Any]] = []
+        subscribed = trio.Event()
         async with httpx.AsyncClient(base_url=server.url, timeout=10) as http:
 
             async def follow() -> None:
                 async with http.stream("GET", "/v1/admin/events", headers=_auth(ACME_ADMIN)) as r:
                     assert r.headers["content-type"] == "text/event-stream"
                     async for line in r.aiter_lines():
+                        if line == ": connected":  # sent once the subscription is in place
+                            subscribed.set()
                         if line.startswith("data: "):
                             events.append(json.loads(line[6:]))
                             if events[-1]["event"] == "session.closed":
@@ -104,7 +107,7 @@ async def test_live_session_events_stream_to_the_tenants_admin() -> None:
             with trio.fail_after(15):
                 async with trio.open_nursery() as nursery:
                     nursery.start_soon(follow)
-                    await trio.sleep(0.2)  # the subscription is in place
+                    await subscribed.wait()
                     await _one_turn(server.ws_url, GLOBEX_ADMIN)  # another tenant: not seen
                     session_id = await _one_turn(server.ws_url, ACME_USER)
         kinds = [e["event"] for e in events]

@@ -2,20 +2,23 @@
 
 from __future__ import annotations
 
+import copy
 import importlib
 import inspect
 import json
 import re
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 import scaivoice.engine as public
 from scaivoice.engine import CloseCode
 from scaivoice.engine import frames as _frames
-from scaivoice.engine._session import dialogue as _dialogue
-from scaivoice.engine._session import runner as _session
-from scaivoice.engine._session import wire as _wire
+from scaivoice.engine._session.runner import dialogue as _dialogue
+from scaivoice.engine._session.runner import runner as _session
+from scaivoice.engine._session.runner import wire as _wire
 from scaivoice.engine.frames import (
     CLIENT_FRAME_TYPES,
     CONFIG_KEYS,
@@ -29,9 +32,59 @@ from scaivoice.engine.frames import (
 DOCS = Path(__file__).resolve().parent.parent / "docs"
 
 
+def _normalised(schema: Any) -> Any:
+    """``schema`` with the whitespace of every ``description`` collapsed.
+
+    How a library lays out the docstrings it copies (msgspec 0.23 started dedenting them) is not
+    a change of the protocol; every other difference is.
+    """
+    if isinstance(schema, dict):
+        return {
+            key: " ".join(value.split())
+            if key == "description" and isinstance(value, str)
+            else _normalised(value)
+            for key, value in schema.items()
+        }
+    if isinstance(schema, list):
+        return [_normalised(value) for value in schema]
+    return schema
+
+
 def test_checked_in_schema_is_current() -> None:
     checked_in = json.loads((DOCS / "protocol.schema.json").read_text())
-    assert checked_in == protocol_schema(), "run: scaivoice schema > docs/protocol.schema.json"
+    assert _normalised(checked_in) == _normalised(protocol_schema()), (
+        "run: scaivoice schema > docs/protocol.schema.json"
+    )
+
+
+def test_the_schema_comparison_ignores_only_description_whitespace() -> None:
+    schema = protocol_schema()
+    config = schema["$defs"]["SessionConfig"]
+    assert "\n\n" in config["description"]
+
+    def changed(edit: Callable[[dict[str, Any]], None]) -> bool:
+        variant = copy.deepcopy(schema)
+        edit(variant)
+        return _normalised(variant) != _normalised(schema)
+
+    def reindent(doc: dict[str, Any]) -> None:
+        text = doc["$defs"]["SessionConfig"]["description"]
+        doc["$defs"]["SessionConfig"]["description"] = text.replace("\n", "\n    ") + "\n"
+
+    def reword(doc: dict[str, Any]) -> None:
+        text = doc["$defs"]["SessionConfig"]["description"]
+        doc["$defs"]["SessionConfig"]["description"] = text.replace("optional", "required", 1)
+
+    def retype(doc: dict[str, Any]) -> None:
+        doc["$defs"]["SessionConfig"]["properties"]["speed"]["type"] = "integer"
+
+    def drop_field(doc: dict[str, Any]) -> None:
+        del doc["$defs"]["SessionConfig"]["properties"]["speed"]
+
+    assert not changed(reindent)
+    assert changed(reword)
+    assert changed(retype)
+    assert changed(drop_field)
 
 
 def test_every_frame_type_is_in_the_protocol_spec() -> None:
@@ -51,12 +104,12 @@ def test_every_error_code_the_engine_sends_is_documented() -> None:
         for module in (
             _session,
             _frames,
-            importlib.import_module("scaivoice.engine._session.dialogue"),
-            importlib.import_module("scaivoice.engine._session.wire"),
-            importlib.import_module("scaivoice.engine._session.user_turn"),
-            importlib.import_module("scaivoice.engine._session.agent_turn"),
-            importlib.import_module("scaivoice.engine._session.statemachine"),
-            importlib.import_module("scaivoice.engine._server.app"),
+            importlib.import_module("scaivoice.engine._session.runner.dialogue"),
+            importlib.import_module("scaivoice.engine._session.runner.wire"),
+            importlib.import_module("scaivoice.engine._session.runner.user_turn"),
+            importlib.import_module("scaivoice.engine._session.runner.agent_turn"),
+            importlib.import_module("scaivoice.engine._session.runner.statemachine"),
+            importlib.import_module("scaivoice.engine._server.app.app"),
             importlib.import_module("scaivoice.engine._host.limits"),
             importlib.import_module("scaivoice.engine._host.engine"),
         )

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from scaivoice.engine._session.playback import PlaybackModel, heard_prefix
-from scaivoice.engine._session.sentences import SentenceChunker
+from scaivoice.engine import SentenceChunker
+from scaivoice.engine._session.runner.playback import PlaybackModel, heard_prefix
 
 
 def _chunk(text: str, step: int = 3) -> list[str]:

@@ -182,7 +182,7 @@ async def test_idle_sessions_are_closed_with_4408(autojump_clock: Any) -> None:
         await client.send_json({"type": "ping"})  # activity resets the timer
         await client.receive()
         before = trio.current_time()
-        error = await client.receive()
+        error = await client.receive(timeout=40)
         assert error.code == "idle_timeout"
         assert trio.current_time() - before == pytest.approx(30, abs=0.1)
         await client.transport.closed.wait()
@@ -194,7 +194,7 @@ async def test_sessions_end_at_their_maximum_duration(autojump_clock: Any) -> No
         {"session": {"max_duration_s": 60, "idle_timeout_s": 1000}}, start={}
     ) as client:
         await client.receive()
-        error = await client.receive()
+        error = await client.receive(timeout=70)
         assert error.code == "max_duration"
         await client.transport.closed.wait()
         assert client.transport.close_code == 4410

@@ -15,6 +15,7 @@ import numpy as np
 import openai
 import pytest
 import trio
+import trio.testing
 
 from scaivoice.engine import (
     AudioChunk,
@@ -30,8 +31,8 @@ from scaivoice.engine import (
     hash_key,
     serve,
 )
-from scaivoice.engine._voicenotes.cache import SpeechCache, cache_key
-from scaivoice.engine._voicenotes.codecs import decode_audio, encode_audio
+from scaivoice.engine._voicenotes.api.cache import SpeechCache, cache_key
+from scaivoice.engine._voicenotes.api.codecs import decode_audio, encode_audio
 from scaivoice.engine.cli import _gateway_environment
 from scaivoice.engine.testing import test_engine_config
 
@@ -43,13 +44,17 @@ SPEECH = (np.sin(np.arange(16000) / 4) * 9000).astype("<i2").tobytes()  # 1 s, l
 
 
 class CountingTts(TtsBackend):
-    """A tone per character, counting its calls; ``down`` makes it unavailable."""
+    """A tone per character, counting its calls; ``down`` makes it unavailable.
+
+    While ``gate`` is set to an unset event, every synthesis waits for it.
+    """
 
     class Options(BackendOptions, frozen=True):
         down: bool = False
 
     capabilities = TtsCapabilities(streaming=True, voices=True, speed=False)
     calls = 0
+    gate: trio.Event | None = None
 
     def __init__(self, options: Options) -> None:
         self.down = options.down
@@ -68,7 +73,8 @@ class CountingTts(TtsBackend):
             if self.down:
                 raise BackendUnavailable("synthesis server unreachable", backend=self.name)
             type(self).calls += 1
-            await trio.sleep(0.05)  # long enough for concurrent requests to overlap
+            if type(self).gate is not None:
+                await type(self).gate.wait()
             samples = int(24000 * 0.05 * len(request.text))
             tone = (np.sin(np.arange(samples) / 3) * 8000).astype("<i2").tobytes()
             await audio.send(AudioChunk(tone, 24000))
@@ -220,9 +226,17 @@ async def test_cache_hits_skip_synthesis_and_identical_requests_synthesise_once(
         async def fetch() -> None:
             results.append(await http.post("/v1/audio/speech", headers=headers, json=request))
 
-        async with trio.open_nursery() as nursery:
-            for _ in range(3):
-                nursery.start_soon(fetch)
+        CountingTts.gate = gate = trio.Event()
+        try:
+            async with trio.open_nursery() as nursery:
+                for _ in range(3):
+                    nursery.start_soon(fetch)
+                # All three requests are in and waiting: one synthesis, held at the gate.
+                await trio.testing.wait_all_tasks_blocked(cushion=0.05)
+                assert CountingTts.calls == 1
+                gate.set()
+        finally:
+            CountingTts.gate = None
         assert CountingTts.calls == 1
         assert len({r.content for r in results}) == 1
         again = await http.post("/v1/audio/speech", headers=headers, json=request)

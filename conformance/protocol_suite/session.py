@@ -62,7 +62,7 @@ async def start_session(
         code = first.get("code")
         hint = (
             " (give the suite credentials: --api-key, or a fresh --token)"
-            if code in ("unauthorized", "token_expired", "forbidden")
+            if code in ("unauthorized", "token_expired", "token_used", "token_revoked", "forbidden")
             else ""
         )
         raise Failed(

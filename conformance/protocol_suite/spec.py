@@ -83,6 +83,8 @@ ERROR_CODES: Final = frozenset(
         "server_draining",
         "unauthorized",
         "token_expired",
+        "token_used",
+        "token_revoked",
         "forbidden",
         "internal_error",
         "not_permitted",
@@ -94,6 +96,9 @@ ERROR_CODES: Final = frozenset(
 WARNING_CODES: Final = frozenset(
     {
         "tts_unavailable",
+        "stt_unavailable",
+        "llm_unavailable",
+        "normaliser_unavailable",
         "normaliser_failed",
         "feature_unavailable",
         "feature_limited",

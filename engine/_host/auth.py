@@ -3,6 +3,13 @@
 Keys are stored only as ``sha256:<hex>`` hashes and compared in constant time; a key is never
 logged. A session token is ``sv1.<payload>.<mac>``: an HMAC-SHA256-signed, base64url JSON payload
 naming the tenant, the key it was minted with, its permissions, its purpose and its expiry.
+
+A session token opens one session: the process that opens it remembers it as used until it
+expires (:meth:`Authenticator.consume_session_token`), and a second session with it is refused
+(``token_used``). A token minted with an API key is good only while that key is: revoking the
+key (or removing it) refuses its unexpired tokens too (``token_revoked``). Lifetimes are
+``[auth] token_ttl_s`` by default, or what the minting request asks for, at most
+:data:`MAX_TOKEN_TTL_S`.
 """
 
 from __future__ import annotations
@@ -10,15 +17,17 @@ from __future__ import annotations
 import base64
 import dataclasses
 import hashlib
+import heapq
 import hmac
 import json
+import math
 import os
 import secrets
 import tempfile
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 from .._contract.identity import PERMISSION_ADMIN, PERMISSION_USE, Principal
 from .._errors import ConfigError, Unauthorized
@@ -26,6 +35,7 @@ from .config import EngineConfig
 
 __all__ = [
     "BUILTIN_ROLES",
+    "MAX_TOKEN_TTL_S",
     "PERMISSION_ADMIN",
     "PERMISSION_USE",
     "Authenticator",
@@ -40,6 +50,8 @@ BUILTIN_ROLES: Mapping[str, frozenset[str]] = {
 }
 _TOKEN_PREFIX = "sv1"
 _SESSION_PURPOSE = "session"
+MAX_TOKEN_TTL_S = 3600.0
+"""The longest lifetime a session token gets (a longer ``ttl_s`` is cut to this)."""
 
 
 def hash_key(key: str) -> str:
@@ -189,6 +201,10 @@ class Authenticator:
         secret = config.auth.token_secret
         self._secret = secret.encode("utf-8") if secret else secrets.token_bytes(32)
         self.token_ttl_s = config.auth.token_ttl_s
+        # Session tokens that opened a session, kept until they expire: mac -> expiry, and
+        # the same as a heap by expiry, so that forgetting the expired ones is cheap.
+        self._used_tokens: dict[str, float] = {}
+        self._used_expiry: list[tuple[float, str]] = []
 
     def _stored(
         self, tenant: str, key_id: str, digest: str, roles: Iterable[str], revoked: float | None
@@ -244,9 +260,32 @@ class Authenticator:
 
     # ---------------------------------------------------------------- session tokens
 
-    def mint_session_token(self, principal: Principal) -> tuple[str, float]:
-        """A short-lived token that opens one kind of thing: a session. Returns (token, expiry)."""
-        expires_at = self._clock() + self.token_ttl_s
+    def token_lifetime(self, ttl_s: float | None = None) -> float:
+        """The lifetime a token minted with ``ttl_s`` gets (see :meth:`mint_session_token`).
+
+        Raises:
+            ValueError: ``ttl_s`` is not a positive number.
+        """
+        if ttl_s is None:
+            return min(self.token_ttl_s, MAX_TOKEN_TTL_S)
+        if math.isnan(ttl_s) or ttl_s <= 0:
+            raise ValueError(f"a token's lifetime must be a positive number (got {ttl_s!r})")
+        return min(ttl_s, MAX_TOKEN_TTL_S)
+
+    def mint_session_token(
+        self, principal: Principal, *, ttl_s: float | None = None
+    ) -> tuple[str, float]:
+        """A short-lived token that opens one session. Returns (token, expiry).
+
+        Args:
+            principal: who the token stands for (its tenant, key and permissions).
+            ttl_s: its lifetime in seconds (> 0); ``None`` = ``[auth] token_ttl_s``; longer
+                than :data:`MAX_TOKEN_TTL_S` is cut to it.
+
+        Raises:
+            ValueError: ``ttl_s`` is not a positive number.
+        """
+        expires_at = self._clock() + self.token_lifetime(ttl_s)
         payload = {
             "t": principal.tenant,
             "k": principal.key_id,
@@ -255,34 +294,88 @@ class Authenticator:
             "exp": expires_at,
             "n": secrets.token_urlsafe(8),
         }
+        if self._stored_key(principal.tenant, principal.key_id) is not None:
+            payload["r"] = 1  # minted with an API key: refused once that key is revoked
         body = _b64(json.dumps(payload, separators=(",", ":")).encode())
         mac = _b64(hmac.new(self._secret, f"{_TOKEN_PREFIX}.{body}".encode(), "sha256").digest())
         return f"{_TOKEN_PREFIX}.{body}.{mac}", expires_at
 
     def authenticate_token(self, token: str) -> Principal:
-        """The principal a session token was minted for.
+        """The principal a session token was minted for (the token is not used up: see
+        :meth:`consume_session_token`).
 
         Raises:
-            Unauthorized: malformed, forged (``unauthorized``) or expired (``token_expired``).
+            Unauthorized: malformed or forged (``unauthorized``), expired (``token_expired``),
+                already used (``token_used``) or minted with a key since revoked
+                (``token_revoked``).
         """
-        try:
-            prefix, body, mac = token.split(".")
-        except ValueError:
-            raise Unauthorized("malformed session token") from None
+        mac, payload = self._verified(token)
+        if mac in self._used_tokens:
+            raise Unauthorized(
+                "this session token was already used: mint one per session", code="token_used"
+            )
+        if payload.get("r"):
+            self._reload_key_file()
+            stored = self._stored_key(payload["t"], payload["k"])
+            if stored is None or stored.revoked_at is not None:
+                raise Unauthorized(
+                    "the API key that minted this session token was revoked", code="token_revoked"
+                )
+        return Principal(
+            tenant=payload["t"], key_id=payload["k"], permissions=frozenset(payload["p"])
+        )
+
+    def consume_session_token(self, token: str) -> None:
+        """Use up a session token (call it once the session it opens is admitted): from now
+        until it expires, this authenticator refuses it with ``token_used``.
+
+        Raises:
+            Unauthorized: not a valid session token, or ``token_used`` (a session opened with
+                it meanwhile).
+        """
+        mac, payload = self._verified(token)
+        if mac in self._used_tokens:
+            raise Unauthorized("this session token was already used", code="token_used")
+        now = self._clock()
+        used, expiry = self._used_tokens, self._used_expiry
+        while expiry and expiry[0][0] <= now:  # forget tokens that expired: they are refused
+            used.pop(heapq.heappop(expiry)[1], None)
+        used[mac] = payload["exp"]
+        heapq.heappush(expiry, (payload["exp"], mac))
+
+    def _verified(self, token: str) -> tuple[str, dict[str, Any]]:
+        """The MAC and payload of an authentic, unexpired session token."""
+        prefix, _, rest = token.partition(".")
+        body, _, mac = rest.partition(".")
+        if prefix != _TOKEN_PREFIX or not token.isascii():
+            raise Unauthorized("the session token is not valid")
         expected = _b64(hmac.new(self._secret, f"{prefix}.{body}".encode(), "sha256").digest())
-        if prefix != _TOKEN_PREFIX or not hmac.compare_digest(mac, expected):
+        if not hmac.compare_digest(mac, expected):
             raise Unauthorized("the session token is not valid")
         try:
             payload = json.loads(_unb64(body))
-        except ValueError:
-            raise Unauthorized("malformed session token") from None
-        if payload.get("u") != _SESSION_PURPOSE:
+            valid = (
+                payload.get("u") == _SESSION_PURPOSE
+                and isinstance(payload.get("t"), str)
+                and isinstance(payload.get("k"), str)
+                and isinstance(payload.get("p"), list)
+                and isinstance(payload.get("exp"), int | float)
+            )
+        except (ValueError, AttributeError):
+            valid = False
+        if not valid:
             raise Unauthorized("this token is not a session token")
-        if float(payload["exp"]) <= self._clock():
+        if payload["exp"] <= self._clock():
             raise Unauthorized("the session token has expired", code="token_expired")
-        return Principal(
-            tenant=str(payload["t"]), key_id=str(payload["k"]), permissions=frozenset(payload["p"])
-        )
+        return mac, payload
+
+    def _stored_key(self, tenant: str, key_id: str) -> _StoredKey | None:
+        """The configured or keys-file key ``key_id`` of ``tenant`` (the last of that id)."""
+        found = None
+        for stored in (*self._config_keys, *self._file_keys):
+            if stored.principal.key_id == key_id and stored.principal.tenant == tenant:
+                found = stored
+        return found
 
     async def authenticate(
         self,

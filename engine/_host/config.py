@@ -47,6 +47,21 @@ class ServerConfig(_Section, frozen=True):
     """On SIGTERM: how long live sessions may go on before they are closed with 1001."""
     log_format: str = "text"
     """``text`` or ``json`` (one JSON object a line, with the session id)."""
+    head_timeout_s: _Positive = 10.0
+    """A request head must arrive whole within this long (of the connection's opening, or of
+    its first byte on a kept-alive connection): else 408 and the connection closes."""
+    keep_alive_timeout_s: _Positive = 30.0
+    """A kept-alive connection with no next request for this long is closed."""
+    min_body_bytes_per_s: Annotated[int, msgspec.Meta(ge=0)] = 1024
+    """A request body must keep up this rate: each byte buys ``1 / rate`` seconds, banked for
+    ``body_grace_s`` at most; past the deadline, 408 and close. 0: only the stall limit."""
+    body_grace_s: _Positive = 10.0
+    """The time a request body may take before its rate counts, and may stall at most."""
+    max_connections: Annotated[int, msgspec.Meta(ge=1)] = 1024
+    """Open connections (HTTP and session WebSockets); one more is answered 503 and closed."""
+    max_connections_per_ip: Annotated[int, msgspec.Meta(ge=0)] = 256
+    """Open connections from one client address; one more is answered 503 and closed. 0: no
+    per-address limit (behind a reverse proxy every client has the proxy's address)."""
 
 
 class SessionLimits(_Section, frozen=True):
@@ -119,6 +134,12 @@ class VoiceNotesConfig(_Section, frozen=True):
     """Larger uploads are refused with 413 (OpenAI's own limit is 25 MB)."""
     max_input_chars: Annotated[int, msgspec.Meta(ge=1)] = 5000
     """Longer speech input is refused with 400 ``input_too_long``."""
+    max_audio_s: _Positive = 1800.0
+    """Uploads whose audio lasts longer are refused with 413 ``audio_too_long``: by the file's
+    header at once, else as soon as decoding passes it (a few MB of compressed silence can
+    hold hours of audio)."""
+    decode_timeout_s: _Positive = 60.0
+    """Decoding an upload that takes longer is stopped: 422 ``audio_decode_timeout``."""
     cache_dir: str | None = None
     """Where synthesised notes are cached (a shared volume works); unset: in memory."""
     cache_max_bytes: Annotated[int, msgspec.Meta(ge=0)] = 512 * 1024 * 1024

@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 import trio
 
 from .._contract.backends import (
+    Backend,
     BackendKind,
     BackendSpec,
     ChatMessage,
@@ -25,15 +27,20 @@ from .._contract.backends import (
 from .._contract.features import FeatureSpec, SessionFeature
 from .._contract.identity import IdentityProvider
 from .._contract.plugins import PluginHost
-from .._errors import BackendError, ConfigError
+from .._contract.resource import Resource
+from .._errors import BackendError, BackendTimeout, ConfigError
+from ..frames import SessionConfig, WarningFrame
 from .auth import Authenticator, Principal
 from .config import EngineConfig
 from .limits import LimitExceeded, TenantRateLimiter
 from .telemetry import Telemetry
+from .upkeep import Component, ComponentKind, Keeper, probe, standby
 
 __all__ = ["Engine", "LibraryVoice", "SessionRegistry"]
 
 log = logging.getLogger("scaivoice.engine")
+
+_VOICES_TIMEOUT_S = 15.0  # listing one backend's voices (the HTTP backends retry inside)
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,7 +93,10 @@ class SessionRegistry:
 class Engine:
     """Opened backends and features plus the things every session shares.
 
-    Build it with :meth:`open`; it is only valid inside that context.
+    Build it with :meth:`open`; it is only valid inside that context. A backend that is down
+    is held as a stand-in whose calls fail with ``BackendUnavailable`` (``stt``, ``llm``,
+    ``tts[NAME]``, ``normaliser``) and a feature that is down is not in ``features``, until
+    the engine's background task for it gets it working.
     """
 
     def __init__(
@@ -112,6 +122,9 @@ class Engine:
         self.normaliser = normaliser
         self.features = dict(features)
         self.voices = dict(voices)
+        self._voice_lists: dict[str, tuple[Voice, ...]] = {}
+        self._components: dict[str, Component] = {}
+        self._warmed = False
         self.auth = Authenticator(config, clock=time.time)
         self.identity_provider = identity_provider
         self.sessions = SessionRegistry()
@@ -159,71 +172,198 @@ class Engine:
     async def open(
         cls, config: EngineConfig, host: PluginHost, *, tracer: Any = None
     ) -> AsyncIterator[Engine]:
-        """Create and open the configured backends and features; close them on exit.
+        """Create the configured backends and features, open them and keep them up; close
+        them on exit.
 
         ``tracer`` is an OpenTelemetry tracer for session traces (``None``: none).
 
+        The engine is yielded once each backend and feature had its first try. One whose
+        upstream or model is unavailable (a ``BackendError`` while opening it, listing its
+        voices, checking its health) does not stop the start: it counts as down
+        (:meth:`health`, :meth:`session_warnings`), sessions go on without it, and a task of
+        the engine's nursery tries it again with backoff until it works; the voice library
+        fills in then (see ``_upkeep``). Leaving the context cancels those tasks and closes
+        everything they opened.
+
         Raises:
-            ConfigError: a configured backend is not installed, or its options are invalid.
-            BackendError: a backend failed to load (a missing model names its package).
+            ConfigError: a configured backend or feature is not installed, its options are
+                invalid, or a first open failed for a configuration reason.
         """
         names = config.backends
         specs = {kind: host.backend_specs(kind) for kind in ("stt", "llm", "tts", "normaliser")}
-        async with AsyncExitStack() as stack:
+        components: dict[str, Component] = {}
 
-            async def open_backend(kind: BackendKind, name: str) -> object:
-                spec = _lookup(specs[kind], kind, name)
-                backend = spec.factory(names.options_for(kind, name))
-                log.info("opening %s backend %r", kind, name)
-                return await stack.enter_async_context(backend)
+        def plan(
+            label: str, kind: ComponentKind, name: str, factory: Callable[[], Resource]
+        ) -> _Plan:
+            first = factory()  # bad options: ConfigError, before anything opens
+            entry = _Plan(Component(label, kind, name), first, factory)
+            components[label] = entry.component
+            return entry
 
-            stt = await open_backend("stt", names.stt)
-            llm = await open_backend("llm", names.llm)
-            tts = await open_voice_backends(config, specs["tts"], stack)
-            normaliser = (
-                await open_backend("normaliser", names.normaliser) if names.normaliser else None
+        def backend_factory(kind: BackendKind, spec: BackendSpec) -> Callable[[], Resource]:
+            options = names.options_for(kind, spec.name)
+            return lambda: spec.factory(options)
+
+        stt_spec = _lookup(specs["stt"], "stt", names.stt)
+        stt = plan("stt", "stt", names.stt, backend_factory("stt", stt_spec))
+        llm_spec = _lookup(specs["llm"], "llm", names.llm)
+        llm = plan("llm", "llm", names.llm, backend_factory("llm", llm_spec))
+        tts: dict[str, tuple[BackendSpec, _Plan]] = {}
+        for index, name in enumerate(names.tts_names):
+            try:  # the first speaks by default: it must be installed; the others add voices
+                spec = _lookup(specs["tts"], "tts", name)
+                tts[name] = spec, plan(f"tts:{name}", "tts", name, backend_factory("tts", spec))
+            except ConfigError as exc:
+                if index == 0:
+                    raise
+                log.warning("voices of tts backend %r are not available: %s", name, exc)
+        normaliser: tuple[BackendSpec, _Plan] | None = None
+        if names.normaliser:
+            spec = _lookup(specs["normaliser"], "normaliser", names.normaliser)
+            factory = backend_factory("normaliser", spec)
+            normaliser = spec, plan("normaliser", "normaliser", names.normaliser, factory)
+        features: dict[str, tuple[FeatureSpec, _Plan]] = {}
+        for key, feature_spec in host.feature_specs().items():
+            options = names.feature_options.get(feature_spec.name, {})
+            create = partial(feature_spec.factory, options)  # bad options: a start-up error
+            features[key] = (
+                feature_spec,
+                plan(f"feature:{feature_spec.name}", "feature", feature_spec.name, create),
             )
-            features: dict[str, tuple[FeatureSpec, SessionFeature]] = {}
-            for key, feature_spec in host.feature_specs().items():
-                options = names.feature_options.get(feature_spec.name, {})
-                feature = feature_spec.factory(options)  # bad options: a start-up error
+
+        def stand_in(kind: BackendKind, spec: BackendSpec, entry: _Plan) -> Any:
+            return standby(kind, entry.component, spec.capabilities)
+
+        engine = cls(
+            config,
+            host,
+            stt=stand_in("stt", stt_spec, stt),
+            llm=stand_in("llm", llm_spec, llm),
+            tts={name: stand_in("tts", *pair) for name, pair in tts.items()},
+            normaliser=None if normaliser is None else stand_in("normaliser", *normaliser),
+            features={},
+            voices={},
+            tracer=tracer,
+        )
+        engine._components = components
+        keepers = engine._keepers(stt, llm, tts, normaliser, features)
+        error: BaseException | None = None
+        try:
+            async with AsyncExitStack() as stack, trio.open_nursery() as nursery:
                 try:
-                    await stack.enter_async_context(feature)
-                except (ConfigError, BackendError) as exc:
-                    # An optional feature whose model or runtime is missing degrades to
-                    # "not installed": sessions that ask for it get feature_unavailable.
-                    log.warning("session feature %r is unavailable: %s", feature_spec.name, exc)
-                    continue
-                log.info("opened session feature %r (%s)", feature_spec.name, key)
-                features[key] = (feature_spec, feature)
-            voices = await _voice_library(tts)
-            if config.session.warm_up:
-                await _warm_up(llm, config.session.system_prompt)
-            provider: IdentityProvider | None = None
-            if config.auth.identity_provider is not None:
-                idp_specs = host.identity_provider_specs()
-                name = config.auth.identity_provider
-                if name not in idp_specs:
-                    known = ", ".join(sorted(idp_specs)) or "none"
-                    raise ConfigError(
-                        f"no identity provider named {name!r} is installed; installed: {known}"
-                    )
-                provider = idp_specs[name].factory(config.auth.identity_provider_options)
-                await stack.enter_async_context(provider)
-            assert isinstance(stt, SttBackend) and isinstance(llm, LlmBackend)
-            assert normaliser is None or isinstance(normaliser, NormaliserBackend)
-            yield cls(
-                config,
-                host,
-                stt=stt,
-                llm=llm,
-                tts=tts,
-                normaliser=normaliser,
-                features=features,
-                voices=voices,
-                identity_provider=provider,
-                tracer=tracer,
+                    for keeper in keepers:
+                        await nursery.start(keeper.run)
+                    engine.identity_provider = await _open_identity_provider(config, host, stack)
+                    yield engine
+                finally:
+                    nursery.cancel_scope.cancel()
+        except BaseExceptionGroup as group:
+            # The keepers raise nothing but a first open's configuration error (or a bug):
+            # what is here came from there or from the body. Raise it as it was.
+            if len(group.exceptions) != 1:
+                raise
+            error = group.exceptions[0]
+        if error is not None:
+            raise error
+
+    def _keepers(
+        self,
+        stt: _Plan,
+        llm: _Plan,
+        tts: Mapping[str, tuple[BackendSpec, _Plan]],
+        normaliser: tuple[BackendSpec, _Plan] | None,
+        features: Mapping[str, tuple[FeatureSpec, _Plan]],
+    ) -> list[Keeper]:
+        """One keeper per component, in the order they open at start."""
+        stt_standby, llm_standby, tts_standbys = self.stt, self.llm, dict(self.tts)
+
+        def install_stt(resource: Resource | None) -> None:
+            assert resource is None or isinstance(resource, SttBackend)
+            self.stt = stt_standby if resource is None else resource
+
+        def install_llm(resource: Resource | None) -> None:
+            assert resource is None or isinstance(resource, LlmBackend)
+            self.llm = llm_standby if resource is None else resource
+
+        async def settle_llm(resource: Resource) -> None:
+            assert isinstance(resource, LlmBackend)
+            await probe(resource)
+            if self.config.session.warm_up and not self._warmed:
+                self._warmed = True
+                await _warm_up(resource, self.config.session.system_prompt)
+
+        normaliser_standby = self.normaliser
+
+        def install_normaliser(resource: Resource | None) -> None:
+            assert resource is None or isinstance(resource, NormaliserBackend)
+            self.normaliser = normaliser_standby if resource is None else resource
+
+        async def settle_probe(resource: Resource) -> None:
+            assert isinstance(resource, Backend)
+            await probe(resource)
+
+        keepers = [
+            stt.keeper(install=install_stt, settle=settle_probe),
+            llm.keeper(install=install_llm, settle=settle_llm),
+        ]
+        for index, (name, (_spec, entry)) in enumerate(tts.items()):
+            keepers.append(
+                entry.keeper(
+                    install=partial(self._install_tts, name, tts_standbys[name]),
+                    settle=partial(self._settle_tts, name),
+                    # The others are optional voices: not installed or not loading, skipped.
+                    skip_on=() if index == 0 else (ConfigError, BackendError),
+                    remove=partial(self._remove, entry.component.label, tts=name),
+                )
             )
+        if normaliser is not None:
+            keepers.append(normaliser[1].keeper(install=install_normaliser, settle=settle_probe))
+        for key, (feature_spec, entry) in features.items():
+            keepers.append(
+                entry.keeper(
+                    install=partial(self._install_feature, key, feature_spec),
+                    settle=_settled,
+                    # A feature whose runtime is missing is "not installed" (ConfigError);
+                    # one whose model fails to load (BackendError) is down and retried.
+                    skip_on=(ConfigError,),
+                    remove=partial(self._remove, entry.component.label),
+                )
+            )
+        return keepers
+
+    def _install_tts(self, name: str, stand_in: TtsBackend, resource: Resource | None) -> None:
+        assert resource is None or isinstance(resource, TtsBackend)
+        self.tts[name] = stand_in if resource is None else resource
+
+    async def _settle_tts(self, name: str, resource: Resource) -> None:
+        """List the backend's voices once (they join the library), then check its health."""
+        assert isinstance(resource, TtsBackend)
+        if name not in self._voice_lists:
+            try:
+                with trio.fail_after(_VOICES_TIMEOUT_S):
+                    voices = tuple(await resource.list_voices())
+            except trio.TooSlowError:
+                raise BackendTimeout(
+                    f"listing the voices took over {_VOICES_TIMEOUT_S:g} s", backend=resource.name
+                ) from None
+            self._voice_lists[name] = voices
+            self.voices = _library(self.tts, self._voice_lists)
+            log.info("voice library: %d voice(s) of tts backend %r", len(voices), name)
+        await probe(resource)
+
+    def _install_feature(self, key: str, spec: FeatureSpec, resource: Resource | None) -> None:
+        if resource is None:
+            self.features.pop(key, None)  # sessions asking for it get feature_unavailable
+        else:
+            assert isinstance(resource, SessionFeature)
+            self.features[key] = (spec, resource)
+
+    def _remove(self, label: str, *, tts: str | None = None) -> None:
+        """Forget a component that is not installed here (its first open said so)."""
+        self._components.pop(label, None)
+        if tts is not None:
+            self.tts.pop(tts, None)
 
     def resolve_voice(self, voice_id: str | None) -> tuple[str, str | None]:
         """Map a session ``voice_id`` to (tts backend name, backend-local voice id).
@@ -252,24 +392,159 @@ class Engine:
         return any(v.backend == backend for v in self.voices.values())
 
     async def health(self) -> dict[str, dict[str, object]]:
-        """Each opened backend's health (``ok`` and an error message when not)."""
+        """Each backend's health, checked now: ``{"ok": True, "backend": NAME}``, or ``ok``
+        false with the ``error``.
+
+        Open backends are asked (all at once, up to 5 s each); one that is not open reports
+        why. What the checks find is recorded: sessions starting next are told what is down,
+        and a backend found answering again is settled at once (its voices listed).
+        """
+        components = [c for c in self._components.values() if c.kind != "feature"]
         report: dict[str, dict[str, object]] = {}
-        checks: list[tuple[str, object]] = [("stt", self.stt), ("llm", self.llm)]
-        checks += [(f"tts:{name}", backend) for name, backend in self.tts.items()]
-        if self.normaliser is not None:
-            checks.append(("normaliser", self.normaliser))
-        for label, backend in checks:
-            assert isinstance(backend, SttBackend | LlmBackend | TtsBackend | NormaliserBackend)
-            try:
-                with trio.fail_after(5):
-                    await backend.check_health()
-            except BackendError as exc:
-                report[label] = {"ok": False, "backend": backend.name, "error": str(exc)}
-            except trio.TooSlowError:
-                report[label] = {"ok": False, "backend": backend.name, "error": "timed out"}
+
+        async def check(component: Component) -> None:
+            backend = component.resource
+            if not isinstance(backend, Backend):
+                error = component.error or "not open"
             else:
-                report[label] = {"ok": True, "backend": backend.name}
+                try:
+                    await probe(backend)
+                except BackendError as exc:
+                    error = str(exc)
+                except Exception as exc:  # a backend bug must not break the health endpoint
+                    log.error("health check of %r raised", backend.name, exc_info=exc)
+                    error = f"{type(exc).__name__}: {exc}"
+                else:
+                    error = None
+                component.report(error)
+            entry: dict[str, object] = {"ok": error is None, "backend": component.name}
+            if error is not None:
+                entry["error"] = error
+            report[component.label] = entry
+
+        async with trio.open_nursery() as nursery:
+            for component in components:
+                nursery.start_soon(check, component)
+        return {c.label: report[c.label] for c in components}
+
+    def feature_health(self) -> dict[str, dict[str, object]]:
+        """Each installed session feature, by name: ``ok``, its ``config_key``, and the
+        ``error`` while it is down (its model did not load; it is tried again)."""
+        report: dict[str, dict[str, object]] = {}
+        keys = {spec.name: key for key, (spec, _) in self.features.items()}
+        for component in self._components.values():
+            if component.kind != "feature":
+                continue
+            entry: dict[str, object] = {"ok": component.up}
+            if component.name in keys:
+                entry["config_key"] = keys[component.name]
+            if component.error is not None:
+                entry["error"] = component.error
+            report[component.name] = entry
         return report
+
+    def session_warnings(self, config: SessionConfig) -> list[WarningFrame]:
+        """What a session starting now with ``config`` is told it will not get: one warning
+        per backend it uses that counts as down (``stt_unavailable``, ``llm_unavailable``,
+        ``tts_unavailable``, ``normaliser_unavailable``). The session goes on without it."""
+        try:
+            voice_backend, _ = self.resolve_voice(config.voice_id)
+        except ConfigError:
+            voice_backend = self.default_tts
+        wanted = [
+            (
+                "stt",
+                "stt_unavailable",
+                "speech recognition",
+                "spoken turns get no transcript until it is back; typed text still works",
+            ),
+            ("llm", "llm_unavailable", "the language model", "turns get no reply until it is back"),
+            (
+                f"tts:{voice_backend}",
+                "tts_unavailable",
+                "speech synthesis",
+                "replies come as text until it is back",
+            ),
+        ]
+        if config.normalize_text:
+            wanted.append(
+                (
+                    "normaliser",
+                    "normaliser_unavailable",
+                    "text normalisation",
+                    "text is spoken as written until it is back",
+                )
+            )
+        warnings: list[WarningFrame] = []
+        for label, code, what, consequence in wanted:
+            component = self._components.get(label)
+            if component is not None and not component.up:
+                message = f"{what} ({component.name}) is down: {component.error}; {consequence}"
+                warnings.append(WarningFrame(code=code, message=message))
+        return warnings
+
+
+@dataclass(frozen=True, slots=True)
+class _Plan:
+    """A component to keep: its state, the instance to open first, and how to make more."""
+
+    component: Component
+    first: Resource
+    create: Callable[[], Resource]
+
+    def keeper(
+        self,
+        *,
+        install: Callable[[Resource | None], None],
+        settle: Callable[[Resource], Awaitable[None]],
+        skip_on: tuple[type[Exception], ...] = (),
+        remove: Callable[[], None] = lambda: None,
+    ) -> Keeper:
+        return Keeper(
+            self.component,
+            self.first,
+            self.create,
+            install=install,
+            settle=settle,
+            skip_on=skip_on,
+            remove=remove,
+        )
+
+
+async def _settled(resource: Resource) -> None:
+    """Nothing to check once open (a session feature has no health check)."""
+
+
+def _library(
+    tts: Mapping[str, TtsBackend], lists: Mapping[str, tuple[Voice, ...]]
+) -> dict[str, LibraryVoice]:
+    """The voice library: the listed voices of each backend, in the configured order."""
+    voices: dict[str, LibraryVoice] = {}
+    for name in tts:
+        for voice in lists.get(name, ()):
+            voice_id = f"{name}:{voice.id}"
+            voices[voice_id] = LibraryVoice(id=voice_id, backend=name, voice=voice)
+    return voices
+
+
+async def _open_identity_provider(
+    config: EngineConfig, host: PluginHost, stack: AsyncExitStack
+) -> IdentityProvider | None:
+    """Open the configured identity provider on ``stack`` (``None``: none is configured).
+
+    Raises:
+        ConfigError: no identity provider of that name is installed, or its options are bad.
+    """
+    name = config.auth.identity_provider
+    if name is None:
+        return None
+    idp_specs = host.identity_provider_specs()
+    if name not in idp_specs:
+        known = ", ".join(sorted(idp_specs)) or "none"
+        raise ConfigError(f"no identity provider named {name!r} is installed; installed: {known}")
+    provider = idp_specs[name].factory(config.auth.identity_provider_options)
+    await stack.enter_async_context(provider)
+    return provider
 
 
 def _lookup(specs: Mapping[str, BackendSpec], kind: str, name: str) -> BackendSpec:

@@ -3,12 +3,12 @@
 Routes::
 
     GET  /v1/session                WebSocket, protocol v1 (API key or ?token=)
-    POST /v1/session-tokens         mint a short-lived browser session token (scaivoice:use)
+    POST /v1/session-tokens         mint a single-use browser session token (scaivoice:use)
     GET  /v1/voices                 the voice library
     POST /v1/audio/transcriptions   OpenAI-compatible: an audio file in, its transcript out
     POST /v1/audio/speech           OpenAI-compatible: text in, audio (an OGG/Opus note...) out
     GET  /v1/models                 the models those two answer to
-    GET  /health                    backends' health; 503 while draining or a backend is down
+    GET  /health                    backends' and features' health; 503 while draining or down
     GET  /livez, /readyz            liveness (the process serves) and readiness (takes sessions)
     GET  /metrics                   Prometheus metrics
     GET  /v1/admin/sessions[/{id}]  the caller's tenant's sessions (scaivoice:admin)
@@ -25,11 +25,19 @@ import logging
 import math
 import urllib.parse
 from collections.abc import Awaitable, Callable, Mapping
+from typing import Annotated
 
-from .._errors import AuthError
-from .._host.auth import PERMISSION_ADMIN, PERMISSION_USE, Principal, bearer_from_headers
+import msgspec
+
+from .._errors import AuthError, LimitExceeded, Unauthorized
+from .._host.auth import (
+    MAX_TOKEN_TTL_S,
+    PERMISSION_ADMIN,
+    PERMISSION_USE,
+    Principal,
+    bearer_from_headers,
+)
 from .._host.engine import Engine
-from .._host.limits import LimitExceeded
 from .._session.runner import Session
 from .._session.transport import CloseCode, Transport
 from .._voicenotes.api import VoiceNotes
@@ -106,6 +114,9 @@ class ScaiVoiceApp:
             principal = await self._authenticate(scope)
             principal.require(PERMISSION_USE)
             self.engine.admit_session(principal.tenant)
+            token = _query_token(scope)
+            if token is not None and not self.engine.auth.open_mode:
+                self.engine.auth.consume_session_token(token)  # one session per token
         except AuthError as exc:
             code = CloseCode.FORBIDDEN if exc.code == "forbidden" else CloseCode.UNAUTHORIZED
             await _refuse(transport, exc.code, str(exc), code)
@@ -116,15 +127,21 @@ class ScaiVoiceApp:
         await Session(self.engine, principal, transport).run()
 
     async def _authenticate(self, scope: Scope) -> Principal:
-        query = urllib.parse.parse_qs(scope.get("query_string", b"").decode("latin-1"))
-        token = query.get("token", [None])[0]
+        """The caller of a session WebSocket: a session token (``?token=``) or an API key."""
         return await self.engine.authenticate(
-            bearer=bearer_from_headers(scope.get("headers", [])), token=token
+            bearer=bearer_from_headers(scope.get("headers", [])), token=_query_token(scope)
         )
 
     async def _user(self, scope: Scope, permission: str = PERMISSION_USE) -> Principal:
-        """The caller, holding ``permission``, within its tenant's request budget."""
-        principal = await self._authenticate(scope)
+        """The caller of the HTTP API (an API key: session tokens open sessions only),
+        holding ``permission``, within its tenant's request budget."""
+        bearer = bearer_from_headers(scope.get("headers", []))
+        if bearer is None and _query_token(scope) is not None and not self.engine.auth.open_mode:
+            raise Unauthorized(
+                "session tokens open sessions only; the HTTP API needs an API key: "
+                "'Authorization: Bearer <key>'"
+            )
+        principal = await self.engine.authenticate(bearer=bearer, token=None)
         principal.require(permission)
         self.engine.admit(principal.tenant)
         return principal
@@ -172,8 +189,11 @@ class ScaiVoiceApp:
 
     async def _health(self, scope: Scope, receive: Receive, send: Send) -> None:
         backends = await self.engine.health()
+        features = self.engine.feature_health()
         draining = self.engine.sessions.draining
-        healthy = all(entry["ok"] for entry in backends.values())
+        down = [label for label, entry in backends.items() if not entry["ok"]]
+        down += [f"feature:{name}" for name, entry in features.items() if not entry["ok"]]
+        healthy = not down
         default_voice = backends.get(f"tts:{self.engine.default_tts}", {"ok": False})
         status = "draining" if draining else ("ok" if healthy else "degraded")
         await send_json(
@@ -182,7 +202,9 @@ class ScaiVoiceApp:
             {
                 "status": status,
                 "synthesis": bool(default_voice["ok"]) and not draining,
+                "down": down,
                 "backends": backends,
+                "features": features,
                 "sessions": {"live": len(self.engine.sessions.live)},
                 "speech_cache": self.voice_notes.cache.describe(),
             },
@@ -206,20 +228,22 @@ class ScaiVoiceApp:
         await send_json(send, 200, {"object": "list", "data": data})
 
     async def _session_tokens(self, scope: Scope, receive: Receive, send: Send) -> None:
-        await read_body(receive, limit=64 * 1024)
+        body = await read_body(receive, limit=64 * 1024)
         principal = await self.engine.authenticate(
             bearer=bearer_from_headers(scope.get("headers", [])), token=None
         )
         principal.require(PERMISSION_USE)
         self.engine.admit(principal.tenant)
-        token, expires_at = self.engine.auth.mint_session_token(principal)
+        request = _token_request(body, header(scope, b"content-type"))
+        lifetime = self.engine.auth.token_lifetime(request.ttl_s)
+        token, expires_at = self.engine.auth.mint_session_token(principal, ttl_s=lifetime)
         await send_json(
             send,
             201,
             {
                 "token": token,
                 "expires_at": expires_at,
-                "expires_in": self.engine.auth.token_ttl_s,
+                "expires_in": lifetime,
                 "url": "/v1/session?token=" + urllib.parse.quote(token),
             },
         )
@@ -279,6 +303,48 @@ class ScaiVoiceApp:
     async def _models(self, scope: Scope, receive: Receive, send: Send) -> None:
         await self._user(scope)
         await send_json(send, 200, {"object": "list", "data": self.voice_notes.models()})
+
+
+class _TokenRequest(msgspec.Struct, forbid_unknown_fields=True):
+    """The optional JSON body of ``POST /v1/session-tokens``."""
+
+    ttl_s: Annotated[float, msgspec.Meta(gt=0)] | None = None
+    """The token's lifetime in seconds; at most ``MAX_TOKEN_TTL_S`` (longer is cut to it)."""
+
+
+def _token_request(body: bytes, content_type: str | None) -> _TokenRequest:
+    """Parse a mint request: no body, or a JSON object.
+
+    Raises:
+        HttpProblem: 415 ``unsupported_media_type`` for a body that is not JSON by its
+            ``Content-Type``; 400 ``invalid_json`` / ``invalid_request`` for a bad one.
+    """
+    if not body.strip():
+        return _TokenRequest()
+    media = (content_type or "").partition(";")[0].strip().lower()
+    if media != "application/json" and not media.endswith("+json"):
+        raise HttpProblem(
+            415, "unsupported_media_type", "send the request as application/json (or no body)"
+        )
+    try:
+        return msgspec.json.decode(body, type=_TokenRequest)
+    except msgspec.ValidationError as exc:
+        raise HttpProblem(
+            400,
+            "invalid_request",
+            f'{exc}; the body is {{"ttl_s": <seconds, > 0, at most {MAX_TOKEN_TTL_S:g}>}}',
+        ) from exc
+    except msgspec.DecodeError as exc:
+        raise HttpProblem(400, "invalid_json", f"the body is not JSON: {exc}") from exc
+    except RecursionError:
+        raise HttpProblem(400, "invalid_json", "the body's JSON is nested too deeply") from None
+
+
+def _query_token(scope: Scope) -> str | None:
+    """The ``token`` of the request's query string, if any."""
+    query = urllib.parse.parse_qs(bytes(scope.get("query_string", b"")).decode("latin-1"))
+    values = query.get("token")
+    return values[0] if values else None
 
 
 async def _refuse(transport: Transport, code: str, message: str, close: int) -> None:

@@ -68,12 +68,17 @@ async def serve(
 
     ``tracer`` overrides the OpenTelemetry tracer ``[telemetry]`` would build.
 
+    A backend or feature that is unavailable at start (its upstream does not answer, its model
+    does not load) does not stop it: the server listens with it down, reports it in ``/health``
+    and recovers it in the background (see :meth:`Engine.open`).
+
     Draining: new sessions are refused (1013) and ``/health`` answers 503; live sessions may go
     on for ``server.drain_timeout_s``, then are closed with 1001 "going away". Cancelling
     ``serve`` stops at once (sessions are closed with 1001 as their scopes unwind).
 
     Raises:
-        ConfigError: no API key is configured and the host is not a loopback address.
+        ConfigError: no API key is configured and the host is not a loopback address, or a
+            backend or feature is not installed or badly configured.
     """
     server = config.server
     if config.open_mode and not is_loopback(server.host):
@@ -100,7 +105,7 @@ async def serve(
                     port=server.port,
                     max_message_bytes=config.session.max_frame_bytes * 4,
                     shutdown_trigger=stop_http.wait,
-                    keep_alive_s=30.0,
+                    settings=server,
                     graceful_timeout_s=5.0,
                 )
             )

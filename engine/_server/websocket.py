@@ -7,7 +7,8 @@ nothing else. What it does:
 
 - the opening handshake's checks and the ``101`` response's accept key (:func:`accept_key`);
 - frames: client frames must be masked; fragmented messages are joined (control frames may
-  come between fragments); text must be UTF-8; no extension is negotiated, so reserved bits
+  come between fragments); text must be UTF-8, checked as it arrives (a bad byte in the first
+  fragment of a long message fails at once); no extension is negotiated, so reserved bits
   are errors; a message over ``max_message_bytes`` is refused with 1009 before it is buffered;
 - pings are reported (the shell answers with a pong), pongs are ignored, a close frame is
   reported with its code and reason.
@@ -20,6 +21,7 @@ A peer's protocol error raises :class:`WebSocketProtocolError` with the close co
 from __future__ import annotations
 
 import base64
+import codecs
 import hashlib
 from dataclasses import dataclass
 from typing import NoReturn
@@ -134,6 +136,11 @@ class WebSocketCodec:
     Feed the socket's bytes to :meth:`receive_data`; take messages with :meth:`next_event`
     until it returns ``None``. After a :class:`Close` or an error the codec takes nothing more.
 
+    Errors are found as early as the bytes allow (Autobahn's "fail fast"): a frame's header is
+    checked before its payload arrives, and the text of a fragmented message, or of a frame
+    that arrives over several reads, is checked as UTF-8 piece by piece, so invalid text closes
+    the connection with 1007 at the first bad byte, not when the message ends.
+
     Args:
         max_message_bytes: the largest message (all its fragments) accepted; larger ones
             raise 1009 as soon as their header announces it.
@@ -142,9 +149,11 @@ class WebSocketCodec:
     def __init__(self, *, max_message_bytes: int) -> None:
         self.max_message_bytes = max_message_bytes
         self._buffer = b""
-        self._fragments: list[bytes] = []
+        self._fragment_opcode = 0  # _TEXT or _BINARY while a fragmented message is open
+        self._fragments: list[bytes] = []  # a binary message's fragments
         self._fragmented_size = 0
-        self._fragment_opcode = 0
+        self._text: _IncrementalText | None = None  # a text message checked piece by piece
+        self._checked = 0  # payload bytes of the frame in progress already fed to _text
         self._done = False
 
     def receive_data(self, data: bytes) -> None:
@@ -168,7 +177,21 @@ class WebSocketCodec:
                 self._fail(PROTOCOL_ERROR, "reserved bits set without an extension")
             if not second & 0x80:
                 self._fail(PROTOCOL_ERROR, "client frames must be masked")
+            opcode = first & 0x0F
+            fin = first & 0x80
             size = second & 0x7F
+            if opcode >= _CLOSE:
+                if opcode > _PONG:
+                    self._fail(PROTOCOL_ERROR, f"unknown opcode {opcode:#x}")
+                if not fin or size > 125:
+                    self._fail(PROTOCOL_ERROR, "control frames are short and unfragmented")
+            elif opcode:
+                if opcode > _BINARY:
+                    self._fail(PROTOCOL_ERROR, f"unknown opcode {opcode:#x}")
+                if self._fragment_opcode:
+                    self._fail(PROTOCOL_ERROR, "a new message before the last one ended")
+            elif not self._fragment_opcode:
+                self._fail(PROTOCOL_ERROR, "a continuation frame with nothing to continue")
             pos = 2
             if size == 126:
                 if have < 4:
@@ -180,56 +203,92 @@ class WebSocketCodec:
                     return None
                 size = int.from_bytes(buf[2:10], "big")
                 pos = 10
-            opcode = first & 0x0F
-            fin = first & 0x80
-            if opcode >= _CLOSE:
-                if not fin or size > 125:
-                    self._fail(PROTOCOL_ERROR, "control frames are short and unfragmented")
-            elif self._fragmented_size + size > self.max_message_bytes:
+            if opcode < _CLOSE and self._fragmented_size + size > self.max_message_bytes:
                 self._fail(
                     MESSAGE_TOO_BIG, f"messages are limited to {self.max_message_bytes} bytes"
                 )
-            end = pos + 4 + size
+            start = pos + 4
+            end = start + size
             if have < end:
+                if have > start and (
+                    opcode == _TEXT or (opcode == _CONTINUATION and self._text is not None)
+                ):
+                    self._check_partial_text(buf, start, have)
                 return None
-            payload = _unmask(buf[pos + 4 : end], buf[pos : pos + 4])
+            checked = self._checked
+            if checked:
+                payload = _unmask(buf[start + checked : end], _rotate(buf[pos:start], checked))
+                self._checked = 0
+            else:
+                payload = _unmask(buf[start:end], buf[pos:start])
             self._buffer = buf[end:]
-            if opcode == _BINARY or opcode == _TEXT:
-                if self._fragments:
-                    self._fail(PROTOCOL_ERROR, "a new message before the last one ended")
+            if opcode == _TEXT:
+                if fin and self._text is None:
+                    return self._decode(payload)
+                self._fragment_opcode = _TEXT
+                self._fragmented_size = size
+                self._text_piece(payload, final=bool(fin))
                 if fin:
-                    return self._message(opcode, payload)
-                self._fragment_opcode = opcode
+                    return self._end_text()
+            elif opcode == _BINARY:
+                if fin:
+                    return payload
+                self._fragment_opcode = _BINARY
                 self._fragments.append(payload)
                 self._fragmented_size = size
             elif opcode == _CONTINUATION:
-                if not self._fragments:
-                    self._fail(PROTOCOL_ERROR, "a continuation frame with nothing to continue")
-                self._fragments.append(payload)
                 self._fragmented_size += size
+                if self._text is not None:
+                    self._text_piece(payload, final=bool(fin))
+                    if fin:
+                        return self._end_text()
+                    continue
+                self._fragments.append(payload)
                 if fin:
                     whole = b"".join(self._fragments)
                     self._fragments.clear()
-                    self._fragmented_size = 0
-                    return self._message(self._fragment_opcode, whole)
+                    self._fragment_opcode = self._fragmented_size = 0
+                    return whole
             elif opcode == _PING:
                 return Ping(payload)
             elif opcode == _PONG:
                 continue
-            elif opcode == _CLOSE:
+            else:  # _CLOSE
                 self._done = True
                 return self._close(payload)
-            else:
-                self._fail(PROTOCOL_ERROR, f"unknown opcode {opcode:#x}")
         return None
 
-    def _message(self, opcode: int, payload: bytes) -> str | bytes:
-        if opcode == _BINARY:
-            return payload
+    # ---------------------------------------------------------------- text, piece by piece
+
+    def _decode(self, payload: bytes) -> str:
         try:
             return payload.decode("utf-8")
         except UnicodeDecodeError:
             self._fail(INVALID_DATA, "a text message that is not UTF-8")
+
+    def _check_partial_text(self, buf: bytes, start: int, have: int) -> None:
+        """Check the part of a text frame's payload that has arrived (and not been checked)."""
+        checked = self._checked
+        available = have - start
+        if available <= checked:
+            return
+        piece = _unmask(buf[start + checked : have], _rotate(buf[start - 4 : start], checked))
+        self._text_piece(piece, final=False)
+        self._checked = available
+
+    def _text_piece(self, piece: bytes, *, final: bool) -> None:
+        text = self._text
+        if text is None:
+            text = self._text = _IncrementalText()
+        if not text.feed(piece, final=final):
+            self._fail(INVALID_DATA, "a text message that is not UTF-8")
+
+    def _end_text(self) -> str:
+        assert self._text is not None
+        message = self._text.text()
+        self._text = None
+        self._fragment_opcode = self._fragmented_size = 0
+        return message
 
     def _close(self, payload: bytes) -> Close:
         if not payload:
@@ -249,4 +308,38 @@ class WebSocketCodec:
         self._done = True
         self._buffer = b""
         self._fragments.clear()
+        self._text = None
         raise WebSocketProtocolError(code, reason)
+
+
+def _rotate(mask: bytes, offset: int) -> bytes:
+    """The mask for a payload that starts ``offset`` bytes into a masked payload."""
+    shift = offset & 3
+    return mask[shift:] + mask[:shift] if shift else mask
+
+
+class _IncrementalText:
+    """UTF-8 text checked and decoded piece by piece (``codecs``' incremental decoder)."""
+
+    __slots__ = ("_decoder", "parts")
+
+    def __init__(self) -> None:
+        self._decoder = codecs.getincrementaldecoder("utf-8")()
+        self.parts: list[str] = []
+
+    def feed(self, piece: bytes, *, final: bool) -> bool:
+        """Add ``piece``; ``False`` as soon as the text so far cannot be UTF-8."""
+        try:
+            self.parts.append(self._decoder.decode(piece, final))
+        except UnicodeDecodeError:
+            return False
+        if final:
+            return True
+        # The decoder holds an unfinished sequence back; it already refuses every bad prefix
+        # but ED A0..ED BF (a UTF-16 surrogate, never UTF-8), which it finds one byte later.
+        pending = self._decoder.getstate()[0]
+        return not (len(pending) >= 2 and pending[0] == 0xED and pending[1] >= 0xA0)
+
+    def text(self) -> str:
+        """The whole text (after the final piece)."""
+        return "".join(self.parts)

@@ -186,7 +186,7 @@ class Session:
                 ),
             )
         )
-        for warning in warnings:
+        for warning in warnings + self.engine.session_warnings(dialogue.config):
             await self._send_now(warning)
         await self._send_now(State(state="idle"))
         self._last_activity = trio.current_time()

@@ -33,7 +33,14 @@ from .._host.auth import PERMISSION_USE, Principal
 from .._host.engine import Engine
 from .._server.http import FormPart, HttpProblem
 from .cache import SpeechCache, cache_key
-from .codecs import CONTENT_TYPES, AudioDecodeError, SpeechFormat, decode_audio, encode_audio
+from .codecs import (
+    CONTENT_TYPES,
+    AudioDecodeError,
+    AudioTooLong,
+    SpeechFormat,
+    decode_audio_in_worker,
+    encode_audio,
+)
 
 __all__ = ["SpeechResult", "VoiceNotes"]
 
@@ -121,14 +128,24 @@ class VoiceNotes:
                 f"response_format must be one of {', '.join(TRANSCRIPT_FORMATS)}",
             )
         language = _field(form, "language") or None
+        name = upload.filename or "the file"
         try:
-            pcm = await trio.to_thread.run_sync(
-                decode_audio, upload.data, limiter=self._codec_limiter
-            )
+            with trio.move_on_after(self.settings.decode_timeout_s) as decode_deadline:
+                pcm = await decode_audio_in_worker(
+                    upload.data,
+                    max_duration_s=self.settings.max_audio_s,
+                    limiter=self._codec_limiter,
+                )
+        except AudioTooLong as exc:
+            raise HttpProblem(413, "audio_too_long", f"{name}: {exc}") from exc
         except AudioDecodeError as exc:
+            raise HttpProblem(400, "invalid_audio", f"{name}: {exc}") from exc
+        if decode_deadline.cancelled_caught:
             raise HttpProblem(
-                400, "invalid_audio", f"{upload.filename or 'the file'}: {exc}"
-            ) from exc
+                422,
+                "audio_decode_timeout",
+                f"{name}: decoding took longer than {self.settings.decode_timeout_s:g} s",
+            )
         transcript = await self._recognise(pcm, language)
         duration_s = len(pcm) / 2 / _STT_RATE
         return response_format, _transcript_document(
@@ -298,6 +315,8 @@ def _speech_request(body: bytes, max_chars: int) -> dict[str, Any]:
         request = json.loads(body)
     except ValueError as exc:
         raise HttpProblem(400, "invalid_json", f"the body is not JSON: {exc}") from exc
+    except RecursionError:  # arrays / objects nested about a thousand deep
+        raise HttpProblem(400, "invalid_json", "the body's JSON is nested too deeply") from None
     if not isinstance(request, dict):
         raise HttpProblem(400, "invalid_request", "the body must be a JSON object")
     text = request.get("input")

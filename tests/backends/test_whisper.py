@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import sys
+import threading
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from itertools import pairwise
 from pathlib import Path
+from typing import Any
 
 import pytest
 import trio
@@ -155,32 +157,46 @@ async def test_speech_after_the_pause_withdraws_the_stable_interim(speech: Speec
 
 @pytest.mark.slow
 async def test_cancelling_mid_stream_is_prompt_and_the_backend_stays_usable(
-    whisper: WhisperStt, speech: Speech
+    whisper: WhisperStt, speech: Speech, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     pcm = speech[1] + speech[3]
+    hold, held, release = threading.Event(), threading.Event(), threading.Event()
+    decode = whisper._decode_blocking
+
+    def held_decode(*args: Any) -> Any:
+        """A decode in its worker thread; once ``hold`` is set, it waits for ``release``."""
+        if hold.is_set():
+            held.set()
+            release.wait(60)
+        return decode(*args)
+
+    monkeypatch.setattr(whisper, "_decode_blocking", held_decode)
     audio_send, audio_receive = trio.open_memory_channel[bytes](0)
     results_send, results_receive = trio.open_memory_channel[Transcript](100)
-    with trio.fail_after(60):
-        async with trio.open_nursery() as nursery:
-            stopped = trio.Event()
+    try:
+        with trio.fail_after(60):
+            async with trio.open_nursery() as nursery:
+                stopped = trio.Event()
 
-            async def run() -> None:
-                with trio.CancelScope() as scope:
-                    holder.append(scope)
-                    await whisper.transcribe(SttRequest(), audio_receive, results_send)
-                stopped.set()
+                async def run() -> None:
+                    with trio.CancelScope() as scope:
+                        holder.append(scope)
+                        await whisper.transcribe(SttRequest(), audio_receive, results_send)
+                    stopped.set()
 
-            holder: list[trio.CancelScope] = []
-            nursery.start_soon(run)
-            await send_all(audio_send, chunks(pcm[: 16000 * 2 * 2]))
-            await results_receive.receive()  # the first interim
-            # Two more seconds: the next interim decode is now running in its thread.
-            await send_all(audio_send, chunks(pcm[16000 * 2 * 2 : 16000 * 2 * 4]))
-            started = trio.current_time()
-            holder[0].cancel()
-            await stopped.wait()
-            elapsed = trio.current_time() - started
-    assert elapsed < 0.1, f"transcribe took {elapsed:.3f} s to stop"
+                holder: list[trio.CancelScope] = []
+                nursery.start_soon(run)
+                await send_all(audio_send, chunks(pcm[: 16000 * 2 * 2]))
+                await results_receive.receive()  # the first interim
+                hold.set()
+                # Two more seconds: the next decode starts in its thread, and is held there.
+                await send_all(audio_send, chunks(pcm[16000 * 2 * 2 : 16000 * 2 * 4]))
+                assert await trio.to_thread.run_sync(held.wait, 30)
+                holder[0].cancel()
+                await stopped.wait()  # returns with the decode still running: abandoned
+                assert not release.is_set()
+    finally:
+        release.set()
     leftover = await drain(results_receive)
     assert all(not r.final for r in leftover)
     with trio.fail_after(60):

@@ -10,8 +10,9 @@ the backend, from the call to the first thing it hands on:
 - TTS: time to the first audio (the bare call stops at the first body byte).
 
 The overhead is given as the median of the paired differences and as the difference of the
-fastest calls of each (the steadiest figure on a busy machine). The bounds asserted are loose
-(shared 2-core machines); the figures are printed.
+fastest calls of each (the steadiest figure on a busy machine). The figures are printed, not
+asserted (wall-clock times say more about the machine than the code); each call checks what it
+received.
 """
 
 from __future__ import annotations
@@ -65,8 +66,8 @@ async def pairs(
     return raws, via_backend
 
 
-def report(label: str, raws: list[float], via: list[float]) -> tuple[float, float]:
-    """Print one line of figures; return the overhead in ms: the median of the paired
+def report(label: str, raws: list[float], via: list[float]) -> None:
+    """Print one line of figures, with the overhead in ms: the median of the paired
     differences, and the difference of the fastest calls (the steadiest on a busy machine)."""
     paired = statistics.median(b - a for a, b in zip(raws, via, strict=True))
     fastest = min(via) - min(raws)
@@ -80,7 +81,6 @@ def report(label: str, raws: list[float], via: list[float]) -> tuple[float, floa
         f"\n{label:<24} server: {q(raws)} | backend: {q(via)} | overhead: "
         f"median of pairs {paired:+5.1f}, min vs min {fastest:+5.1f} ms (n={len(raws)})"
     )
-    return paired, fastest
 
 
 def ms_since(start: float) -> float:
@@ -132,8 +132,7 @@ async def test_llm_time_to_first_token(llama: Server, capsys: pytest.CaptureFixt
 
             raws, vias = await pairs(raw, via)
     with capsys.disabled():
-        paired, fastest = report("LLM first token", raws, vias)
-    assert fastest < 25 and paired < 50
+        report("LLM first token", raws, vias)
 
 
 async def test_stt_end_of_audio_to_final(
@@ -167,8 +166,7 @@ async def test_stt_end_of_audio_to_final(
 
             raws, vias = await pairs(raw, via)
     with capsys.disabled():
-        paired, fastest = report("STT end of audio->final", raws, vias)
-    assert fastest < 150 and paired < 300  # the server's own time varies by 100s of ms here
+        report("STT end of audio->final", raws, vias)
 
 
 async def test_tts_time_to_first_audio(speaker: Server, capsys: pytest.CaptureFixture[str]) -> None:
@@ -199,5 +197,4 @@ async def test_tts_time_to_first_audio(speaker: Server, capsys: pytest.CaptureFi
 
             raws, vias = await pairs(raw, via)
     with capsys.disabled():
-        paired, fastest = report("TTS first audio", raws, vias)
-    assert fastest < 25 and paired < 50
+        report("TTS first audio", raws, vias)

@@ -134,10 +134,10 @@ async def test_llm_cancel_mid_stream_is_prompt_and_the_backend_is_reusable(
         nursery.start_soon(llm.generate, long, send)
         with trio.fail_after(60):
             await receive.receive()
-        started = trio.current_time()
         nursery.cancel_scope.cancel()
-    assert trio.current_time() - started < 0.1
-    # Whatever is still in the channel was sent before the cancel; then it is closed.
+    # Whatever is still in the channel was sent before the cancel; then it is closed: the
+    # stream was cut, not read to its end. (That the cut is immediate is tested in virtual
+    # time: test_failures.py, test_cancelling_mid_stream_closes_promptly_...)
     assert len([d async for d in receive]) < 48
     assert await reply(llm)  # same pool, next request
 
@@ -252,8 +252,10 @@ async def test_tts_cancel_mid_stream_is_prompt_and_the_backend_is_reusable(
     async with trio.open_nursery() as nursery:
         nursery.start_soon(tts.synthesize, TtsRequest(TEXT * 4), send)
         with trio.fail_after(60):
-            await receive.receive()
-        started = trio.current_time()
+            heard = [await receive.receive()]
         nursery.cancel_scope.cancel()
-    assert trio.current_time() - started < 0.1
-    assert total_ms(await synthesize(tts, TtsRequest("Hello."))) > 300
+    heard += [c async for c in receive]  # sent before the cancel; then the channel is closed
+    once = await synthesize(tts, TtsRequest(TEXT))  # the backend is reusable
+    # The stream was cut: less than the whole text's audio came through. (That the cut is
+    # immediate is tested in virtual time: test_failures.py, test_cancelling_mid_audio_...)
+    assert total_ms(heard) < 3 * total_ms(once)

@@ -10,20 +10,14 @@ at the client, so they include loopback and the client's own parsing: an upper b
 
 from __future__ import annotations
 
-import os
-import socket
-import subprocess
-import sys
-import tempfile
 import time
-from pathlib import Path
 
-import httpx
 import numpy as np
 import trio
 
-from . import frames as frames
-from .client import AgentAudio, VoiceClient, connect
+from scaivoice.engine.client import AgentAudio, VoiceClient, connect, frames
+
+from ._server import local_server
 
 __all__ = ["run_turn_benchmark"]
 
@@ -42,51 +36,8 @@ def run_turn_benchmark(*, turns: int, url: str | None, api_key: str | None) -> i
     """Run the benchmark and print its figures. Returns a process exit code."""
     if url is not None:
         return trio.run(_run, url, api_key, turns)
-    with tempfile.TemporaryDirectory() as tmp:
-        config = Path(tmp) / "bench.toml"
-        config.write_text(_CONFIG)
-        port = _free_port()
-        env = {**os.environ, "SCAIVOICE_DISABLE_PLUGIN_AUTOLOAD": "1"}
-        server = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "scaivoice.engine.cli",
-                "serve",
-                "--config",
-                str(config),
-                "--port",
-                str(port),
-            ],
-            env=env,
-            stderr=subprocess.DEVNULL,
-        )
-        try:
-            _wait_healthy(f"http://127.0.0.1:{port}/health", server)
-            return trio.run(_run, f"ws://127.0.0.1:{port}/v1/session", api_key, turns)
-        finally:
-            server.terminate()
-            server.wait(timeout=30)
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def _wait_healthy(url: str, server: subprocess.Popen[bytes]) -> None:
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        if server.poll() is not None:
-            raise RuntimeError("the benchmark server exited at start-up")
-        try:
-            if httpx.get(url, timeout=1).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.1)
-    raise RuntimeError("the benchmark server did not become healthy")
+    with local_server(_CONFIG) as server:
+        return trio.run(_run, server.session_url, api_key, turns)
 
 
 async def _next(session: VoiceClient) -> frames.ServerFrame | AgentAudio:

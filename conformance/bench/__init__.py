@@ -1,0 +1,12 @@
+"""ScaiVoice benchmarks: figures measured through a real server, from outside the engine.
+
+Each benchmark is a ``scaivoice bench`` command and imports the engine only through its public
+API (``scaivoice.engine``, ``scaivoice.engine.client``):
+
+- :mod:`scaivoice.conformance.bench.turns` (``bench turns``): barge-in latency and engine
+  overhead on the deterministic test backends;
+- :mod:`scaivoice.conformance.bench.stack` (``bench stack``): end-of-speech latency, real-time
+  factors and memory of the embedded voice stack;
+- :mod:`scaivoice.conformance.bench.load` (``bench load``): how many live sessions a server
+  holds in real time, and the capacity search.
+"""
