@@ -201,7 +201,7 @@ async def test_early_replies_can_be_turned_off() -> None:
 async def test_an_adopted_reply_nobody_reads_is_cancelled() -> None:
     from scaivoice.engine import ChatMessage
     from scaivoice.engine._host.telemetry import Telemetry
-    from scaivoice.engine._session.runner.early_reply import EarlyReplies
+    from scaivoice.engine._session.early_reply import EarlyReplies
 
     llm = RecordingLlm(RecordingLlm.Options())
     outcomes: list[str] = []
@@ -223,8 +223,8 @@ async def test_an_adopted_reply_nobody_reads_is_cancelled() -> None:
 
 async def test_a_turn_cancelled_before_it_ran_stops_its_early_reply() -> None:
     from scaivoice.engine import ChatMessage
-    from scaivoice.engine._session.runner.agent_turn import AgentTurn
-    from scaivoice.engine._session.runner.early_reply import EarlyReplies
+    from scaivoice.engine._session.agent_turn import AgentTurn
+    from scaivoice.engine._session.early_reply import EarlyReplies
     from scaivoice.engine.testing import open_test_engine
 
     from .conftest import host_with

@@ -16,9 +16,9 @@ import pytest
 import scaivoice.engine as public
 from scaivoice.engine import CloseCode
 from scaivoice.engine import frames as _frames
-from scaivoice.engine._session.runner import dialogue as _dialogue
-from scaivoice.engine._session.runner import runner as _session
-from scaivoice.engine._session.runner import wire as _wire
+from scaivoice.engine._session import dialogue as _dialogue
+from scaivoice.engine._session import runner as _session
+from scaivoice.engine._session import wire as _wire
 from scaivoice.engine.frames import (
     CLIENT_FRAME_TYPES,
     CONFIG_KEYS,
@@ -104,12 +104,12 @@ def test_every_error_code_the_engine_sends_is_documented() -> None:
         for module in (
             _session,
             _frames,
-            importlib.import_module("scaivoice.engine._session.runner.dialogue"),
-            importlib.import_module("scaivoice.engine._session.runner.wire"),
-            importlib.import_module("scaivoice.engine._session.runner.user_turn"),
-            importlib.import_module("scaivoice.engine._session.runner.agent_turn"),
-            importlib.import_module("scaivoice.engine._session.runner.statemachine"),
-            importlib.import_module("scaivoice.engine._server.app.app"),
+            importlib.import_module("scaivoice.engine._session.dialogue"),
+            importlib.import_module("scaivoice.engine._session.wire"),
+            importlib.import_module("scaivoice.engine._session.user_turn"),
+            importlib.import_module("scaivoice.engine._session.agent_turn"),
+            importlib.import_module("scaivoice.engine._session.statemachine"),
+            importlib.import_module("scaivoice.engine._server.app"),
             importlib.import_module("scaivoice.engine._host.limits"),
             importlib.import_module("scaivoice.engine._host.engine"),
         )

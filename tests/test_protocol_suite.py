@@ -44,9 +44,9 @@ from scaivoice.engine import (
 # Private on purpose: these tests put faults inside our server, between the session and the
 # real transport, which the public ``serve`` has no place for. So they run the app class and
 # the HTTP/WebSocket server that ``serve`` itself is built from.
-from scaivoice.engine._server.app.app import ScaiVoiceApp
-from scaivoice.engine._server.app.connection import serve_http
-from scaivoice.engine._server.app.http import Scope
+from scaivoice.engine._server.app import ScaiVoiceApp
+from scaivoice.engine._server.connection import serve_http
+from scaivoice.engine._server.http import Scope
 from scaivoice.engine.testing import test_engine_config
 
 from .conftest import host_with

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from scaivoice.engine import SentenceChunker
-from scaivoice.engine._session.runner.playback import PlaybackModel, heard_prefix
+from scaivoice.engine._session.playback import PlaybackModel, heard_prefix
 
 
 def _chunk(text: str, step: int = 3) -> list[str]:

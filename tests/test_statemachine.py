@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from scaivoice.engine._session.runner.statemachine import (
+from scaivoice.engine._session.statemachine import (
     AgentOutputStarted,
     AgentTurnEnded,
     CancelAgentTurn,

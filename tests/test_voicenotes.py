@@ -31,8 +31,8 @@ from scaivoice.engine import (
     hash_key,
     serve,
 )
-from scaivoice.engine._voicenotes.api.cache import SpeechCache, cache_key
-from scaivoice.engine._voicenotes.api.codecs import decode_audio, encode_audio
+from scaivoice.engine._voicenotes.cache import SpeechCache, cache_key
+from scaivoice.engine._voicenotes.codecs import decode_audio, encode_audio
 from scaivoice.engine.cli import _gateway_environment
 from scaivoice.engine.testing import test_engine_config
 

@@ -16,8 +16,8 @@ import pytest
 import trio
 
 from scaivoice.engine import RunningServer, SessionClosed, config_from_mapping, serve
-from scaivoice.engine._server.app.connection import StreamWebSocketTransport
-from scaivoice.engine._server.app.websocket import (
+from scaivoice.engine._server.connection import StreamWebSocketTransport
+from scaivoice.engine._server.websocket import (
     Close,
     Ping,
     WebSocketCodec,

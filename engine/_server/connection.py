@@ -82,7 +82,7 @@ _BUSY_LINGER_S = 1.0  # a refused client's request is read and dropped this long
 
 
 class StreamWebSocketTransport:
-    """The session :class:`~scaivoice.engine._session.runner.transport.Transport` over a connected socket.
+    """The session :class:`~scaivoice.engine._session.transport.Transport` over a connected socket.
 
     Lean by design, since a voice session is many small messages: :meth:`receive` waits for
     the socket and reads it itself (no task in between), and parses every message of a read

@@ -1,9 +1,9 @@
 """An echo server on the engine's own WebSocket path, for the Autobahn|Testsuite fuzzing client.
 
 It runs the server the engine runs (``serve_http``: the h11 connection, the upgrade handshake,
-``StreamWebSocketTransport`` over the sans-IO codec of ``_websocket``), with the session replaced
-by an echo loop: every text or binary message comes back as it arrived. After the loop it drains
-the socket as ``ScaiVoiceApp.serve_session`` does, so the closing handshake is the server's own.
+``StreamWebSocketTransport`` over the sans-IO codec of ``_server/websocket.py``), with the session replaced
+by an echo loop: every text or binary message comes back as it arrived. The connection then
+drains the socket as it does after a session, so the closing handshake is the server's own.
 
 Usage::
 
@@ -23,8 +23,7 @@ from typing import Any
 
 import trio
 
-from scaivoice.engine import SessionClosed
-from scaivoice.engine._server.app import SessionSocket
+from scaivoice.engine import SessionClosed, Transport
 from scaivoice.engine._server.connection import serve_http
 
 MAX_MESSAGE_BYTES = 64 * 1024 * 1024  # Autobahn's 9.* cases send messages of up to 16 MiB
@@ -39,7 +38,7 @@ class EchoApp:
         await send({"type": "http.response.start", "status": 404, "headers": headers})
         await send({"type": "http.response.body", "body": body})
 
-    async def serve_session(self, scope: Any, transport: SessionSocket) -> None:
+    async def serve_session(self, scope: Any, transport: Transport) -> None:
         try:
             while True:
                 message = await transport.receive()
@@ -49,7 +48,6 @@ class EchoApp:
                     await transport.send_bytes(message)
         except SessionClosed:
             pass
-        await transport.drain()
 
 
 async def main(host: str, port: int, url_file: Path | None) -> None:
