@@ -416,7 +416,7 @@ def _diagnose(raw: str | bytes, exc: msgspec.ValidationError) -> ProtocolViolati
     if not isinstance(doc, dict):
         return ProtocolViolation("invalid_frame", "a frame must be a JSON object with a 'type'")
     frame_type = doc.get("type")
-    if frame_type not in _CLIENT_TAGS:
+    if not isinstance(frame_type, str) or frame_type not in _CLIENT_TAGS:
         return ProtocolViolation(
             "unknown_type",
             f"unknown frame type {frame_type!r}; expected one of "

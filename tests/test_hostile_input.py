@@ -179,6 +179,28 @@ async def test_deeply_nested_json_bodies_are_400_problems(
     assert response.json()["code"] in ("invalid_json", "invalid_request")
 
 
+@pytest.mark.parametrize("frame_type", [[], ["text"], {}, {"a": 1}, 1, None, True])
+def test_a_type_that_is_not_a_string_is_an_unknown_type(frame_type: Any) -> None:
+    """Found by the fuzzer: a list or object as ``type`` crashed the session (unhashable)."""
+    with pytest.raises(ProtocolViolation) as error:
+        decode_client_frame(json.dumps({"type": frame_type, "x": 1}))
+    assert error.value.code == "unknown_type"
+
+
+async def test_speech_input_with_an_escaped_lone_surrogate_is_a_400() -> None:
+    """Found by the fuzzer: JSON may escape a lone surrogate, which is no text (it was a 500)."""
+    async with running_server(TENANTS) as (server, _):
+        async with httpx.AsyncClient(base_url=server.url) as http:
+            with trio.fail_after(10):
+                response = await http.post(
+                    "/v1/audio/speech",
+                    content=b'{"input": "a\\ud800b"}',
+                    headers={"Authorization": f"Bearer {KEY_ACME}"},
+                )
+    assert response.status_code == 400
+    assert response.json()["code"] == "invalid_json"
+
+
 # =============================================================================== 3. session tokens
 
 

@@ -313,6 +313,9 @@ def _field(form: dict[str, FormPart], name: str) -> str | None:
 def _speech_request(body: bytes, max_chars: int) -> dict[str, Any]:
     try:
         request = json.loads(body)
+        json.dumps(request, ensure_ascii=False).encode("utf-8")  # an escaped lone surrogate
+    except UnicodeEncodeError as exc:
+        raise HttpProblem(400, "invalid_json", "the body's JSON escapes a lone surrogate") from exc
     except ValueError as exc:
         raise HttpProblem(400, "invalid_json", f"the body is not JSON: {exc}") from exc
     except RecursionError:  # arrays / objects nested about a thousand deep
