@@ -46,9 +46,9 @@ import pytest
 import trio
 
 from scaivoice.conformance.protocol_suite.spec import ERROR_CODES
-from scaivoice.engine._frames import CLIENT_FRAME_TYPES
-from scaivoice.engine._serve import RunningServer
+from scaivoice.engine import RunningServer
 from scaivoice.engine.client import connect, frames
+from scaivoice.engine.frames import CLIENT_FRAME_TYPES
 
 from .test_server import KEY_ACME, TENANTS, running_server
 
