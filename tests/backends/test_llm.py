@@ -91,8 +91,9 @@ async def test_cancelling_llama_cpp_stops_within_a_token(
             cancelled.set()
             scope.cancel()
             await done.wait()
-    # The token being computed when the cancel came is finished, and no other is begun.
-    assert pulled_after_cancel == []
+    # The token the worker thread was on when the cancel came (it may have begun just after
+    # the flag was set) is finished; no further one is begun (uncancelled: ~200 more).
+    assert len(pulled_after_cancel) <= 1
     assert await drain(receive) == []  # closed by the backend
     again = await generate(smollm, request("What is the capital of France?"))
     assert "Paris" in "".join(again)
