@@ -26,12 +26,18 @@ from ._contract.backends import TtsCapabilities as TtsCapabilities
 from ._contract.backends import TtsRequest as TtsRequest
 from ._contract.backends import Voice as Voice
 from ._contract.backends import Word as Word
+from ._contract.features import DiarizedSegment as DiarizedSegment
+from ._contract.features import EnrolledSpeaker as EnrolledSpeaker
 from ._contract.features import FeatureEvent as FeatureEvent
 from ._contract.features import FeatureSession as FeatureSession
 from ._contract.features import FeatureSpec as FeatureSpec
+from ._contract.features import RecordingDiarizer as RecordingDiarizer
 from ._contract.features import SessionFeature as SessionFeature
+from ._contract.features import SpeakerDirectory as SpeakerDirectory
 from ._contract.features import SpeechStarted as SpeechStarted
 from ._contract.features import SpeechStopped as SpeechStopped
+from ._contract.features import TranscribedSpan as TranscribedSpan
+from ._contract.features import TurnSpeaker as TurnSpeaker
 from ._contract.features import WakeDetected as WakeDetected
 from ._contract.hooks import hookimpl as hookimpl
 from ._contract.hooks import hookspec as hookspec
@@ -47,6 +53,7 @@ from ._errors import BackendRejected as BackendRejected
 from ._errors import BackendTimeout as BackendTimeout
 from ._errors import BackendUnavailable as BackendUnavailable
 from ._errors import ConfigError as ConfigError
+from ._errors import EnrolmentRejected as EnrolmentRejected
 from ._errors import Forbidden as Forbidden
 from ._errors import HttpProblem as HttpProblem
 from ._errors import LimitExceeded as LimitExceeded

@@ -20,6 +20,7 @@ Every error the engine raises, and every error a backend is expected to raise, i
     │   └── ProtocolViolation       the client broke the protocol (.code, .close_code, .fatal)
     ├── LimitExceeded               a rate, session or size limit was hit (.code, .retry_after)
     ├── AudioDecodeError            uploaded bytes are not audio a codec here can read
+    ├── EnrolmentRejected           a speaker enrolment was refused (.code: audio_too_short ...)
     └── HttpProblem                 an HTTP API request is refused (.status, .code: RFC 9457)
 
 Lower-level exceptions (httpx, onnxruntime, OSError ...) are mapped into this tree at the edge
@@ -38,6 +39,7 @@ __all__ = [
     "BackendTimeout",
     "BackendUnavailable",
     "ConfigError",
+    "EnrolmentRejected",
     "Forbidden",
     "HttpProblem",
     "LimitExceeded",
@@ -216,3 +218,16 @@ class HttpProblem(ScaiVoiceError):
         self.code = code
         self.detail = detail
         self.retry_after = retry_after
+
+
+class EnrolmentRejected(ScaiVoiceError):
+    """A speaker enrolment (or deletion) was refused.
+
+    Attributes:
+        code: a stable code: ``audio_too_short``, ``no_speech``, ``speaker_exists``,
+            ``unknown_speaker``, ``invalid_speaker_id``.
+    """
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code

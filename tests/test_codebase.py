@@ -87,6 +87,14 @@ PUBLIC_API = {
     "Principal",
     "PERMISSION_USE",
     "PERMISSION_ADMIN",
+    # who is speaking (features)
+    "DiarizedSegment",
+    "EnrolledSpeaker",
+    "EnrolmentRejected",
+    "RecordingDiarizer",
+    "SpeakerDirectory",
+    "TranscribedSpan",
+    "TurnSpeaker",
     # embedding the engine
     "AudioDecodeError",
     "CloseCode",

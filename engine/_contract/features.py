@@ -5,6 +5,11 @@ A feature plugin yields a :class:`FeatureSpec` naming the session config key tha
 opens it with ``async with``, and asks it for one :class:`FeatureSession` per session that turns
 the key on. The session feeds it the user's audio, in order, and acts on the events it returns.
 A session config key whose feature is not installed gets a ``feature_unavailable`` warning.
+
+Features that tell *who* is speaking (diarization, speaker recognition) also answer
+:meth:`FeatureSession.identify` with a :class:`TurnSpeaker` for each user turn. A feature may
+offer more to the HTTP API by implementing :class:`SpeakerDirectory` (enrolment for speaker
+recognition) or :class:`RecordingDiarizer` (speaker segments of a voice note).
 """
 
 from __future__ import annotations
@@ -12,18 +17,24 @@ from __future__ import annotations
 import abc
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 from .backends import API_VERSION
 from .resource import Resource
 
 __all__ = [
+    "DiarizedSegment",
+    "EnrolledSpeaker",
     "FeatureEvent",
     "FeatureSession",
     "FeatureSpec",
+    "RecordingDiarizer",
     "SessionFeature",
+    "SpeakerDirectory",
     "SpeechStarted",
     "SpeechStopped",
+    "TranscribedSpan",
+    "TurnSpeaker",
     "WakeDetected",
 ]
 
@@ -53,6 +64,22 @@ class WakeDetected:
 FeatureEvent = SpeechStarted | SpeechStopped | WakeDetected
 
 
+@dataclass(frozen=True, slots=True)
+class TurnSpeaker:
+    """Who spoke a user turn, as far as one feature can tell.
+
+    Attributes:
+        label: an anonymous label stable for the session (``"S1"``, ``"S2"`` ...): diarization.
+        speaker_id: the enrolled speaker recognised, or ``None`` for a voice not enrolled.
+        score: the similarity behind ``speaker_id`` (0..1; for an unknown voice, the best score
+            that fell short of the threshold).
+    """
+
+    label: str | None = None
+    speaker_id: str | None = None
+    score: float | None = None
+
+
 class FeatureSession(abc.ABC):
     """Per-session state of a feature. Not shared between sessions."""
 
@@ -62,6 +89,19 @@ class FeatureSession(abc.ABC):
 
         Cancelling abandons the chunk (the session is ending).
         """
+
+    async def identify(self, pcm: bytes, *, final: bool) -> TurnSpeaker | None:
+        """Say who spoke a user turn, from its audio (PCM16LE mono at the session's rate).
+
+        Called with the turn's audio so far: once while the turn goes on (``final=False``, when
+        about two seconds are in: a provisional answer for interim transcripts, which should not
+        change the feature's state) and once when the turn has ended (``final=True``: the answer
+        the final transcript carries; a diarizer learns from it). ``None``: nothing to say.
+        The default says nothing. Cancelling abandons the answer.
+
+        .. versionadded:: 1 (diarization and speaker recognition)
+        """
+        return None
 
 
 class SessionFeature(Resource):
@@ -75,7 +115,91 @@ class SessionFeature(Resource):
 
     @abc.abstractmethod
     def open_session(self, *, sample_rate: int, options: Mapping[str, Any]) -> FeatureSession:
-        """Create the per-session state. No I/O."""
+        """Create the per-session state. No I/O.
+
+        ``options`` carries what the session knows that a feature may need: ``"tenant"`` (the
+        caller's tenant: enrolments are per tenant) and ``"wake_word"`` (the keywords the client
+        asked for, a list, or ``None`` for the feature's default).
+        """
+
+
+@dataclass(frozen=True, slots=True)
+class EnrolledSpeaker:
+    """A speaker enrolled for recognition (only an embedding is stored, never audio)."""
+
+    speaker_id: str
+    display_name: str | None
+    clips: int
+    enrolled_at: float
+
+
+@runtime_checkable
+class SpeakerDirectory(Protocol):
+    """Enrolment of a tenant's speakers, offered by a speaker-recognition feature.
+
+    The HTTP API (``/v1/speakers``) calls it. Errors are :class:`~scaivoice.engine.EnrolmentRejected`
+    with a stable ``code`` (``audio_too_short``, ``no_speech``, ``speaker_exists``,
+    ``unknown_speaker`` ...). Tenants never see each other's speakers.
+    """
+
+    async def enroll(
+        self,
+        tenant: str,
+        speaker_id: str,
+        clips: Sequence[bytes],
+        *,
+        display_name: str | None = None,
+        replace: bool = False,
+    ) -> EnrolledSpeaker:
+        """Enrol ``speaker_id`` from ``clips`` (PCM16LE mono, 16 kHz)."""
+        ...
+
+    async def speakers(self, tenant: str) -> list[EnrolledSpeaker]:
+        """The tenant's enrolled speakers."""
+        ...
+
+    async def forget(self, tenant: str, speaker_id: str) -> None:
+        """Delete ``speaker_id`` and its embedding for good (``unknown_speaker`` if absent)."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class TranscribedSpan:
+    """A piece of a transcript with its times (a word or a segment), in ms from the start."""
+
+    start_ms: int
+    end_ms: int
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class DiarizedSegment:
+    """A stretch of a recording spoken by one speaker."""
+
+    speaker: str
+    start_ms: int
+    end_ms: int
+    text: str
+
+
+@runtime_checkable
+class RecordingDiarizer(Protocol):
+    """Speaker segments of a whole recording, offered by a diarization feature (voice notes)."""
+
+    async def diarize(
+        self,
+        pcm: bytes,
+        spans: Sequence[TranscribedSpan],
+        *,
+        known_speakers: Mapping[str, bytes] | None = None,
+    ) -> list[DiarizedSegment]:
+        """Split ``spans`` of ``pcm`` (PCM16LE mono, 16 kHz) into segments by speaker.
+
+        Speakers are labelled ``"A"``, ``"B"`` ... (OpenAI's convention) or, where
+        ``known_speakers`` (name -> reference clip) has a match, by that name. Changes of
+        speaker are found inside spans too, not only at silences.
+        """
+        ...
 
 
 @dataclass(frozen=True, slots=True)
