@@ -18,6 +18,7 @@ __all__ = [
     "Scope",
     "Send",
     "header",
+    "multipart_parts",
     "parse_multipart",
     "read_body",
     "send_bytes",
@@ -79,6 +80,15 @@ async def read_body(receive: Receive, *, limit: int) -> bytes:
 
 def parse_multipart(body: bytes, content_type: str | None) -> dict[str, FormPart]:
     """The parts of a multipart/form-data body, by field name (the last one wins).
+
+    Raises:
+        HttpProblem: 400 ``invalid_form`` when it is not multipart/form-data or is malformed.
+    """
+    return {part.name: part for part in multipart_parts(body, content_type)}
+
+
+def multipart_parts(body: bytes, content_type: str | None) -> list[FormPart]:
+    """Every part of a multipart/form-data body, in order (a field may repeat).
 
     Raises:
         HttpProblem: 400 ``invalid_form`` when it is not multipart/form-data or is malformed.
@@ -149,7 +159,7 @@ def parse_multipart(body: bytes, content_type: str | None) -> dict[str, FormPart
         parser.finalize()
     except Exception as exc:  # the parser raises its own error types
         raise HttpProblem(400, "invalid_form", f"malformed multipart body: {exc}") from exc
-    return {part.name: part for part in parts}
+    return parts
 
 
 async def send_bytes(
