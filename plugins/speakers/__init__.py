@@ -1,0 +1,1 @@
+"""Who is speaking: speaker embeddings, anonymous diarization (``diarize``) and its helpers."""
