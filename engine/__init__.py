@@ -32,6 +32,7 @@ from ._contract.features import FeatureEvent as FeatureEvent
 from ._contract.features import FeatureSession as FeatureSession
 from ._contract.features import FeatureSpec as FeatureSpec
 from ._contract.features import RecordingDiarizer as RecordingDiarizer
+from ._contract.features import SessionContext as SessionContext
 from ._contract.features import SessionFeature as SessionFeature
 from ._contract.features import SpeakerDirectory as SpeakerDirectory
 from ._contract.features import SpeechStarted as SpeechStarted

@@ -23,6 +23,7 @@ __all__ = [
     "AudioCommit",
     "AudioFormat",
     "AudioFormats",
+    "Capabilities",
     "ClientFrame",
     "ErrorFrame",
     "ExpressionHint",
@@ -46,6 +47,7 @@ __all__ = [
     "TranscriptFrame",
     "VadFrame",
     "Wake",
+    "WakeFrame",
     "WarningFrame",
     "decode_client_frame",
     "encode_server_frame",
@@ -95,12 +97,17 @@ class SessionConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, om
     system_prompt: str | None = None
     """System prompt / persona for the language model."""
     diarize: bool = False
+    """Label each user turn's speaker (``speaker``: ``"S1"``, ``"S2"`` ...) in transcripts."""
     vad_enabled: bool = False
     """Server-side voice activity detection and automatic barge-in."""
     wake_word_enabled: bool = False
     """Stay idle until a wake word (a ``wake`` frame or a server-side detector)."""
     speaker_recognition: bool = False
+    """Identify enrolled speakers (``speaker_id``, ``speaker_score``); needs the tenant's opt-in."""
     tools_enabled: bool = False
+    wake_word: list[str] | None = None
+    """The server-side detector's keywords to listen for (``["hey_jarvis"]``); ``None`` = the
+    server's default. ``session.started`` lists the available ones under ``capabilities``."""
 
 
 class SessionConfigPatch(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
@@ -121,6 +128,7 @@ class SessionConfigPatch(msgspec.Struct, forbid_unknown_fields=True, kw_only=Tru
     wake_word_enabled: bool | msgspec.UnsetType = UNSET
     speaker_recognition: bool | msgspec.UnsetType = UNSET
     tools_enabled: bool | msgspec.UnsetType = UNSET
+    wake_word: list[str] | msgspec.UnsetType | None = UNSET
 
     def keys(self) -> list[str]:
         """The keys this patch sets."""
@@ -235,6 +243,15 @@ class AudioFormats(msgspec.Struct, kw_only=True):
     output: AudioFormat
 
 
+class Capabilities(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    """What this server offers beyond protocol v1's core."""
+
+    features: list[str] = msgspec.field(default_factory=list)
+    """Session config keys with a server-side implementation (``vad_enabled``, ``diarize`` ...)."""
+    wake_words: list[str] = msgspec.field(default_factory=list)
+    """Keywords the server-side wake-word detector knows (values for ``wake_word``)."""
+
+
 class SessionStarted(_Frame, tag="session.started"):
     """The session is open; ``config`` is the effective configuration."""
 
@@ -242,6 +259,14 @@ class SessionStarted(_Frame, tag="session.started"):
     protocol: int
     config: SessionConfig
     audio: AudioFormats
+    capabilities: Capabilities = msgspec.field(default_factory=Capabilities)
+
+
+class WakeFrame(_Frame, tag="wake"):
+    """The server-side wake-word detector heard ``keyword``; a user turn opens."""
+
+    keyword: str
+    confidence: float
 
 
 class SessionUpdated(_Frame, tag="session.updated"):
@@ -257,14 +282,22 @@ class State(_Frame, tag="state"):
     turn_id: int | None = None
 
 
-class TranscriptFrame(_Frame, tag="transcript"):
-    """What the user said: interim results (``final: false``) precede the turn's final one."""
+class TranscriptFrame(_Frame, tag="transcript", omit_defaults=True):
+    """What the user said: interim results (``final: false``) precede the turn's final one.
+
+    With ``diarize`` the turn's anonymous ``speaker`` label is added (interims carry it once
+    known); with ``speaker_recognition`` the final carries ``speaker_id`` (``null``: a voice
+    not enrolled) and ``speaker_score``. Absent keys mean the feature is off.
+    """
 
     turn_id: int
     text: str
     final: bool
     start_ms: int
     end_ms: int
+    speaker: str | None = None
+    speaker_id: str | msgspec.UnsetType | None = UNSET
+    speaker_score: float | None = None
 
 
 class AgentText(_Frame, tag="agent.text"):
@@ -364,6 +397,7 @@ ServerFrame = (
     | ErrorFrame
     | Pong
     | SessionEnded
+    | WakeFrame
     | ExpressionHint
 )
 

@@ -92,6 +92,7 @@ PUBLIC_API = {
     "EnrolledSpeaker",
     "EnrolmentRejected",
     "RecordingDiarizer",
+    "SessionContext",
     "SpeakerDirectory",
     "TranscribedSpan",
     "TurnSpeaker",

@@ -310,4 +310,34 @@ def frame_shapes(items: Sequence[Received]) -> tuple[list[str], set[str]]:
                 )
         if kind == "session.started":
             out.extend(audio_format_problems(item.get("audio")))
+            out.extend(capabilities_problems(item.get("capabilities")))
+        if kind == "transcript":
+            out.extend(speaker_problems(item.frame))
     return out, unknown
+
+
+def capabilities_problems(capabilities: Any) -> list[str]:
+    """§2.2 session.started ``capabilities`` (optional): ``features`` and ``wake_words`` are
+    lists of strings."""
+    if capabilities is None:
+        return []
+    if not isinstance(capabilities, dict):
+        return ["session.started capabilities is not an object"]
+    out: list[str] = []
+    for key in ("features", "wake_words"):
+        value = capabilities.get(key, [])
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            out.append(f"session.started capabilities.{key} is {value!r}, expected strings")
+    return out
+
+
+def speaker_problems(frame: Mapping[str, Any]) -> list[str]:
+    """§2.2 transcript speaker keys: ``speaker_id`` / ``speaker_score`` only on finals, a score
+    within 0..1."""
+    out: list[str] = []
+    if not frame.get("final") and ("speaker_id" in frame or "speaker_score" in frame):
+        out.append(f"an interim transcript carries speaker_id/speaker_score: {frame}")
+    score = frame.get("speaker_score")
+    if isinstance(score, int | float) and not 0.0 <= score <= 1.0:
+        out.append(f"transcript speaker_score {score!r} is outside 0..1")
+    return out

@@ -135,6 +135,7 @@ SERVER_FIELDS: Final[dict[str, dict[str, FieldKind]]] = {
         "protocol": "integer",
         "config": "object",
         "audio": "object",
+        "capabilities": "object?",
     },
     "session.updated": {"config": "object"},
     "state": {"state": "state", "turn_id": "integer|null?"},
@@ -144,6 +145,9 @@ SERVER_FIELDS: Final[dict[str, dict[str, FieldKind]]] = {
         "final": "boolean",
         "start_ms": "integer",
         "end_ms": "integer",
+        "speaker": "string|null?",
+        "speaker_id": "string|null?",
+        "speaker_score": "number|null?",
     },
     "agent.text": {"turn_id": "integer", "delta": "string"},
     "agent.text.done": {
@@ -159,6 +163,7 @@ SERVER_FIELDS: Final[dict[str, dict[str, FieldKind]]] = {
     "error": {"code": "string", "message": "string", "fatal": "boolean"},
     "pong": {"id": "string|integer|null?"},
     "session.ended": {"reason": "string"},
+    "wake": {"keyword": "string", "confidence": "number"},
     "expression_hint": {"turn_id": "integer", "hint": "string"},
 }
 

@@ -15,6 +15,7 @@ recognition) or :class:`RecordingDiarizer` (speaker segments of a voice note).
 from __future__ import annotations
 
 import abc
+import inspect
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
@@ -29,6 +30,7 @@ __all__ = [
     "FeatureSession",
     "FeatureSpec",
     "RecordingDiarizer",
+    "SessionContext",
     "SessionFeature",
     "SpeakerDirectory",
     "SpeechStarted",
@@ -117,10 +119,35 @@ class SessionFeature(Resource):
     def open_session(self, *, sample_rate: int, options: Mapping[str, Any]) -> FeatureSession:
         """Create the per-session state. No I/O.
 
-        ``options`` carries what the session knows that a feature may need: ``"tenant"`` (the
-        caller's tenant: enrolments are per tenant) and ``"wake_word"`` (the keywords the client
-        asked for, a list, or ``None`` for the feature's default).
+        ``options`` overrides the operator's options for this session (the engine passes none
+        today). A feature that needs to know about the session (its tenant, the wake words the
+        client asked for) adds a keyword parameter ``context: SessionContext``: the engine
+        passes it to implementations that accept it, so older plugins keep working.
+
+        .. versionchanged:: 1 the optional ``context`` parameter.
         """
+
+
+@dataclass(frozen=True, slots=True)
+class SessionContext:
+    """What a feature may need to know about the session it serves.
+
+    Attributes:
+        tenant: the caller's tenant (enrolments and other per-tenant data are kept apart).
+        wake_word: the keywords the client asked for (``wake_word``), ``None``: the default.
+    """
+
+    tenant: str
+    wake_word: tuple[str, ...] | None = None
+
+
+def open_feature_session(
+    feature: SessionFeature, *, sample_rate: int, context: SessionContext
+) -> FeatureSession:
+    """``feature.open_session``, passing ``context`` when the feature accepts it."""
+    if "context" in inspect.signature(feature.open_session).parameters:
+        return feature.open_session(sample_rate=sample_rate, options={}, context=context)  # type: ignore[call-arg]
+    return feature.open_session(sample_rate=sample_rate, options={})
 
 
 @dataclass(frozen=True, slots=True)

@@ -12,9 +12,9 @@ from collections.abc import Mapping
 
 from .._errors import ConfigError
 from .._host.engine import Engine
-from ..frames import SessionConfig, SessionConfigPatch, WarningFrame
+from ..frames import Capabilities, SessionConfig, SessionConfigPatch, WarningFrame
 
-__all__ = ["validate_config"]
+__all__ = ["capabilities", "validate_config", "wake_words"]
 
 # Features a client can drive itself with frames when no server-side detector is installed.
 _CLIENT_DRIVEN = {
@@ -88,12 +88,38 @@ def validate_config(
                     message=f"{key}: no server-side detector is installed; {hint}",
                 )
             )
+    if "wake_word" in changed and config.wake_word is not None:
+        known = wake_words(engine)
+        unknown = sorted(set(config.wake_word) - set(known))
+        if not config.wake_word or (known and unknown):
+            raise ConfigError(
+                f"unknown wake word(s) {unknown or config.wake_word}; this server knows "
+                f"{sorted(known)} (session.started lists them under capabilities)",
+                code="unknown_wake_word",
+            )
+        if not known:
+            warnings.append(
+                _unavailable("wake_word", "no server-side wake-word detector is installed")
+            )
     for key, hint in _SERVER_ONLY.items():
         if key in changed and getattr(config, key) and key not in engine.features:
             warnings.append(
                 _unavailable(key, f"no server-side feature for it is installed; {hint}")
             )
     return config, warnings
+
+
+def wake_words(engine: Engine) -> list[str]:
+    """The keywords of the server-side wake-word detector, if one is installed."""
+    entry = engine.features.get("wake_word_enabled")
+    if entry is None:
+        return []
+    return sorted(str(k) for k in getattr(entry[1], "keywords", ()))
+
+
+def capabilities(engine: Engine) -> Capabilities:
+    """What ``session.started`` advertises: server-side features and wake words."""
+    return Capabilities(features=sorted(engine.features), wake_words=wake_words(engine))
 
 
 def _unavailable(key: str, why: str) -> WarningFrame:

@@ -24,7 +24,14 @@ from functools import partial
 import trio
 
 from .._contract.backends import ChatMessage, LlmRequest, SttRequest, Transcript
-from .._contract.features import FeatureSession, SpeechStarted, SpeechStopped, WakeDetected
+from .._contract.features import (
+    FeatureSession,
+    SessionContext,
+    SpeechStarted,
+    SpeechStopped,
+    WakeDetected,
+    open_feature_session,
+)
 from .._errors import ConfigError
 from .._host.config import SessionLimits
 from .._host.engine import Engine
@@ -44,11 +51,13 @@ from ..frames import (
     TranscriptFrame,
     VadFrame,
     Wake,
+    WakeFrame,
     WarningFrame,
 )
 from .agent_turn import AgentTurn
 from .config import validate_config
 from .early_reply import EarlyReplies
+from .speakers import SpeakerOfTurn, identify_with
 from .statemachine import (
     Action,
     AgentOutputStarted,
@@ -201,7 +210,8 @@ class Dialogue:
                 await self._apply(turns, conv.handle(SpeechStart(barge_in=self.config.vad_enabled)))
             case SpeechStopped():
                 await self._apply(turns, conv.handle(SpeechStop()))
-            case WakeDetected():
+            case WakeDetected(confidence=confidence, keyword=keyword):
+                await self._outbox.send(WakeFrame(keyword=keyword, confidence=confidence))
                 self._input.clear_pre_roll()
                 await self._apply(turns, conv.handle(WakeWord()))
             case AgentOutputStarted(turn_id=turn_id):
@@ -233,6 +243,8 @@ class Dialogue:
             return
         for chunk in self._input.take_pre_roll():
             await turn.feed(chunk)
+        if turn.speaker is not None:
+            turn.speaker.start_provisional(turns)
         if turn.audio_ms >= self.limits.max_user_turn_s * 1000.0:
             await self._outbox.warn(
                 "user_turn_too_long",
@@ -258,6 +270,8 @@ class Dialogue:
                         if tail:
                             await user_turn.feed(tail)
                         user_turn.end()
+                        if user_turn.speaker is not None:
+                            user_turn.speaker.start_final(turns)
                         self._user_turn = None
                 case DiscardUserTurn(turn_id=turn_id):
                     user_turn = self._user_turn
@@ -291,7 +305,7 @@ class Dialogue:
         task_status: trio.TaskStatus[UserTurn] = trio.TASK_STATUS_IGNORED,
     ) -> None:
         """One user turn's recognition; its final goes back to the dialogue as an item."""
-        turn = UserTurn(turn_id)
+        turn = UserTurn(turn_id, self._speaker_of_turn())
         request = SttRequest(
             sample_rate=STT_RATE, language=self.config.language, word_timings=False
         )
@@ -398,13 +412,34 @@ class Dialogue:
         if config.input_sample_rate != old.input_sample_rate:
             self._input.set_input_rate(config.input_sample_rate)
             self.guard.sample_rate = config.input_sample_rate
+        wake_word = tuple(config.wake_word) if config.wake_word is not None else None
+        context = SessionContext(tenant=self._tenant, wake_word=wake_word)
         for key, (_spec, feature) in self.engine.features.items():
             enabled = bool(getattr(config, key, False))
-            if enabled and key not in self._features:
-                self._features[key] = feature.open_session(sample_rate=STT_RATE, options={})
+            reopen = key == "wake_word_enabled" and config.wake_word != old.wake_word
+            if enabled and (key not in self._features or reopen):
+                self._features[key] = open_feature_session(
+                    feature, sample_rate=STT_RATE, context=context
+                )
             elif not enabled:
                 self._features.pop(key, None)
         self._reconfigure()
+
+    def _speaker_of_turn(self) -> SpeakerOfTurn | None:
+        """Who-spoke bookkeeping for a new user turn, when the session asked for it."""
+        diarize = "diarize" in self._features
+        recognise = "speaker_recognition" in self._features
+        if not (diarize or recognise):
+            return None
+        features = [
+            self._features[k] for k in ("diarize", "speaker_recognition") if k in self._features
+        ]
+        return SpeakerOfTurn(
+            partial(identify_with, features),
+            diarize=diarize,
+            recognise=recognise,
+            max_ms=self.limits.max_user_turn_s * 1000.0,
+        )
 
     def _reconfigure(self) -> None:
         self._conversation.configure(

@@ -40,6 +40,7 @@ from ..frames import (
     WarningFrame,
     decode_client_frame,
 )
+from .config import capabilities
 from .dialogue import Dialogue, Item
 from .transport import CloseCode, Transport
 from .wire import Outbox, SessionOver, frame_text, read_client, watch_idle, write_client
@@ -184,6 +185,7 @@ class Session:
                     input=AudioFormat(sample_rate=config.input_sample_rate),
                     output=AudioFormat(sample_rate=config.output_sample_rate),
                 ),
+                capabilities=capabilities(self.engine),
             )
         )
         for warning in warnings + self.engine.session_warnings(dialogue.config):

@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Callable
 from functools import partial
+from typing import Any
 
 import trio
 
@@ -20,6 +21,7 @@ from .._contract.backends import SttBackend, SttRequest, Transcript
 from .._contract.calls import BackendCallCounter, call_backend
 from .._errors import BackendError
 from ..frames import TranscriptFrame
+from .speakers import SpeakerOfTurn
 from .wire import Outbox, hand_over
 
 __all__ = ["STT_RATE", "InputAudio", "UserTurn"]
@@ -101,8 +103,12 @@ class UserTurn:
         text: the final transcript once known.
     """
 
-    def __init__(self, turn_id: int, audio_buffer: int = 256) -> None:
+    def __init__(
+        self, turn_id: int, speaker: SpeakerOfTurn | None = None, audio_buffer: int = 256
+    ) -> None:
         self.turn_id = turn_id
+        self.speaker = speaker
+        """Who spoke the turn, when the session asked (``diarize``, ``speaker_recognition``)."""
         self._audio_send, self._audio_receive = trio.open_memory_channel[bytes](audio_buffer)
         self._scope: trio.CancelScope | None = None
         self.audio_ms = 0.0
@@ -114,6 +120,8 @@ class UserTurn:
         """Hand audio to the turn's STT stream; a stream that already ended (it failed and
         reported ``stt_failed``) drops it."""
         self.audio_ms += duration_ms(pcm)
+        if self.speaker is not None:
+            self.speaker.add(pcm)
         try:
             await hand_over(self._audio_send, pcm)
         except (trio.BrokenResourceError, trio.ClosedResourceError):
@@ -170,6 +178,11 @@ class UserTurn:
                             if result.text == last_interim:
                                 continue  # a withdrawal of a stable guess: nothing new to show
                             last_interim = result.text
+                        speaker: dict[str, Any] = {}
+                        if self.speaker is not None:
+                            if result.final:
+                                await self.speaker.wait_final()
+                            speaker = self.speaker.fields(final=result.final)
                         await outbox.send(
                             TranscriptFrame(
                                 turn_id=self.turn_id,
@@ -177,6 +190,7 @@ class UserTurn:
                                 final=result.final,
                                 start_ms=result.start_ms,
                                 end_ms=result.end_ms,
+                                **speaker,
                             )
                         )
                         if result.final:
