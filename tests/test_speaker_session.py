@@ -1,0 +1,207 @@
+"""The session side of "who is speaking": how speaker features' answers reach transcripts.
+
+The features here are stand-ins (the subject is the session's wiring); the real diarization
+and recognition features have tests of their own.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any
+
+import trio
+
+from scaivoice.engine import (
+    FeatureEvent,
+    FeatureSession,
+    FeatureSpec,
+    SessionContext,
+    SessionFeature,
+    TurnSpeaker,
+    WakeDetected,
+    hookimpl,
+)
+from scaivoice.engine.testing import memory_transport_pair, open_test_engine, run_memory_session
+
+from .conftest import host_with
+
+_SPEECH = (b"\x00\x20" * 320) * 50  # 1 s of loud PCM16 at 16 kHz, in one message
+
+
+class _Asked:
+    """What the stand-in features were asked, and with which context."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, bool, int]] = []
+        self.contexts: list[SessionContext] = []
+
+
+class _Diarizer(FeatureSession):
+    def __init__(self, asked: _Asked) -> None:
+        self.asked = asked
+
+    async def process(self, pcm: bytes) -> Sequence[FeatureEvent]:
+        return []
+
+    async def identify(self, pcm: bytes, *, final: bool) -> TurnSpeaker | None:
+        self.asked.calls.append(("diarize", final, len(pcm)))
+        return TurnSpeaker(label="S1" if final else "S?")
+
+
+class _Recogniser(FeatureSession):
+    def __init__(self, asked: _Asked) -> None:
+        self.asked = asked
+
+    async def process(self, pcm: bytes) -> Sequence[FeatureEvent]:
+        return []
+
+    async def identify(self, pcm: bytes, *, final: bool) -> TurnSpeaker | None:
+        self.asked.calls.append(("recognise", final, len(pcm)))
+        return TurnSpeaker(speaker_id="alice", score=0.8123)
+
+
+class _Waker(FeatureSession):
+    def __init__(self, keywords: tuple[str, ...]) -> None:
+        self.keywords = keywords
+        self.fired = False
+
+    async def process(self, pcm: bytes) -> Sequence[FeatureEvent]:
+        if self.fired:
+            return []
+        self.fired = True
+        return [WakeDetected(confidence=0.93, keyword=self.keywords[0])]
+
+
+class _Feature(SessionFeature):
+    keywords = ("hey_jarvis", "alexa")
+
+    def __init__(self, kind: str, asked: _Asked) -> None:
+        self.kind = kind
+        self.asked = asked
+
+    def open_session(
+        self, *, sample_rate: int, options: Mapping[str, Any], context: SessionContext
+    ) -> FeatureSession:
+        self.asked.contexts.append(context)
+        if self.kind == "diarize":
+            return _Diarizer(self.asked)
+        if self.kind == "speaker_recognition":
+            return _Recogniser(self.asked)
+        return _Waker(context.wake_word or ("hey_jarvis",))
+
+
+def _host(asked: _Asked) -> Any:
+    class Plugin:
+        @hookimpl
+        def scaivoice_session_features(self) -> Iterator[FeatureSpec]:
+            for key in ("diarize", "speaker_recognition", "wake_word_enabled"):
+                yield FeatureSpec(
+                    name=f"stand-in-{key}",
+                    config_key=key,
+                    factory=lambda options, key=key: _Feature(key, asked),
+                )
+
+    host = host_with()
+    host.register(Plugin(), name="stand-ins")
+    return host
+
+
+_OPTED_IN = {"tenants": {"default": {"speaker_recognition": True}}}
+
+
+async def test_final_transcripts_carry_the_speaker_label_id_and_score(
+    autojump_clock: Any,
+) -> None:
+    from scaivoice.engine import frames as frames_module
+
+    asked = _Asked()
+    async with open_test_engine(_OPTED_IN, host=_host(asked)) as engine:
+        transport, client = memory_transport_pair()
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(run_memory_session, engine, transport)
+            started = await client.start(diarize=True, speaker_recognition=True)
+            for _ in range(3):  # 3 s: past the provisional point
+                await client.send_raw(_SPEECH)
+            await client.send_json({"type": "audio.commit"})
+            frames = await client.receive_until("transcript", final=True)
+            nursery.cancel_scope.cancel()
+    assert sorted(started.capabilities.features) == [  # type: ignore[attr-defined]
+        "diarize",
+        "speaker_recognition",
+        "wake_word_enabled",
+    ]
+    assert started.capabilities.wake_words == ["alexa", "hey_jarvis"]  # type: ignore[attr-defined]
+    transcripts = [f for f in frames if isinstance(f, frames_module.TranscriptFrame)]
+    final = transcripts[-1]
+    assert (final.speaker, final.speaker_id, final.speaker_score) == ("S1", "alice", 0.812)
+    interims = [t for t in transcripts if not t.final]
+    # interims never carry identification; they carry the label once it is known
+    assert interims and all(t.speaker_score is None for t in interims)
+    labels = [t.speaker for t in interims]
+    assert labels[0] is None  # before two seconds: not known yet
+    assert "S?" in labels and set(labels) <= {None, "S?", "S1"}
+    wire = frames_module.encode_server_frame(interims[-1])
+    assert b"speaker_id" not in wire
+    # provisional once (the diarizer only), then a final answer per feature on the whole turn
+    provisional = [c for c in asked.calls if not c[1]]
+    assert [c[0] for c in provisional] == ["diarize"]
+    assert provisional[0][2] >= 2 * len(_SPEECH)
+    finals = [c for c in asked.calls if c[1]]
+    assert sorted(c[0] for c in finals) == ["diarize", "recognise"]
+    assert all(c[2] == 3 * len(_SPEECH) for c in finals)
+    assert {c.tenant for c in asked.contexts} == {"default"}
+
+
+async def test_without_the_features_on_transcripts_have_no_speaker_keys(
+    autojump_clock: Any,
+) -> None:
+    from scaivoice.engine import frames
+
+    asked = _Asked()
+    async with open_test_engine(host=_host(asked)) as engine:
+        transport, client = memory_transport_pair()
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(run_memory_session, engine, transport)
+            await client.start()
+            await client.send_raw(_SPEECH)
+            await client.send_json({"type": "audio.commit"})
+            received = await client.receive_until("transcript", final=True)
+            nursery.cancel_scope.cancel()
+    final = [f for f in received if isinstance(f, frames.TranscriptFrame)][-1]
+    wire = frames.encode_server_frame(final)
+    assert b"speaker" not in wire
+    assert asked.calls == []
+
+
+async def test_the_server_wake_word_sends_a_wake_frame_and_opens_the_turn(
+    autojump_clock: Any,
+) -> None:
+    from scaivoice.engine import frames
+
+    asked = _Asked()
+    async with open_test_engine(host=_host(asked)) as engine:
+        transport, client = memory_transport_pair()
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(run_memory_session, engine, transport)
+            await client.start(wake_word_enabled=True, wake_word=["alexa"])
+            await client.send_raw(_SPEECH)
+            received = await client.receive_until("state", state="listening")
+            nursery.cancel_scope.cancel()
+    wakes = [f for f in received if isinstance(f, frames.WakeFrame)]
+    assert wakes == [frames.WakeFrame(keyword="alexa", confidence=0.93)]
+    assert asked.contexts[-1].wake_word == ("alexa",)
+
+
+async def test_an_unknown_wake_word_is_refused_with_a_code(autojump_clock: Any) -> None:
+    asked = _Asked()
+    async with open_test_engine(host=_host(asked)) as engine:
+        transport, client = memory_transport_pair()
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(run_memory_session, engine, transport)
+            await client.start()
+            await client.send_json(
+                {"type": "session.update", "config": {"wake_word": ["okay_computer"]}}
+            )
+            received = await client.receive_until("error")
+            nursery.cancel_scope.cancel()
+    assert received[-1].code == "unknown_wake_word"  # type: ignore[union-attr]
