@@ -217,7 +217,9 @@ async def test_interims_carry_the_provisional_label_once_known() -> None:
     async def identify(pcm: bytes, final: bool) -> TurnSpeaker | None:
         return answers[final]
 
-    speaker = SpeakerOfTurn(identify, diarize=True, recognise=True, max_ms=60_000)
+    speaker = SpeakerOfTurn(
+        identify, provisional=identify, diarize=True, recognise=True, max_ms=60_000
+    )
     with trio.fail_after(5):
         async with trio.open_nursery() as nursery:
             speaker.add(b"\0\0" * 16000)  # 1 s: too early for a provisional answer

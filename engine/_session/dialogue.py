@@ -436,6 +436,7 @@ class Dialogue:
         ]
         return SpeakerOfTurn(
             partial(identify_with, features),
+            provisional=partial(identify_with, features[:1]) if diarize else None,
             diarize=diarize,
             recognise=recognise,
             max_ms=self.limits.max_user_turn_s * 1000.0,

@@ -60,13 +60,23 @@ class SpeakerOfTurn:
 
     Args:
         identify: asks the session's features (``identify_with`` bound to them).
+        provisional: asks the features whose early answer interims can show (the diarizer).
         diarize: transcripts carry the anonymous ``speaker`` label.
         recognise: final transcripts carry ``speaker_id`` and ``speaker_score``.
         max_ms: the most audio kept (the user turn's cap).
     """
 
-    def __init__(self, identify: Identify, *, diarize: bool, recognise: bool, max_ms: float):
+    def __init__(
+        self,
+        identify: Identify,
+        *,
+        provisional: Identify | None = None,
+        diarize: bool,
+        recognise: bool,
+        max_ms: float,
+    ):
         self._identify = identify
+        self._provisional = provisional
         self._diarize = diarize
         self._recognise = recognise
         self._audio = bytearray()
@@ -85,7 +95,7 @@ class SpeakerOfTurn:
 
     def start_provisional(self, nursery: trio.Nursery) -> None:
         """Start the provisional answer once enough audio is in (once per turn)."""
-        if self._provisional_started or not self._diarize:
+        if self._provisional_started or self._provisional is None:
             return
         if len(self._audio) < _PROVISIONAL_AFTER_MS * _BYTES_PER_MS:
             return
@@ -124,7 +134,8 @@ class SpeakerOfTurn:
         return fields
 
     async def _run_provisional(self, pcm: bytes) -> None:
-        self.provisional = await self._identify(pcm, False)
+        assert self._provisional is not None
+        self.provisional = await self._provisional(pcm, False)
 
     async def _run_final(self) -> None:
         try:
