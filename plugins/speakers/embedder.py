@@ -37,7 +37,7 @@ import trio
 
 from scaivoice.engine import ConfigError, float_to_pcm16, pcm16_to_float
 
-from ._dvector import DIMENSION, FRAME_MS, WINDOW_FRAMES, DvectorModel, normalise
+from ._dvector import DIMENSION, FRAME_MS, WINDOW_FRAMES, WINDOW_STRIDE, DvectorModel, normalise
 
 __all__ = [
     "DIMENSION",
@@ -281,18 +281,29 @@ class SpeakerEmbedder:
     ) -> WindowEmbeddings:
         """Embeddings of sliding windows over a whole recording (for finding speaker changes).
 
-        Each window of ``window_ms`` (a multiple of 400 ms, at least 800) starting every
-        ``hop_ms`` (a multiple of 400 ms) gets the mean of the encoder's 0.8 s vectors inside
-        it. The recording's loudness is normalised as a whole; nothing is trimmed, so times stay
-        those of the recording (``voiced`` says how much of each window is speech).
+        Each window of ``window_ms`` (at least 800) starting every ``hop_ms`` (a multiple of
+        100 ms) gets the mean of the encoder's 0.8 s vectors inside it (the encoder runs every
+        ``gcd(hop_ms, 400)`` ms). The recording's loudness is normalised as a whole; nothing is
+        trimmed, so times stay those of the recording (``voiced`` says how much of each window
+        is speech).
 
         Raises:
-            ValueError: window or hop not a multiple of 400 ms.
+            ValueError: a window or hop the encoder's steps cannot make.
             RuntimeError: the embedder is not open.
         """
-        stride_ms = WINDOW_FRAMES // 2 * FRAME_MS
-        if window_ms < 2 * stride_ms or window_ms % stride_ms or hop_ms <= 0 or hop_ms % stride_ms:
-            raise ValueError(f"window_ms and hop_ms must be multiples of {stride_ms} ms")
+        hop_frames, window_frames = hop_ms // FRAME_MS, window_ms // FRAME_MS
+        stride = math.gcd(WINDOW_STRIDE, hop_frames) if hop_frames > 0 else 0
+        if (
+            hop_ms % 100
+            or hop_frames <= 0
+            or window_frames < WINDOW_FRAMES
+            or window_ms % FRAME_MS
+            or (window_frames - WINDOW_FRAMES) % stride
+        ):
+            raise ValueError(
+                "hop_ms must be a positive multiple of 100 and window_ms at least 800, "
+                "800 plus a multiple of gcd(hop_ms, 400)"
+            )
         samples = _samples(pcm16k)
         mask = _speech_mask(samples)
         speech = samples[: len(mask) * _TRIM_FRAME].reshape(-1, _TRIM_FRAME)[mask]
@@ -300,11 +311,10 @@ class SpeakerEmbedder:
         if rms > 1e-6:
             gain = 10.0 ** (_TARGET_RMS_DBFS / 20.0) / rms
             samples = np.clip(samples * gain, -1.0, 1.0).astype(np.float32)
-        job = _Job(samples, False, window_ms // FRAME_MS, hop_ms // FRAME_MS)
+        job = _Job(samples, False, window_frames, hop_frames)
         (vectors,) = await self._submit([job])
         assert isinstance(vectors, np.ndarray)
-        frames = window_ms // FRAME_MS
-        hop = hop_ms // FRAME_MS
+        frames, hop = window_frames, hop_frames
         starts = tuple(i * hop_ms for i in range(len(vectors)))
         voiced = tuple(
             float(mask[i * hop : i * hop + frames].mean()) if i * hop < len(mask) else 0.0
@@ -355,7 +365,9 @@ def _run(model: DvectorModel, jobs: Sequence[_Job]) -> list[object]:
     """In the worker thread: features, windows and one model pass for every job."""
     stacks = []
     for job in jobs:
-        stride = 40 if job.window_frames == 0 else math.gcd(40, job.hop_frames)
+        stride = (
+            WINDOW_STRIDE if job.window_frames == 0 else math.gcd(WINDOW_STRIDE, job.hop_frames)
+        )
         stacks.append(model.windows(model.features(job.samples), stride))
     allwin = np.concatenate(stacks)
     vectors = np.concatenate(
@@ -373,7 +385,7 @@ def _run(model: DvectorModel, jobs: Sequence[_Job]) -> list[object]:
             results.append(normalise(mine.mean(axis=0)))
             continue
         # Window i covers encoder windows starting at i*hop .. i*hop + frames - 80 (frames).
-        stride = math.gcd(40, job.hop_frames)
+        stride = math.gcd(WINDOW_STRIDE, job.hop_frames)
         per_hop = job.hop_frames // stride
         per_window = (job.window_frames - WINDOW_FRAMES) // stride + 1
         count = max(1, math.ceil((len(mine) - per_window) / per_hop) + 1)

@@ -1,0 +1,1 @@
+"""``scaivoice bench speakers``: speaker embeddings and diarization on generated voices."""
