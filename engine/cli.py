@@ -12,6 +12,7 @@
     scaivoice bench turns [--turns N]                          barge-in / overhead benchmark
     scaivoice bench stack [--turns N]                          the embedded stack's latency
     scaivoice bench load [URL] --sessions N                    concurrent sessions, capacity
+    scaivoice bench wake [--minutes M]                         wake-word detections, false wakes
     scaivoice conformance protocol URL | backend NAME          conformance suites
     scaivoice conformance protocol URL [--api-key K] [--json F] [--junit F]   protocol v1 suite
     scaivoice conformance backend NAME [--option K=V ...] [--json]            backend contract kit
@@ -300,6 +301,12 @@ def _cmd_bench_stack(args: argparse.Namespace) -> int:
     )
 
 
+def _cmd_bench_wake(args: argparse.Namespace) -> int:
+    from scaivoice.conformance.bench.wake import run_wake_benchmark
+
+    return run_wake_benchmark(minutes=args.minutes, voices=args.voice, as_json=args.json)
+
+
 def _cmd_bench_load(args: argparse.Namespace) -> int:
     from scaivoice.conformance.bench.load import run_load_benchmark
 
@@ -469,6 +476,19 @@ def build_parser() -> argparse.ArgumentParser:
     )
     b.add_argument("--json", action="store_true", help="print each run's report as JSON")
     b.set_defaults(func=_cmd_bench_load)
+    b = bench.add_parser(
+        "wake", help="wake-word detections, false wakes per hour and CPU on generated speech"
+    )
+    b.add_argument(
+        "--minutes", type=float, default=10.0, help="speech without a keyword (false wakes)"
+    )
+    b.add_argument(
+        "--voice",
+        action="append",
+        help="backend:voice[@speed], repeatable (default: hibari, piper and espeak voices)",
+    )
+    b.add_argument("--json", action="store_true", help="print the figures as JSON")
+    b.set_defaults(func=_cmd_bench_wake)
 
     p = sub.add_parser("conformance", help="conformance suites for backends and servers")
     conformance = p.add_subparsers(dest="conformance_command", required=True)

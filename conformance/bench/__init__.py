@@ -9,4 +9,6 @@ API (``scaivoice.engine``, ``scaivoice.engine.client``):
   factors and memory of the embedded voice stack;
 - :mod:`scaivoice.conformance.bench.load` (``bench load``): how many live sessions a server
   holds in real time, and the capacity search.
+- :mod:`scaivoice.conformance.bench.wake` (``bench wake``): the server-side wake word's
+  detections, false wakes per hour of speech and CPU cost per session, on generated speech.
 """
