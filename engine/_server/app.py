@@ -13,6 +13,9 @@ Routes::
     GET  /metrics                   Prometheus metrics
     GET  /v1/admin/sessions[/{id}]  the caller's tenant's sessions (scaivoice:admin)
     GET  /v1/admin/events           live session events, server-sent (scaivoice:admin)
+    POST /v1/speakers               enrol a speaker for recognition (scaivoice:admin)
+    GET  /v1/speakers               the tenant's enrolled speakers (scaivoice:admin)
+    DELETE /v1/speakers/{id}        delete an enrolled speaker for good (scaivoice:admin)
 
 HTTP errors are RFC 9457 problem documents (``application/problem+json``) with a stable
 ``code``. WebSocket refusals are an ``error`` frame followed by a close code, so that browsers,
@@ -50,18 +53,21 @@ from .http import (
     Scope,
     Send,
     header,
+    multipart_parts,
     parse_multipart,
     read_body,
     send_bytes,
     send_json,
     send_problem,
 )
+from .speakers import SPEAKERS, SpeakersApi
 
 __all__ = ["ScaiVoiceApp"]
 
 log = logging.getLogger("scaivoice.server")
 
 _ADMIN_SESSION = "/v1/admin/sessions/"
+_SPEAKER = SPEAKERS + "/"
 
 
 class ScaiVoiceApp:
@@ -81,11 +87,14 @@ class ScaiVoiceApp:
             ("GET", "/v1/models"): self._models,
             ("GET", "/v1/admin/sessions"): self._admin_sessions,
             ("GET", "/v1/admin/events"): self._admin_events,
+            ("POST", SPEAKERS): self._enrol_speaker,
+            ("GET", SPEAKERS): self._list_speakers,
             ("GET", "/metrics"): self._metrics,
             ("GET", "/livez"): self._liveness,
             ("GET", "/readyz"): self._readiness,
         }
         self.admin = AdminApi(engine)
+        self.speakers = SpeakersApi(engine)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
@@ -156,6 +165,8 @@ class ScaiVoiceApp:
             route = path
         elif path.startswith(_ADMIN_SESSION):
             route = _ADMIN_SESSION + "{id}"
+        elif path.startswith(_SPEAKER):
+            route = _SPEAKER + "{id}"
         else:
             route = "other"
 
@@ -170,8 +181,14 @@ class ScaiVoiceApp:
         route = self._routes.get((scope["method"], scope["path"]))
         if route is None and scope["method"] == "GET" and scope["path"].startswith(_ADMIN_SESSION):
             route = self._admin_session
+        if route is None and scope["method"] == "DELETE" and scope["path"].startswith(_SPEAKER):
+            route = self._forget_speaker
         try:
             if route is None:
+                if scope["path"].startswith(_SPEAKER):
+                    raise HttpProblem(
+                        405, "method_not_allowed", f"{scope['method']} is not allowed here"
+                    )
                 if any(path == scope["path"] for _, path in self._routes):
                     raise HttpProblem(
                         405, "method_not_allowed", f"{scope['method']} is not allowed here"
@@ -262,6 +279,22 @@ class ScaiVoiceApp:
     async def _admin_events(self, scope: Scope, receive: Receive, send: Send) -> None:
         principal = await self._user(scope, PERMISSION_ADMIN)
         await self.admin.events(principal, receive, send)
+
+    async def _enrol_speaker(self, scope: Scope, receive: Receive, send: Send) -> None:
+        principal = await self._user(scope, PERMISSION_ADMIN)
+        limit = self.engine.config.voice_notes.max_upload_bytes
+        body = await read_body(receive, limit=limit + 64 * 1024)  # room for the form's fields
+        parts = multipart_parts(body, header(scope, b"content-type"))
+        status, document = await self.speakers.enroll(principal, parts, max_clip_bytes=limit)
+        await send_json(send, status, document)
+
+    async def _list_speakers(self, scope: Scope, receive: Receive, send: Send) -> None:
+        principal = await self._user(scope, PERMISSION_ADMIN)
+        await send_json(send, 200, await self.speakers.speakers(principal))
+
+    async def _forget_speaker(self, scope: Scope, receive: Receive, send: Send) -> None:
+        principal = await self._user(scope, PERMISSION_ADMIN)
+        await send_json(send, 200, await self.speakers.forget(principal, scope["path"]))
 
     async def _metrics(self, scope: Scope, receive: Receive, send: Send) -> None:
         await self.admin.metrics(send)
