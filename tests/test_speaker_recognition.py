@@ -27,13 +27,20 @@ from scaivoice.engine import (
     EnrolmentRejected,
     PluginHost,
     RunningServer,
+    SessionContext,
     SpeakerDirectory,
     TurnSpeaker,
     config_from_mapping,
+    frames,
     hash_key,
     serve,
 )
-from scaivoice.engine.testing import test_engine_config
+from scaivoice.engine.testing import (
+    memory_transport_pair,
+    open_test_engine,
+    run_memory_session,
+    test_engine_config,
+)
 from scaivoice.plugins.speakers import recognition
 from scaivoice.plugins.speakers._store import SpeakerStore, StoreError
 from scaivoice.plugins.speakers.recognition import (
@@ -76,7 +83,9 @@ def music(seconds: float = 4.0) -> bytes:
             for harmonic in range(1, 6):
                 frequency = root * ratio * harmonic
                 vibrato = 1 + 0.01 * np.sin(2 * np.pi * 5.5 * local)
-                signal[part] += envelope * np.sin(2 * np.pi * frequency * vibrato * local) / harmonic
+                signal[part] += (
+                    envelope * np.sin(2 * np.pi * frequency * vibrato * local) / harmonic
+                )
         hit = part & (t < start + 0.06)
         signal[hit] += rng.normal(0.0, 1.0, int(hit.sum())) * np.exp(-(t[hit] - start) * 60)
     signal = 0.6 * signal / np.abs(signal).max()
@@ -113,7 +122,9 @@ def test_the_store_keeps_tenants_apart(tmp_path: Path) -> None:
     ids, matrix = store.embeddings("a", "m")
     assert ids == ["ann"] and matrix[0] @ vector == pytest.approx(1.0, abs=1e-6)
     assert store.embeddings("a", "another-model")[0] == []  # other models' vectors are not compared
-    assert store.put("a", "ann", vector, clips=1, model="m", display_name=None, replace=False) is None
+    assert (
+        store.put("a", "ann", vector, clips=1, model="m", display_name=None, replace=False) is None
+    )
     store.close()
 
 
@@ -206,7 +217,7 @@ async def test_the_feature_is_a_speaker_directory_and_needs_no_file_until_an_enr
         with pytest.raises(EnrolmentRejected) as caught:
             await opened.forget("t", "nobody")
         assert caught.value.code == "unknown_speaker"
-        session = opened.open_session(sample_rate=RATE, options={"tenant": "t"})
+        session = opened.open_session(sample_rate=RATE, options={}, context=SessionContext("t"))
         assert await session.identify(voices["piper-joe"][0], final=True) == TurnSpeaker()
         await opened.enroll("t", "heart", voices["hibari-heart"][:3])
         assert path.exists()
@@ -227,7 +238,7 @@ async def test_enrolled_voices_are_recognised_and_unknown_voices_rejected(
             ("heart", "Heart", 3),
             ("us", "Us", 3),
         ]
-        session = opened.open_session(sample_rate=RATE, options={"tenant": "t"})
+        session = opened.open_session(sample_rate=RATE, options={}, context=SessionContext("t"))
         for speaker_id, voice in ENROLLED.items():
             for clip in voices[voice][3:]:
                 for final in (False, True):
@@ -242,7 +253,7 @@ async def test_enrolled_voices_are_recognised_and_unknown_voices_rejected(
         # Another rate: resampled to 16 kHz first.
         from scaivoice.engine import resample_pcm16
 
-        at_24k = opened.open_session(sample_rate=24000, options={"tenant": "t"})
+        at_24k = opened.open_session(sample_rate=24000, options={}, context=SessionContext("t"))
         clip = resample_pcm16(voices["hibari-heart"][4], RATE, 24000)
         found = await at_24k.identify(clip, final=True)
         assert found is not None and found.speaker_id == "heart"
@@ -258,12 +269,12 @@ async def test_a_foreign_tenants_speakers_are_unknown(
         with pytest.raises(EnrolmentRejected) as caught:
             await opened.forget("b", "heart")
         assert caught.value.code == "unknown_speaker"
-        b = opened.open_session(sample_rate=RATE, options={"tenant": "b"})
+        b = opened.open_session(sample_rate=RATE, options={}, context=SessionContext("b"))
         found = await b.identify(voices["hibari-heart"][4], final=True)
         assert found is not None and found.speaker_id is None
         # b may use the same id for its own speaker: a different person.
         await opened.enroll("b", "heart", voices["piper-joe"][:3])
-        a = opened.open_session(sample_rate=RATE, options={"tenant": "a"})
+        a = opened.open_session(sample_rate=RATE, options={}, context=SessionContext("a"))
         found = await a.identify(voices["piper-joe"][4], final=True)
         assert found is not None and found.speaker_id is None
         assert [s.speaker_id for s in await opened.speakers("a")] == ["heart"]
@@ -311,11 +322,11 @@ async def test_a_turn_with_too_little_speech_gets_no_answer(
 ) -> None:
     async with feature(tmp_path / "speakers.sqlite3") as opened:
         await opened.enroll("t", "heart", voices["hibari-heart"][:3])
-        session = opened.open_session(sample_rate=RATE, options={"tenant": "t"})
+        session = opened.open_session(sample_rate=RATE, options={}, context=SessionContext("t"))
         half_second = voices["hibari-heart"][4][: RATE // 2 * 2]
         assert await session.identify(half_second + silence(2.0), final=True) is None
         assert await session.identify(silence(3.0), final=True) is None
-        no_tenant = opened.open_session(sample_rate=RATE, options={})
+        no_tenant = opened.open_session(sample_rate=RATE, options={})  # no context
         assert await no_tenant.identify(voices["hibari-heart"][4], final=True) is None
 
 
@@ -331,7 +342,7 @@ async def test_deleting_a_speaker_removes_its_embedding_from_the_file(
         (blob,) = db.execute("SELECT embedding FROM speakers WHERE speaker_id = 'heart'").fetchone()
     assert blob in path.read_bytes()
     async with feature(path) as opened:
-        session = opened.open_session(sample_rate=RATE, options={"tenant": "t"})
+        session = opened.open_session(sample_rate=RATE, options={}, context=SessionContext("t"))
         found = await session.identify(voices["hibari-heart"][4], final=True)
         assert found is not None and found.speaker_id == "heart"  # kept across restarts
         await opened.forget("t", "heart")
@@ -348,7 +359,7 @@ async def test_a_corrupt_store_makes_the_feature_fail_to_open(tmp_path: Path) ->
     with pytest.raises(BackendUnavailable, match="speaker store"):
         await broken.open()
     with pytest.raises(Exception, match="not open"):
-        broken.open_session(sample_rate=RATE, options={"tenant": "t"})
+        broken.open_session(sample_rate=RATE, options={}, context=SessionContext("t"))
 
 
 # --------------------------------------------------------------------------- the HTTP API
@@ -556,3 +567,44 @@ async def test_a_corrupt_store_takes_the_feature_down_and_the_api_answers_503(
         assert response.status_code == 503
         assert response.json()["code"] == "speaker_recognition_unavailable"
         assert response.headers["retry-after"] == "5"
+
+
+# --------------------------------------------------------------------------- a session
+
+
+@pytest.mark.slow
+async def test_a_sessions_final_transcripts_name_the_enrolled_speaker(
+    tmp_path: Path, voices: dict[str, list[bytes]]
+) -> None:
+    overrides = {
+        "backends": {
+            "stt": "test-stt",
+            "llm": "test-llm",
+            "tts": "test-tts",
+            **_store_options(tmp_path / "s.sqlite3"),
+        },
+        "tenants": {"default": {"speaker_recognition": True}},
+    }
+    async with open_test_engine(overrides, host=_host()) as engine:
+        _, feature_of_engine = engine.features["speaker_recognition"]
+        assert isinstance(feature_of_engine, SpeakerDirectory)
+        await feature_of_engine.enroll("default", "heart", voices["hibari-heart"][:3])
+        transport, client = memory_transport_pair()
+        finals: list[frames.TranscriptFrame] = []
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(run_memory_session, engine, transport)
+            started = await client.start(speaker_recognition=True)
+            assert "speaker_recognition" in started.capabilities.features  # type: ignore[attr-defined]
+            for clip in (voices["hibari-heart"][4], voices["piper-joe"][4]):
+                for offset in range(0, len(clip), 640):  # 20 ms messages
+                    await client.send_raw(clip[offset : offset + 640])
+                await client.send_json({"type": "audio.commit"})
+                received = await client.receive_until("transcript", final=True, timeout=20)
+                finals.append(received[-1])  # type: ignore[arg-type]
+                await client.receive_until("state", state="idle", timeout=20)
+            nursery.cancel_scope.cancel()
+    heart, visitor = finals
+    assert heart.speaker_id == "heart"
+    assert heart.speaker_score is not None and heart.speaker_score >= DEFAULT_THRESHOLD
+    assert visitor.speaker_id is None
+    assert visitor.speaker_score is not None and visitor.speaker_score < DEFAULT_THRESHOLD

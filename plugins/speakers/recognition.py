@@ -56,6 +56,7 @@ from scaivoice.engine import (
     FeatureEvent,
     FeatureSession,
     FeatureSpec,
+    SessionContext,
     SessionFeature,
     TurnSpeaker,
     hookimpl,
@@ -89,6 +90,7 @@ _MODEL_ID = f"dvector-{MODEL_SHA256[:16]}"
 
 _SPEAKER_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@-]{0,63}")
 _MAX_DISPLAY_NAME = 100
+_SESSION_OPTIONS = frozenset({"threshold", "min_turn_speech_s"})
 _SPEECH_PROBABILITY = 0.5  # a Silero frame at or above this is speech
 _NO_SPEECH_S = 0.5  # a clip with less speech than this holds none (music, noise, silence)
 
@@ -197,33 +199,47 @@ class SpeakerRecognition(SessionFeature):
         await self._embedder.aclose()
 
     def open_session(
-        self, *, sample_rate: int, options: Mapping[str, Any]
+        self,
+        *,
+        sample_rate: int,
+        options: Mapping[str, Any],
+        context: SessionContext | None = None,
     ) -> SpeakerRecognitionSession:
-        """Per-session state: the session's tenant (``options["tenant"]``) and its rate.
+        """Per-session state: the session's tenant (``context``; without one, no answers) and
+        its rate. ``options`` may override ``threshold`` and ``min_turn_speech_s``.
 
         Raises:
-            ConfigError: the feature is not open.
+            ConfigError: the feature is not open, or bad options.
         """
         if not self._open:
             raise ConfigError(f"the {NAME} feature is not open")
-        tenant = options.get("tenant")
-        return SpeakerRecognitionSession(
-            self, tenant if isinstance(tenant, str) else None, sample_rate
-        )
+        merged = self.options
+        if options:
+            unknown = set(options) - _SESSION_OPTIONS
+            if unknown:
+                raise ConfigError(f"{NAME} takes no session option {sorted(unknown)}")
+            values = {**msgspec.structs.asdict(self.options), **options}
+            merged = SpeakerRecognitionOptions.from_mapping(values, backend=NAME)
+        tenant = context.tenant if context is not None else None
+        return SpeakerRecognitionSession(self, tenant, sample_rate, merged)
 
     # ------------------------------------------------------------ identification
 
-    async def identify(self, tenant: str, pcm16k: bytes) -> TurnSpeaker | None:
+    async def identify(
+        self, tenant: str, pcm16k: bytes, *, options: SpeakerRecognitionOptions | None = None
+    ) -> TurnSpeaker | None:
         """Who of ``tenant``'s enrolled speakers spoke ``pcm16k`` (PCM16LE mono, 16 kHz).
 
         ``None`` when the audio holds too little speech to tell; ``speaker_id=None`` when no
         enrolled speaker matches at ``threshold`` or better (``score``: the best similarity,
-        ``None`` when the tenant has no one enrolled). Cancelling abandons the answer.
+        ``None`` when the tenant has no one enrolled). ``options``: a session's own (default:
+        the feature's). Cancelling abandons the answer.
 
         Raises:
             BackendUnavailable: the store failed.
         """
-        if await trio.to_thread.run_sync(speech_ms, pcm16k) < self.options.min_turn_speech_s * 1000:
+        options = options or self.options
+        if await trio.to_thread.run_sync(speech_ms, pcm16k) < options.min_turn_speech_s * 1000:
             return None
         ids, matrix = await self._enrolled(tenant)
         if not ids:
@@ -235,7 +251,7 @@ class SpeakerRecognition(SessionFeature):
         scores = matrix @ vector
         best = int(np.argmax(scores))
         score = round(max(0.0, min(1.0, float(scores[best]))), 4)
-        found = ids[best] if scores[best] >= self.options.threshold else None
+        found = ids[best] if scores[best] >= options.threshold else None
         return TurnSpeaker(speaker_id=found, score=score)
 
     async def _enrolled(self, tenant: str) -> tuple[list[str], _F32]:
@@ -391,10 +407,17 @@ class SpeakerRecognition(SessionFeature):
 class SpeakerRecognitionSession(FeatureSession):
     """One session's speaker identification: stateless apart from its tenant and rate."""
 
-    def __init__(self, feature: SpeakerRecognition, tenant: str | None, sample_rate: int) -> None:
+    def __init__(
+        self,
+        feature: SpeakerRecognition,
+        tenant: str | None,
+        sample_rate: int,
+        options: SpeakerRecognitionOptions,
+    ) -> None:
         self._feature = feature
         self._tenant = tenant
         self._sample_rate = sample_rate
+        self._options = options
 
     async def process(self, pcm: bytes) -> Sequence[FeatureEvent]:
         """Nothing to do per chunk: the work happens per turn (:meth:`identify`)."""
@@ -412,7 +435,7 @@ class SpeakerRecognitionSession(FeatureSession):
             return None
         if self._sample_rate != SAMPLE_RATE:
             pcm = resample_pcm16(pcm, self._sample_rate, SAMPLE_RATE)
-        return await self._feature.identify(self._tenant, pcm)
+        return await self._feature.identify(self._tenant, pcm, options=self._options)
 
 
 def _speech_seconds(vad: SileroModel, pcm16k: bytes) -> float:
