@@ -14,6 +14,7 @@ ORDER = (
     "limits",
     "bargein",
     "lifecycle",
+    "speakers",
     "shapes",  # last: it judges every frame the other checks recorded
 )
 
