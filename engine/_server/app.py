@@ -54,7 +54,6 @@ from .http import (
     Send,
     header,
     multipart_parts,
-    parse_multipart,
     read_body,
     send_bytes,
     send_json,
@@ -311,12 +310,13 @@ class ScaiVoiceApp:
         principal = await self._user(scope)
         limit = self.engine.config.voice_notes.max_upload_bytes
         body = await read_body(receive, limit=limit + 64 * 1024)  # room for the form's fields
-        form = parse_multipart(body, header(scope, b"content-type"))
+        parts = multipart_parts(body, header(scope, b"content-type"))
+        form = {part.name: part for part in parts}  # the last one of a name wins
         upload = form.get("file")
         if upload is not None and len(upload.data) > limit:
             raise HttpProblem(413, "payload_too_large", f"audio files are limited to {limit} bytes")
-        fmt, document = await self.voice_notes.transcribe(principal, form)
-        if fmt in ("json", "verbose_json"):
+        fmt, document = await self.voice_notes.transcribe(principal, form, parts=parts)
+        if fmt in ("json", "verbose_json", "diarized_json"):
             await send_json(send, 200, document)
             return
         content_type = {"text": "text/plain", "srt": "application/x-subrip", "vtt": "text/vtt"}

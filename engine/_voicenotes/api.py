@@ -5,12 +5,20 @@ M4A, FLAC) and answers its transcript; ``POST /v1/audio/speech`` takes text and 
 (``opus`` is an OGG/Opus file messaging apps play as a native voice note). OpenAI's model names
 are aliases of the configured backends, so the official SDK works unchanged. Speech is cached by
 content (see ``_cache``).
+
+With the diarization feature (config key ``diarize``) installed, ``gpt-4o-transcribe-diarize``
+and ``response_format=diarized_json`` answer OpenAI's speaker segments: the recording's words go
+to the feature's :class:`RecordingDiarizer`, with OpenAI's ``known_speaker_names[]`` /
+``known_speaker_references[]`` (audio data URLs) to name speakers.
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
 import json
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -28,7 +36,8 @@ from .._contract.backends import (
     Word,
 )
 from .._contract.calls import call_backend
-from .._errors import BackendError, BackendRejected, ConfigError
+from .._contract.features import DiarizedSegment, RecordingDiarizer, TranscribedSpan
+from .._errors import BackendError, BackendRejected, ConfigError, EnrolmentRejected
 from .._host.auth import PERMISSION_USE, Principal
 from .._host.engine import Engine
 from .._server.http import FormPart, HttpProblem
@@ -52,7 +61,12 @@ TTS_ALIASES = frozenset({"tts-1", "tts-1-hd", "gpt-4o-mini-tts"})
 OPENAI_VOICES = frozenset(
     {"alloy", "ash", "ballad", "coral", "echo", "fable", "onyx", "nova", "sage", "shimmer", "verse"}
 )
-TRANSCRIPT_FORMATS = ("json", "text", "verbose_json", "srt", "vtt")
+TRANSCRIPT_FORMATS = ("json", "text", "verbose_json", "srt", "vtt", "diarized_json")
+#: OpenAI's diarizing model: the configured recogniser plus the ``diarize`` feature.
+DIARIZE_MODEL = "gpt-4o-transcribe-diarize"
+DIARIZE_FEATURE_KEY = "diarize"
+_MAX_KNOWN_SPEAKERS = 4  # as OpenAI
+_DIARIZE_DEADLINE_S = 300.0
 _STT_RATE = 16000
 _FEED_BYTES = _STT_RATE // 10 * 2  # the decoded file goes to STT in 100 ms chunks
 _STT_DEADLINE_S = 300.0
@@ -94,6 +108,8 @@ class VoiceNotes:
                 (engine.stt.name, "stt"),
                 *((alias, "stt") for alias in sorted(STT_ALIASES)),
             ]
+            if self._diarizer() is not None:
+                entries.append((DIARIZE_MODEL, "stt"))
         entries += [(name, "tts") for name in engine.tts]
         entries += [(alias, "tts") for alias in sorted(TTS_ALIASES)]
         return [
@@ -103,11 +119,28 @@ class VoiceNotes:
 
     # ---------------------------------------------------------------- transcription
 
-    async def transcribe(self, principal: Principal, form: dict[str, FormPart]) -> tuple[str, Any]:
+    def _diarizer(self) -> RecordingDiarizer | None:
+        """The ``diarize`` feature, when it is installed, open and offers voice notes."""
+        entry = self.engine.features.get(DIARIZE_FEATURE_KEY)
+        if entry is None or not isinstance(entry[1], RecordingDiarizer):
+            return None
+        return entry[1]
+
+    async def transcribe(
+        self,
+        principal: Principal,
+        form: dict[str, FormPart],
+        *,
+        parts: Sequence[FormPart] = (),
+    ) -> tuple[str, Any]:
         """Transcribe the form's ``file``; returns (response_format, transcript document).
 
+        ``parts`` are the form's parts in order, for the fields that repeat
+        (``known_speaker_names[]``, ``known_speaker_references[]``).
+
         Raises:
-            HttpProblem: bad input (400/404/413), or the recogniser failing (502/503/504).
+            HttpProblem: bad input (400/404/413), diarization asked of a server without it
+                (501), or the recogniser or diarizer failing (502/503/504).
         """
         principal.require(PERMISSION_USE)
         if not self.settings.transcription_enabled:
@@ -116,7 +149,13 @@ class VoiceNotes:
         if upload is None or upload.filename is None:
             raise HttpProblem(400, "missing_file", "send the audio as the multipart field 'file'")
         model = _field(form, "model")
-        if model is not None and model not in STT_ALIASES and model != self.engine.stt.name:
+        known = (
+            model is None
+            or model in STT_ALIASES
+            or model == self.engine.stt.name
+            or model == DIARIZE_MODEL
+        )
+        if not known:
             raise HttpProblem(
                 400, "unknown_model", f"unknown transcription model {model!r}; see GET /v1/models"
             )
@@ -126,6 +165,21 @@ class VoiceNotes:
                 400,
                 "invalid_request",
                 f"response_format must be one of {', '.join(TRANSCRIPT_FORMATS)}",
+            )
+        diarizer = self._diarizer()
+        if diarizer is None and (model == DIARIZE_MODEL or response_format == "diarized_json"):
+            raise HttpProblem(
+                501,
+                "diarization_unavailable",
+                "speaker diarization is not available on this server (it needs the "
+                "speaker-diarization feature: pip install 'scaivoice[speakers]')",
+            )
+        known_names, known_clips = _known_speakers(parts or list(form.values()))
+        if known_names and response_format != "diarized_json":
+            raise HttpProblem(
+                400,
+                "invalid_request",
+                "known_speaker_names[] needs response_format=diarized_json",
             )
         language = _field(form, "language") or None
         name = upload.filename or "the file"
@@ -148,9 +202,70 @@ class VoiceNotes:
             )
         transcript = await self._recognise(pcm, language)
         duration_s = len(pcm) / 2 / _STT_RATE
+        if response_format == "diarized_json":
+            assert diarizer is not None
+            references = {
+                name: await self._reference(name, clip)
+                for name, clip in zip(known_names, known_clips, strict=True)
+            }
+            segments = await self._diarize(diarizer, pcm, transcript, duration_s, references)
+            return response_format, _diarized_document(transcript, segments, duration_s)
         return response_format, _transcript_document(
             response_format, transcript, duration_s, language
         )
+
+    async def _reference(self, name: str, data_url: str) -> bytes:
+        """A known speaker's reference clip (an audio data URL) as 16 kHz PCM16."""
+        what = f"the reference of known speaker {name!r}"
+        head, comma, payload = data_url.partition(",")
+        if not comma or not head.startswith("data:") or not head.endswith(";base64"):
+            raise HttpProblem(
+                400,
+                "invalid_known_speaker_reference",
+                f"{what} must be a data URL: data:audio/wav;base64,...",
+            )
+        try:
+            audio = base64.b64decode(payload, validate=True)
+        except (binascii.Error, ValueError) as exc:
+            raise HttpProblem(
+                400, "invalid_known_speaker_reference", f"{what} is not valid base64"
+            ) from exc
+        try:
+            with trio.move_on_after(self.settings.decode_timeout_s) as deadline:
+                pcm = await decode_audio_in_worker(
+                    audio, max_duration_s=30.0, limiter=self._codec_limiter
+                )
+        except (AudioDecodeError, AudioTooLong) as exc:
+            raise HttpProblem(400, "invalid_known_speaker_reference", f"{what}: {exc}") from exc
+        if deadline.cancelled_caught:
+            raise HttpProblem(
+                400, "invalid_known_speaker_reference", f"{what}: decoding took too long"
+            )
+        return pcm
+
+    async def _diarize(
+        self,
+        diarizer: RecordingDiarizer,
+        pcm: bytes,
+        transcript: Transcript,
+        duration_s: float,
+        references: dict[str, bytes],
+    ) -> list[DiarizedSegment]:
+        """Speaker segments of the transcript: by word where the recogniser timed its words."""
+        if transcript.words:
+            spans = [TranscribedSpan(w.start_ms, w.end_ms, w.text) for w in transcript.words]
+        elif transcript.text.strip():
+            spans = [TranscribedSpan(0, round(duration_s * 1000), transcript.text.strip())]
+        else:
+            spans = []
+        with trio.move_on_after(_DIARIZE_DEADLINE_S) as deadline:
+            try:
+                segments = await diarizer.diarize(pcm, spans, known_speakers=references or None)
+            except EnrolmentRejected as exc:
+                raise HttpProblem(400, "invalid_known_speaker_reference", str(exc)) from exc
+        if deadline.cancelled_caught:
+            raise HttpProblem(504, "diarization_timeout", "speaker diarization took too long")
+        return segments
 
     async def _recognise(self, pcm: bytes, language: str | None) -> Transcript:
         stt = self.engine.stt
@@ -310,6 +425,34 @@ def _field(form: dict[str, FormPart], name: str) -> str | None:
     return part.text.strip() if part is not None else None
 
 
+def _known_speakers(parts: Sequence[FormPart]) -> tuple[list[str], list[str]]:
+    """OpenAI's ``known_speaker_names[]`` and ``known_speaker_references[]``, checked in pairs."""
+    names = [
+        p.text.strip() for p in parts if p.name in ("known_speaker_names[]", "known_speaker_names")
+    ]
+    clips = [
+        p.text.strip()
+        for p in parts
+        if p.name in ("known_speaker_references[]", "known_speaker_references")
+    ]
+    if len(names) != len(clips):
+        raise HttpProblem(
+            400,
+            "known_speakers_mismatch",
+            f"{len(names)} known_speaker_names[] but {len(clips)} known_speaker_references[]: "
+            "give one reference clip per name",
+        )
+    if len(names) > _MAX_KNOWN_SPEAKERS:
+        raise HttpProblem(
+            400, "too_many_known_speakers", f"at most {_MAX_KNOWN_SPEAKERS} known speakers"
+        )
+    if any(not name for name in names) or len(set(names)) != len(names):
+        raise HttpProblem(
+            400, "known_speakers_mismatch", "known_speaker_names[] must be distinct, non-empty"
+        )
+    return names, clips
+
+
 def _speech_request(body: bytes, max_chars: int) -> dict[str, Any]:
     try:
         request = json.loads(body)
@@ -392,6 +535,28 @@ def _transcript_document(
         lines.append(f"{_stamp(start, separator)} --> {_stamp(end, separator)}")
         lines += [cue, ""]
     return "\n".join(lines)
+
+
+def _diarized_document(
+    transcript: Transcript, segments: Sequence[DiarizedSegment], duration_s: float
+) -> dict[str, Any]:
+    """OpenAI's ``diarized_json``: the text and its segments by speaker (times in seconds)."""
+    return {
+        "task": "transcribe",
+        "duration": round(duration_s, 3),
+        "text": transcript.text.strip(),
+        "segments": [
+            {
+                "type": "transcript.text.segment",
+                "id": f"seg_{index}",
+                "start": round(segment.start_ms / 1000, 3),
+                "end": round(segment.end_ms / 1000, 3),
+                "speaker": segment.speaker,
+                "text": segment.text.strip(),
+            }
+            for index, segment in enumerate(segments)
+        ],
+    }
 
 
 def _cues(transcript: Transcript, duration_s: float) -> list[tuple[float, float, str]]:

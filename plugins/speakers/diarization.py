@@ -52,6 +52,7 @@ from scaivoice.engine import (
     BackendOptions,
     ConfigError,
     DiarizedSegment,
+    EnrolmentRejected,
     FeatureEvent,
     FeatureSession,
     FeatureSpec,
@@ -78,6 +79,7 @@ log = logging.getLogger("scaivoice.plugins.speakers.diarization")
 
 _Cosine = Annotated[float, msgspec.Meta(ge=-1.0, le=1.0)]
 _Millis = Annotated[int, msgspec.Meta(ge=0, le=60_000)]
+_MIN_REFERENCE_MS = 1000  # a known speaker's reference clip: at least this much speech
 
 
 class DiarizationOptions(BackendOptions, frozen=True):
@@ -155,14 +157,19 @@ class SpeakerDiarization(SessionFeature):
         work (a model call in flight finishes in its thread).
 
         Raises:
-            NoSpeechError: a known speaker's reference clip holds no speech.
+            EnrolmentRejected: a known speaker's reference clip has under 1 s of speech
+                (``audio_too_short``).
         """
         opts = self.options
         references: dict[str, np.ndarray] = {}
-        if known_speakers:
-            names = list(known_speakers)
-            vectors = await self._embedder.embed_many([known_speakers[n] for n in names])
-            references = dict(zip(names, vectors, strict=True))
+        for name, clip in (known_speakers or {}).items():
+            if speech_ms(clip) < _MIN_REFERENCE_MS:
+                raise EnrolmentRejected(
+                    "audio_too_short",
+                    f"the reference clip of {name!r} has under {_MIN_REFERENCE_MS / 1000:g} s "
+                    "of speech",
+                )
+            references[name] = await self._embedder.embed(clip)
         if not spans:
             return []
         windows = await self._embedder.embed_windows(
