@@ -234,3 +234,37 @@ async def test_interims_carry_the_provisional_label_once_known() -> None:
         "speaker_id": None,
         "speaker_score": 0.41,
     }
+
+
+class _Broken(FeatureSession):
+    async def process(self, pcm: bytes) -> Sequence[FeatureEvent]:
+        raise RuntimeError("a bug in a feature")
+
+
+class _BrokenFeature(SessionFeature):
+    def open_session(self, *, sample_rate: int, options: Mapping[str, Any]) -> FeatureSession:
+        return _Broken()
+
+
+async def test_a_failing_feature_is_turned_off_and_the_session_goes_on(
+    autojump_clock: Any,
+) -> None:
+    class Plugin:
+        @hookimpl
+        def scaivoice_session_features(self) -> Iterator[FeatureSpec]:
+            yield FeatureSpec(
+                name="broken", config_key="wake_word_enabled", factory=lambda o: _BrokenFeature()
+            )
+
+    host = host_with()
+    host.register(Plugin(), name="broken")
+    async with open_test_engine(host=host) as engine:
+        transport, client = memory_transport_pair()
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(run_memory_session, engine, transport)
+            await client.start(wake_word_enabled=True)
+            await client.send_raw(_SPEECH)
+            await client.receive_until("warning", code="feature_failed")
+            await client.send_json({"type": "text", "text": "still there?"})
+            await client.receive_until("agent.text.done")
+            nursery.cancel_scope.cancel()

@@ -17,6 +17,7 @@ dialogue only once its cancel scope is entered.
 
 from __future__ import annotations
 
+import logging
 from collections import deque
 from collections.abc import Callable, Mapping
 from functools import partial
@@ -84,6 +85,8 @@ from .user_turn import STT_RATE, InputAudio, UserTurn
 from .wire import AudioIn, Outbox
 
 __all__ = ["Dialogue", "Item"]
+
+log = logging.getLogger("scaivoice.session")
 
 Item = ClientFrame | AudioIn | Event | SpeechStarted | SpeechStopped | WakeDetected
 
@@ -234,8 +237,18 @@ class Dialogue:
             return
         self._input.remember(pcm)
         await self._apply(turns, self._conversation.handle(UserAudio()))
-        for feature in self._features.values():
-            for event in await feature.process(pcm):
+        for key, feature in list(self._features.items()):
+            try:
+                events = await feature.process(pcm)
+            except Exception:  # a feature's bug degrades the session, it does not end it
+                log.exception("session feature %r failed; it is off for this session", key)
+                self._features.pop(key, None)
+                self._reconfigure()
+                await self._outbox.warn(
+                    "feature_failed", f"{key}: the server-side feature failed and is now off"
+                )
+                continue
+            for event in events:
                 await self._on_item(turns, event)
         turn = self._user_turn
         if turn is None:
