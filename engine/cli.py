@@ -13,6 +13,7 @@
     scaivoice bench stack [--turns N]                          the embedded stack's latency
     scaivoice bench load [URL] --sessions N                    concurrent sessions, capacity
     scaivoice bench wake [--minutes M]                         wake-word detections, false wakes
+    scaivoice bench speakers [--conversations N]               diarization accuracy, embedder cost
     scaivoice conformance protocol URL | backend NAME          conformance suites
     scaivoice conformance protocol URL [--api-key K] [--json F] [--junit F]   protocol v1 suite
     scaivoice conformance backend NAME [--option K=V ...] [--json]            backend contract kit
@@ -307,6 +308,12 @@ def _cmd_bench_wake(args: argparse.Namespace) -> int:
     return run_wake_benchmark(minutes=args.minutes, voices=args.voice, as_json=args.json)
 
 
+def _cmd_bench_speakers(args: argparse.Namespace) -> int:
+    from scaivoice.conformance.bench.speakers import run_speaker_benchmark
+
+    return run_speaker_benchmark(conversations=args.conversations, only=args.only or ())
+
+
 def _cmd_bench_load(args: argparse.Namespace) -> int:
     from scaivoice.conformance.bench.load import run_load_benchmark
 
@@ -489,6 +496,15 @@ def build_parser() -> argparse.ArgumentParser:
     )
     b.add_argument("--json", action="store_true", help="print the figures as JSON")
     b.set_defaults(func=_cmd_bench_wake)
+    b = bench.add_parser(
+        "speakers",
+        help="speaker embeddings and diarization accuracy on generated voices, CPU per session",
+    )
+    b.add_argument(
+        "--conversations", type=int, default=20, help="generated conversations of each size"
+    )
+    b.add_argument("--only", action="append", help="only the sections whose title starts with this")
+    b.set_defaults(func=_cmd_bench_speakers)
 
     p = sub.add_parser("conformance", help="conformance suites for backends and servers")
     conformance = p.add_subparsers(dest="conformance_command", required=True)

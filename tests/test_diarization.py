@@ -486,3 +486,13 @@ async def test_a_two_speaker_voice_note_is_split_by_speaker(
         assert segment["text"]
     assert " ".join(s["text"] for s in segments).split() == anonymous["text"].split()
     assert [s["speaker"] for s in named.json()["segments"]] == ["ann", "bob", "ann", "bob"]
+
+
+@pytest.mark.slow
+def test_the_benchmark_prints_its_figures(capsys: pytest.CaptureFixture[str]) -> None:
+    from scaivoice.conformance.bench.speakers import run_speaker_benchmark
+
+    assert run_speaker_benchmark(conversations=1, only=["live", "voice"]) == 0
+    out = capsys.readouterr().out
+    assert "2 speakers:" in out and "3 speakers:" in out and "turns right" in out
+    assert "ms per second of recording" in out and "of one core" in out
