@@ -21,6 +21,10 @@ import pytest
 import trio
 
 from scaivoice.backends import testing as testing_backends
+from scaivoice.conformance.bench.speakers.identification import (
+    identification_lines,
+    measure_identification,
+)
 from scaivoice.conformance.bench.speakers.voices import SENTENCES, VOICES, render_voices
 from scaivoice.engine import (
     BackendUnavailable,
@@ -608,3 +612,22 @@ async def test_a_sessions_final_transcripts_name_the_enrolled_speaker(
     assert heart.speaker_score is not None and heart.speaker_score >= DEFAULT_THRESHOLD
     assert visitor.speaker_id is None
     assert visitor.speaker_score is not None and visitor.speaker_score < DEFAULT_THRESHOLD
+
+
+# --------------------------------------------------------------------------- the benchmark
+
+
+@pytest.mark.slow
+async def test_the_identification_benchmark_section(voices: dict[str, list[bytes]]) -> None:
+    report = await measure_identification(voices, host=_host(), lookalikes={})
+    assert report.threshold == DEFAULT_THRESHOLD
+    assert [d.turns for d in report.calibration] == [
+        "whole sentences",
+        *(f"{s:g} s of speech" for s in (1.0, 1.5, 2.0)),
+    ]
+    at_threshold = next(o for o in report.open_set if o.threshold == DEFAULT_THRESHOLD)
+    assert at_threshold.right == 1.0 and at_threshold.false_accept == 0.0
+    assert at_threshold.known_turns == at_threshold.unknown_turns == 4 * 3
+    assert report.cpu_ms_per_identification > 0
+    lines = identification_lines(report)
+    assert any(line.startswith("CPU:") for line in lines)
