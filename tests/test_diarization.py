@@ -418,6 +418,22 @@ async def test_diarized_json_needs_the_feature_and_consistent_known_speakers() -
         document = response.json()
         assert stub.known is not None and set(stub.known) == {"ann"}
         assert len(stub.known["ann"]) == len(reference)  # decoded to 16 kHz PCM16
+        # the official SDK sends the known speakers as OpenAI's API takes them
+        import openai
+
+        client = openai.OpenAI(base_url=server.url + "/v1", api_key="none", max_retries=0)
+        sdk = await trio.to_thread.run_sync(
+            partial(
+                client.audio.transcriptions.create,
+                model="gpt-4o-transcribe-diarize",
+                file=("note.wav", io.BytesIO(tone), "audio/wav"),
+                response_format="diarized_json",
+                known_speaker_names=["ann", "bob"],
+                known_speaker_references=[_data_url(reference), _data_url(reference)],
+            )
+        )
+        assert set(stub.known) == {"ann", "bob"}
+        assert sdk.segments[0].speaker == "A" and sdk.segments[0].type == "transcript.text.segment"
     assert document["task"] == "transcribe"
     assert document["duration"] == pytest.approx(2.0, abs=0.05)
     assert document["text"] == "hello there"
