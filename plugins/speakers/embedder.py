@@ -12,13 +12,19 @@ caller leads, yields once so the others add their clips, then runs all of them i
 call in a worker thread (onnxruntime releases the GIL) while later calls gather in the next
 batch, as the Silero VAD does.
 
-Measured (2 shared CPU cores, one onnxruntime thread; generated voices: hibari "heart", piper
-"joe" and espeak-ng variants; see ``scaivoice bench speakers``): see the figures in
-``diarization.py`` and the operator guide.
+Measured (``scaivoice bench speakers``; 2 shared CPU cores, one onnxruntime thread; generated
+voices: hibari "heart", piper "joe" and six espeak-ng variants, 12 sentences of 2-3 s each):
 
-Why this encoder and not resemblyzer's (both 256-d, both torch-free here): on the same clips
-the d-vector separated the voices by a wider margin and cost less (figures in the operator
-guide's "Who is speaking").
+* this encoder (d-vector), one sentence against another: same voice min 0.689, mean 0.874;
+  different voices max 0.692, 95th percentile 0.526, mean 0.267.
+* resemblyzer 0.1.4's encoder (a numpy port of its weights), the same clips: same voice min
+  0.747, mean 0.887; different voices max 0.864, mean 0.555.
+
+On 1 s clips the d-vector's equal error rate is 3.6 % (resemblyzer's 4.9 %). Cost: 15-30 ms of
+one core per second of audio one clip at a time (the range is the machine's load), about 19 ms
+in batches of eight; resemblyzer's LSTM in numpy took 55-67 ms. Hence this encoder: a wider
+margin between voices at a quarter of the cost. Results of a clip batched with others differ
+from its result alone in the fourth decimal (the int8 model scales its activations per batch).
 """
 
 from __future__ import annotations
