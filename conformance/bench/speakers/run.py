@@ -9,6 +9,7 @@ from collections.abc import Awaitable, Callable, Sequence
 import trio
 
 from .diarization import BenchContext, embedder_section, live_section, voice_note_section
+from .identification import identification_section
 from .voices import SENTENCES, render_voices
 
 __all__ = ["SECTIONS", "BenchContext", "Section", "run_speaker_benchmark"]
@@ -20,6 +21,7 @@ SECTIONS: list[tuple[str, Section]] = [
     ("speaker embeddings", embedder_section),
     ("live diarization (diarize)", live_section),
     ("voice-note diarization (diarized_json)", voice_note_section),
+    ("speaker identification (speaker_recognition)", identification_section),
 ]
 
 
