@@ -39,6 +39,7 @@ from scaivoice.engine import (
     hash_key,
     serve,
 )
+from scaivoice.engine.client import connect
 from scaivoice.engine.testing import (
     memory_transport_pair,
     open_test_engine,
@@ -571,6 +572,16 @@ async def test_a_corrupt_store_takes_the_feature_down_and_the_api_answers_503(
         assert response.status_code == 503
         assert response.json()["code"] == "speaker_recognition_unavailable"
         assert response.headers["retry-after"] == "5"
+        async with connect(server.ws_url, config={"speaker_recognition": True}) as client:
+            warnings: list[str] = []
+            with trio.fail_after(10):
+                async for event in client.events():
+                    if isinstance(event, frames.WarningFrame):
+                        warnings.append(event.code)
+                    elif isinstance(event, frames.State):
+                        break
+            await client.end()
+        assert warnings == ["feature_unavailable"]
 
 
 # --------------------------------------------------------------------------- a session
