@@ -233,6 +233,14 @@ async def test_a_session_labels_its_speakers_turn_by_turn(voices: dict[str, list
 
         answer = await other.identify(resample_pcm16(voices[two][2], 16000, 8000), final=True)
         assert answer is not None and answer.label == "S1"
+        # a session whose first turn is too short ("hello there") still labels it: the label
+        # its first speaker gets once a turn can be embedded
+        fresh = feature.open_session(sample_rate=16000, options={})
+        first = await fresh.identify(voices[two][0][:16000], final=True)
+        assert first is not None and first.label == "S1"
+        assert session.clusters.labels == ("S1", "S2", "S3")  # type: ignore[attr-defined]
+        later = await fresh.identify(voices[two][1], final=True)
+        assert later is not None and later.label == "S1"
 
 
 def _diarizing_host() -> PluginHost:

@@ -73,6 +73,10 @@ class OnlineClusters:
         """The labels given so far, in order."""
         return tuple(self._labels)
 
+    def next_label(self) -> str:
+        """The label the next new speaker will get."""
+        return f"{self._prefix}{len(self._labels) + 1}"
+
     def centroid(self, label: str) -> _F32:
         """The unit-length centroid of ``label`` (KeyError if unknown)."""
         try:

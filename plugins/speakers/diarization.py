@@ -4,7 +4,8 @@ Live sessions: each user turn's audio is embedded at its end (:class:`SpeakerEmb
 trimmed) and put with the closest speaker of the session (:class:`OnlineClusters`): the final
 transcript carries that label (``"S1"``, ``"S2"`` ... stable for the session), or a new one
 when no speaker is ``threshold`` alike. A turn with less than ``min_speech_ms`` of speech is
-too short to tell: it keeps the previous turn's label (``None`` before the first). The
+too short to tell: it keeps the previous turn's label (before the first, the label the first
+speaker will get, ``"S1"``: every transcript with words carries a label). The
 provisional answer for interim transcripts (``identify(final=False)``) is the closest known
 speaker when it reaches the threshold, and changes nothing.
 
@@ -260,17 +261,28 @@ class DiarizationSession(FeatureSession):
         session's speakers are only updated once the embedding is back."""
         audio = resample_pcm16(pcm[: len(pcm) // 2 * 2], self._rate, SAMPLE_RATE)
         if speech_ms(audio) < self._min_speech_ms:
-            return TurnSpeaker(label=self._last) if self._last is not None else None
+            return self._too_short(final)
         try:
             vector = await self._embedder.embed(audio)
         except NoSpeechError:
-            return TurnSpeaker(label=self._last) if self._last is not None else None
+            return self._too_short(final)
         if not final:
             found = self.clusters.identify(vector)
             return TurnSpeaker(label=found[0]) if found is not None else None
         assignment = self.clusters.assign(vector)
         self._last = assignment.label
         return TurnSpeaker(label=assignment.label)
+
+    def _too_short(self, final: bool) -> TurnSpeaker:
+        """A turn too short to embed reliably ("yes", "hello there") keeps the previous label;
+        the session's first turn gets the label its first speaker will have ("S1"), so every
+        transcript with words carries one."""
+        if self._last is None:
+            label = self.clusters.next_label()
+            if final:
+                self._last = label
+            return TurnSpeaker(label=label)
+        return TurnSpeaker(label=self._last)
 
 
 @hookimpl
