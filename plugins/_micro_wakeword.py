@@ -42,7 +42,9 @@ __all__ = [
     "BUILTIN_KEYWORDS",
     "FEATURES",
     "SAMPLE_RATE",
+    "STEP_MS",
     "STEP_SAMPLES",
+    "WINDOW_MS",
     "Frontend",
     "KeywordConfig",
     "KeywordDetector",
@@ -56,6 +58,9 @@ __all__ = [
 SAMPLE_RATE = 16000
 STEP_SAMPLES = 160
 """The frontend's step: one feature row per 10 ms of audio."""
+STEP_MS = 10
+WINDOW_MS = 30
+"""The audio behind one feature row: the 30 ms before its time."""
 FEATURES = 40
 """Features in a row."""
 BUILTIN_KEYWORDS = ("okay_nabu", "hey_jarvis", "alexa", "hey_mycroft")
@@ -216,6 +221,11 @@ class KeywordModel:
     @property
     def name(self) -> str:
         return self.config.name
+
+    @property
+    def lookback_ms(self) -> int:
+        """The audio behind one probability: its ``stride`` rows and their windows."""
+        return self.stride * STEP_MS + WINDOW_MS - STEP_MS
 
     def detector(self) -> KeywordDetector:
         """A fresh detector (its own interpreter and state) over the shared model. No I/O."""

@@ -20,15 +20,16 @@ operator's options (``[backends.feature_options.micro-wake-word]``)::
                                        # the keyword's name is the JSON file's name
 
 Detection: a model gives a probability every 30 ms; the keyword fires when the mean of its last
-few (the model's window, 5) passes the cutoff. That happens about 100 ms after the keyword ends
-(measured on Piper and hibari speech), so :attr:`WakeDetection.keyword_end_ms` estimates where
-the keyword itself ended: the first of the model's probabilities over the cutoff in that run.
+few (the model's window, 5) passes the cutoff. That happens 100-200 ms after the keyword ends
+(measured on Piper and hibari speech), when a request said in the same breath has begun, so
+:attr:`WakeDetection.keyword_end_ms` estimates where the keyword itself ended (see
+:class:`WakeTrigger`) and :attr:`MicroWakeWordSession.heard_ms` says how much audio the session
+has been given: the audio after the keyword is the last ``heard_ms - keyword_end_ms`` of it.
 After a detection every keyword of the session is muted for ``refractory_ms`` and until its
 averaged probability has fallen below the cutoff again: one utterance never fires twice.
 
-Cost: about 0.03 ms of CPU per 20 ms of audio for the features plus 0.02 ms per keyword
-(1.5 ms a second of audio for one keyword, 4 ms for four), run inline: a hand-off to a worker
-thread costs more than the work.
+Cost (measured): 3-4 ms of CPU per second of audio for one keyword, 7-10 ms for all four
+(0.06-0.2 ms per 20 ms chunk), run inline: less than a hand-off to a worker thread costs.
 """
 
 from __future__ import annotations
@@ -122,20 +123,33 @@ class WakeTrigger:
     session is muted: for ``refractory_ms`` after any detection, and for each keyword until its
     mean has fallen back to the cutoff or below.
 
+    The keyword's end is placed at the start of the audio behind the probability that rose over
+    :attr:`RISE` on the way to the detection (``lookback_ms`` before its time): a model's
+    probability climbs as the keyword's last sound is heard, and the averaged one passes the
+    cutoff two or three model calls (60-120 ms) later.
+
     Args:
         cutoffs: keyword -> cutoff (the mean must exceed it).
         windows: keyword -> how many probabilities are averaged.
         refractory_ms: the quiet time after a detection.
+        lookback_ms: how much audio before a probability's time went into it.
     """
 
+    RISE = 0.5
+
     def __init__(
-        self, cutoffs: Mapping[str, float], windows: Mapping[str, int], refractory_ms: int
+        self,
+        cutoffs: Mapping[str, float],
+        windows: Mapping[str, int],
+        refractory_ms: int,
+        lookback_ms: int = 0,
     ) -> None:
         self._cutoffs = dict(cutoffs)
         self._recent = {k: deque[float](maxlen=max(windows[k], 1)) for k in cutoffs}
         self._armed = dict.fromkeys(cutoffs, True)
-        self._run_start: dict[str, int | None] = dict.fromkeys(cutoffs)
+        self._rose_at: dict[str, int | None] = dict.fromkeys(cutoffs)
         self._refractory_ms = refractory_ms
+        self._lookback_ms = lookback_ms
         self._muted_until_ms = -1
 
     def push(self, keyword: str, probability: float, at_ms: int) -> WakeDetection | None:
@@ -143,11 +157,10 @@ class WakeTrigger:
         cutoff = self._cutoffs[keyword]
         recent = self._recent[keyword]
         recent.append(probability)
-        if probability > cutoff:
-            if self._run_start[keyword] is None:
-                self._run_start[keyword] = at_ms
-        else:
-            self._run_start[keyword] = None
+        if probability <= self.RISE:
+            self._rose_at[keyword] = None
+        elif self._rose_at[keyword] is None:
+            self._rose_at[keyword] = at_ms
         mean = sum(recent) / len(recent) if len(recent) == recent.maxlen else 0.0
         if mean <= cutoff:
             self._armed[keyword] = True
@@ -157,8 +170,9 @@ class WakeTrigger:
         for other in self._armed:
             self._armed[other] = False
         self._muted_until_ms = at_ms + self._refractory_ms
-        start = self._run_start[keyword]
-        return WakeDetection(keyword, mean, at_ms, at_ms if start is None else start)
+        rose_at = self._rose_at[keyword]
+        end = max((at_ms if rose_at is None else rose_at) - self._lookback_ms, 0)
+        return WakeDetection(keyword, mean, at_ms, end)
 
 
 class MicroWakeWordFeature(SessionFeature):
@@ -318,10 +332,14 @@ class MicroWakeWordSession(FeatureSession):
             cutoffs,
             {m.name: m.config.window for m in models},
             refractory_ms,
+            lookback_ms=max(m.lookback_ms for m in models),
         )
         self._frontend = Frontend()
         self._resampler = StreamResampler(sample_rate, SAMPLE_RATE)
         self.last_detection: WakeDetection | None = None
+        self.heard_ms = 0
+        """How much audio (ms) this session has been given: the clock of the detections."""
+        self._heard_samples = 0
 
     async def process(self, pcm: bytes) -> Sequence[FeatureEvent]:
         """Feed the next chunk; return a :class:`WakeDetected` for each keyword it completes.
@@ -333,7 +351,10 @@ class MicroWakeWordSession(FeatureSession):
 
     def process_nowait(self, pcm: bytes) -> list[FeatureEvent]:
         """:meth:`process`, synchronously (benchmarks, tests)."""
-        rows, ends = self._frontend.process(self._resampler.process(pcm))
+        pcm = self._resampler.process(pcm)
+        self._heard_samples += len(pcm) // 2
+        self.heard_ms = self._heard_samples * 1000 // SAMPLE_RATE
+        rows, ends = self._frontend.process(pcm)
         if not ends:
             return []
         scored = sorted(  # in time order across keywords (stable: keyword order on ties)

@@ -79,7 +79,10 @@ WAKE_TEMPLATES = (
     "{phrase}, what time is it?",
     "{phrase}, turn on the kitchen lights.",
     "{phrase}, what's the weather like tomorrow?",
+    "{phrase} what time is it?",
+    "{phrase} turn on the kitchen lights.",
 )
+"""The keyword alone, followed by a request after a pause (the comma), and in the same breath."""
 
 NEGATIVE = (
     "Could you set a timer for twenty minutes, please?",
@@ -275,6 +278,8 @@ class WakeReport:
     skipped_voices: list[str]
     detected: dict[str, dict[str, list[int]]] = field(default_factory=dict)
     """keyword -> voice -> [detected, utterances]."""
+    by_sentence: dict[str, list[int]] = field(default_factory=dict)
+    """template (``{phrase}, what time is it?``) -> [detected, utterances], all keywords."""
     delay_ms: dict[str, list[int]] = field(default_factory=dict)
     """keyword -> detection time minus the feature's estimate of the keyword's end."""
     negative_hours: float = 0.0
@@ -292,14 +297,18 @@ async def _detections(
 ) -> None:
     per_voice = report.detected.setdefault(keyword, {})
     delays = report.delay_ms.setdefault(keyword, [])
+    templates = {t.format(phrase=keyword_phrase(keyword)): t for t in WAKE_TEMPLATES}
     for item in renders:
         session = _open_session(feature, [keyword])
         pcm = _silence(500) + item.pcm + _silence(1000)
         events, _ = await _run_session(session, pcm)
         hit = any(e.keyword == keyword for _, e in events)
-        counts = per_voice.setdefault(item.voice, [0, 0])
-        counts[0] += hit
-        counts[1] += 1
+        for counts in (
+            per_voice.setdefault(item.voice, [0, 0]),
+            report.by_sentence.setdefault(templates[item.text], [0, 0]),
+        ):
+            counts[0] += hit
+            counts[1] += 1
         last = getattr(session, "last_detection", None)
         if hit and last is not None:
             delays.append(int(last.at_ms - last.keyword_end_ms))
@@ -391,6 +400,8 @@ def print_report(report: WakeReport) -> None:
         count = sum(n for _, n in report.detected.get(keyword, {}).values())
         totals.append(f"{hits / max(count, 1):>11.0%} ")
     print(f"  {'all voices':<{width}}  " + "  ".join(totals))
+    for template, (hit, total) in report.by_sentence.items():
+        print(f"  {template.format(phrase='<keyword>'):<{width + 24}} {hit:>4}/{total:<4}")
     for keyword, delays in report.delay_ms.items():
         if delays:
             print(
