@@ -64,12 +64,16 @@ RATE = 16000
 CHUNK_BYTES = 640  # 20 ms
 DEFAULT_VOICES = (
     "hibari:heart",
+    "hibari:heart@0.85",
     "hibari:heart@1.2",
     "piper:en_US-joe-medium",
+    "piper:en_US-joe-medium@0.85",
     "piper:en_US-joe-medium@1.2",
     "espeak:en-us",
+    "espeak:en-us-nyc",
     "espeak:en-gb-x-rp",
     "espeak:en-gb-scotland",
+    "espeak:en-gb-x-gbclan",
     "espeak:en-029",
 )
 """Voices as ``backend:voice[@speed]``; those whose backend is not installed are skipped."""
@@ -278,11 +282,13 @@ class WakeReport:
     skipped_voices: list[str]
     detected: dict[str, dict[str, list[int]]] = field(default_factory=dict)
     """keyword -> voice -> [detected, utterances]."""
-    by_sentence: dict[str, list[int]] = field(default_factory=dict)
-    """template (``{phrase}, what time is it?``) -> [detected, utterances], all keywords."""
+    by_sentence: dict[str, dict[str, list[int]]] = field(default_factory=dict)
+    """template (``{phrase}, what time is it?``) -> keyword -> [detected, utterances]."""
     delay_ms: dict[str, list[int]] = field(default_factory=dict)
     """keyword -> detection time minus the feature's estimate of the keyword's end."""
     negative_hours: float = 0.0
+    negative_distinct_hours: float = 0.0
+    """How much of it is distinct (the renderings before the loop repeats them)."""
     false_wakes: dict[str, int] = field(default_factory=dict)
     """keyword (or ``"any"``: a session listening for all) -> false wakes in the stream."""
     confusable: dict[str, list[str]] = field(default_factory=dict)
@@ -305,7 +311,7 @@ async def _detections(
         hit = any(e.keyword == keyword for _, e in events)
         for counts in (
             per_voice.setdefault(item.voice, [0, 0]),
-            report.by_sentence.setdefault(templates[item.text], [0, 0]),
+            report.by_sentence.setdefault(templates[item.text], {}).setdefault(keyword, [0, 0]),
         ):
             counts[0] += hit
             counts[1] += 1
@@ -358,6 +364,7 @@ async def measure(
         negatives = [r for r in renders if r.text in NEGATIVE]
         stream = _stream(negatives, minutes * 60)
         report.negative_hours = len(stream) / 2 / RATE / 3600
+        report.negative_distinct_hours = sum(r.seconds for r in negatives) / 3600
         say(f"false wakes over {report.negative_hours * 60:.1f} min of speech ...")
         single_cpu: list[float] = []
         for label, listen in [*((k, [k]) for k in keywords), ("any", list(keywords))]:
@@ -400,8 +407,18 @@ def print_report(report: WakeReport) -> None:
         count = sum(n for _, n in report.detected.get(keyword, {}).values())
         totals.append(f"{hits / max(count, 1):>11.0%} ")
     print(f"  {'all voices':<{width}}  " + "  ".join(totals))
-    for template, (hit, total) in report.by_sentence.items():
-        print(f"  {template.format(phrase='<keyword>'):<{width + 24}} {hit:>4}/{total:<4}")
+    print("\nthe same, by sentence (all voices):")
+    width = max(len(t) for t in WAKE_TEMPLATES) + 2
+    print(f"  {'':<{width}}  " + "  ".join(f"{k:>12}" for k in report.keywords))
+    for template, per_keyword in report.by_sentence.items():
+        cells = [
+            f"{per_keyword.get(k, [0, 0])[0]:>7}/{per_keyword.get(k, [0, 0])[1]:<4}"
+            for k in report.keywords
+        ]
+        print(
+            f"  {template.format(phrase='<keyword>'):<{width}}  "
+            + "  ".join(f"{c:>12}" for c in cells)
+        )
     for keyword, delays in report.delay_ms.items():
         if delays:
             print(
@@ -409,14 +426,17 @@ def print_report(report: WakeReport) -> None:
                 f"{min(delays)}-{max(delays)}) after the keyword's estimated end"
             )
     minutes = report.negative_hours * 60
+    distinct = report.negative_distinct_hours * 60
     print(
         f"\nfalse wakes over {minutes:.1f} min of speech without a keyword "
-        f"({len(NEGATIVE)} sentences x {len(report.voices)} voices, looped):"
+        f"({len(NEGATIVE)} sentences x {len(report.voices)} voices = {distinct:.1f} min, looped "
+        "with other pauses):"
     )
     for keyword, count in report.false_wakes.items():
         label = "all keywords" if keyword == "any" else keyword
         per_hour = count / report.negative_hours if report.negative_hours else 0.0
-        print(f"  {label:<14} {count:>4} ({per_hour:.2f} per hour)")
+        bound = f"; under {3 / report.negative_hours:.1f} per hour at 95 %" if count == 0 else ""
+        print(f"  {label:<14} {count:>4} ({per_hour:.2f} per hour{bound})")
     woke = sum(len(v) for v in report.confusable.values())
     print(f"\nnear-misses: {woke} wakes in {report.confusable_renderings} renderings")
     for keyword, items in report.confusable.items():
