@@ -364,7 +364,9 @@ async def measure(
         negatives = [r for r in renders if r.text in NEGATIVE]
         stream = _stream(negatives, minutes * 60)
         report.negative_hours = len(stream) / 2 / RATE / 3600
-        report.negative_distinct_hours = sum(r.seconds for r in negatives) / 3600
+        report.negative_distinct_hours = min(
+            sum(r.seconds for r in negatives) / 3600, report.negative_hours
+        )
         say(f"false wakes over {report.negative_hours * 60:.1f} min of speech ...")
         single_cpu: list[float] = []
         for label, listen in [*((k, [k]) for k in keywords), ("any", list(keywords))]:
