@@ -291,6 +291,8 @@ class WakeReport:
     """How much of it is distinct (the renderings before the loop repeats them)."""
     false_wakes: dict[str, int] = field(default_factory=dict)
     """keyword (or ``"any"``: a session listening for all) -> false wakes in the stream."""
+    false_wake_sentences: dict[str, list[str]] = field(default_factory=dict)
+    """The same -> what woke it (``keyword at s: voice: sentence``)."""
     confusable: dict[str, list[str]] = field(default_factory=dict)
     """keyword -> the near-miss renderings (``voice: text``) that woke it."""
     confusable_renderings: int = 0
@@ -320,19 +322,28 @@ async def _detections(
             delays.append(int(last.at_ms - last.keyword_end_ms))
 
 
-def _stream(renders: Sequence[Rendered], seconds: float) -> bytes:
-    """The renderings joined with 0.3-0.8 s pauses, shuffled, looped up to ``seconds``."""
+def _stream(
+    renders: Sequence[Rendered], seconds: float
+) -> tuple[bytes, list[tuple[int, Rendered]]]:
+    """The renderings joined with 0.3-0.8 s pauses, shuffled, looped up to ``seconds``; and
+    where each starts (ms)."""
     rng = np.random.default_rng(0)
     pieces: list[bytes] = []
-    total = 0.0
-    while total < seconds:
+    starts: list[tuple[int, Rendered]] = []
+    size = 0
+    while size < seconds * RATE * 2:
         for index in rng.permutation(len(renders)):
-            pause = float(rng.uniform(300, 800))
-            pieces += [renders[index].pcm, _silence(pause)]
-            total += renders[index].seconds + pause / 1000
-            if total >= seconds:
+            starts.append((size * 1000 // (2 * RATE), renders[index]))
+            pieces += [renders[index].pcm, _silence(float(rng.uniform(300, 800)))]
+            size += len(pieces[-2]) + len(pieces[-1])
+            if size >= seconds * RATE * 2:
                 break
-    return b"".join(pieces)
+    return b"".join(pieces), starts
+
+
+def _heard_in(starts: Sequence[tuple[int, Rendered]], at_ms: int) -> Rendered:
+    """The rendering playing (or just ended) at ``at_ms``."""
+    return [r for start, r in starts if start <= at_ms][-1]
 
 
 async def measure(
@@ -362,7 +373,7 @@ async def measure(
             wanted = {t.format(phrase=keyword_phrase(keyword)) for t in WAKE_TEMPLATES}
             await _detections(feature, keyword, [r for r in renders if r.text in wanted], report)
         negatives = [r for r in renders if r.text in NEGATIVE]
-        stream = _stream(negatives, minutes * 60)
+        stream, starts = _stream(negatives, minutes * 60)
         report.negative_hours = len(stream) / 2 / RATE / 3600
         report.negative_distinct_hours = min(
             sum(r.seconds for r in negatives) / 3600, report.negative_hours
@@ -374,6 +385,11 @@ async def measure(
             events, cpu = await _run_session(session, stream)
             per_s = cpu * 1000 / (report.negative_hours * 3600)
             report.false_wakes[label] = len(events)
+            for at_ms, event in events:
+                heard = _heard_in(starts, at_ms)
+                report.false_wake_sentences.setdefault(label, []).append(
+                    f"{event.keyword} at {at_ms / 1000:.1f} s: {heard.voice}: {heard.text}"
+                )
             if label == "any":
                 report.cpu_ms_per_s["all"] = per_s
             else:
@@ -439,6 +455,8 @@ def print_report(report: WakeReport) -> None:
         per_hour = count / report.negative_hours if report.negative_hours else 0.0
         bound = f"; under {3 / report.negative_hours:.1f} per hour at 95 %" if count == 0 else ""
         print(f"  {label:<14} {count:>4} ({per_hour:.2f} per hour{bound})")
+        for line in report.false_wake_sentences.get(keyword, []):
+            print(f"    {line}")
     woke = sum(len(v) for v in report.confusable.values())
     print(f"\nnear-misses: {woke} wakes in {report.confusable_renderings} renderings")
     for keyword, items in report.confusable.items():
