@@ -375,7 +375,14 @@ class MicroWakeWordSession(FeatureSession):
         if not found:
             return []
         self.last_detection = found[-1]
-        return [WakeDetected(confidence=round(d.confidence, 3), keyword=d.keyword) for d in found]
+        return [
+            WakeDetected(
+                confidence=round(d.confidence, 3),
+                keyword=d.keyword,
+                after_ms=max(0, self.heard_ms - d.keyword_end_ms),
+            )
+            for d in found
+        ]
 
 
 @hookimpl

@@ -20,11 +20,6 @@ pytestmark = pytest.mark.slow
 
 QUESTION = "Hey Jarvis, what time is it?"
 SAME_BREATH = "Hey Jarvis what time is it?"  # no comma: hardly a pause before "what"
-_LATE = pytest.mark.xfail(
-    reason="the wake word is detected 150-200 ms after it ends, into 'what'; the engine clears "
-    "all audio up to the detection (WakeDetected does not say where the keyword ended yet)",
-    strict=False,
-)
 OTHER = "Could you set a timer for twenty minutes, please?"
 VOICES = ("piper:en_US-joe-medium", "hibari:heart")
 FRAME = 640  # 20 ms at 16 kHz
@@ -86,8 +81,16 @@ def _words(text: str) -> str:
     [
         (VOICES[0], QUESTION),
         (VOICES[1], QUESTION),
-        pytest.param(VOICES[0], SAME_BREATH, marks=_LATE),
-        pytest.param(VOICES[1], SAME_BREATH, marks=_LATE),
+        pytest.param(
+            VOICES[0],
+            SAME_BREATH,
+            marks=pytest.mark.xfail(
+                reason="piper renders each run differently; run into 'what' with no pause, "
+                "'hey jarvis' is not always detected (a miss leaves the session asleep)",
+                strict=False,
+            ),
+        ),
+        pytest.param(VOICES[1], SAME_BREATH),
     ],
 )
 async def test_the_request_after_the_wake_word_is_the_turn(

@@ -57,10 +57,20 @@ class SpeechStopped:
 
 @dataclass(frozen=True, slots=True)
 class WakeDetected:
-    """A wake word was heard."""
+    """A wake word was heard.
+
+    Attributes:
+        confidence: the detector's confidence, 0..1.
+        keyword: which keyword.
+        after_ms: how much of the audio given to the feature so far came after the keyword
+            ended (detectors fire a little late): the session keeps it as the start of the
+            user turn, so "hey jarvis, what time is it" keeps its "what".
+            *Added in API version 1 (wake word).*
+    """
 
     confidence: float
     keyword: str = ""
+    after_ms: int = 0
 
 
 FeatureEvent = SpeechStarted | SpeechStopped | WakeDetected

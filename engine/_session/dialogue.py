@@ -213,9 +213,9 @@ class Dialogue:
                 await self._apply(turns, conv.handle(SpeechStart(barge_in=self.config.vad_enabled)))
             case SpeechStopped():
                 await self._apply(turns, conv.handle(SpeechStop()))
-            case WakeDetected(confidence=confidence, keyword=keyword):
+            case WakeDetected(confidence=confidence, keyword=keyword, after_ms=after_ms):
                 await self._outbox.send(WakeFrame(keyword=keyword, confidence=confidence))
-                self._input.clear_pre_roll()
+                self._input.keep_last(after_ms)  # the keyword is not part of the request
                 await self._apply(turns, conv.handle(WakeWord()))
             case AgentOutputStarted(turn_id=turn_id):
                 await self._apply(turns, conv.handle(item))

@@ -76,6 +76,9 @@ class InputAudio:
     def trim_pre_roll(self) -> None:
         """Keep only the last ``_PRE_ROLL_MS`` of audio heard outside a user turn."""
         excess = int((self._pre_roll_ms - _PRE_ROLL_MS) * STT_RATE / 1000.0) * 2
+        self._drop_oldest(excess)
+
+    def _drop_oldest(self, excess: int) -> None:
         while excess > 0 and self._pre_roll:
             head = self._pre_roll[0]
             cut = min(len(head), excess)
@@ -85,6 +88,11 @@ class InputAudio:
                 self._pre_roll[0] = head[cut:]
             excess -= cut
             self._pre_roll_ms -= cut / 2 / STT_RATE * 1000.0
+
+    def keep_last(self, ms: float) -> None:
+        """Keep only the last ``ms`` of the pre-roll (what followed a wake word)."""
+        excess = int((self._pre_roll_ms - ms) * STT_RATE / 1000.0) * 2
+        self._drop_oldest(excess)
 
     def clear_pre_roll(self) -> None:
         """Forget the pre-roll (a wake word is not part of the request that follows it)."""
