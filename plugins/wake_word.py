@@ -24,7 +24,8 @@ few (the model's window, 5) passes the cutoff. That happens 100-200 ms after the
 (measured on Piper and hibari speech), when a request said in the same breath has begun, so
 :attr:`WakeDetection.keyword_end_ms` estimates where the keyword itself ended (see
 :class:`WakeTrigger`) and :attr:`MicroWakeWordSession.heard_ms` says how much audio the session
-has been given: the audio after the keyword is the last ``heard_ms - keyword_end_ms`` of it.
+has been given: the audio after the keyword is the last ``heard_ms - keyword_end_ms`` of it,
+reported as :attr:`WakeDetected.after_ms` (the session keeps it as the start of the turn).
 After a detection every keyword of the session is muted for ``refractory_ms`` and until its
 averaged probability has fallen below the cutoff again: one utterance never fires twice.
 
