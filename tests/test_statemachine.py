@@ -16,12 +16,14 @@ from scaivoice.engine._session.statemachine import (
     FinalizeUserTurn,
     InterruptRequested,
     OpenUserTurn,
+    OpenWakeWindow,
     SpeechStart,
     SpeechStop,
     StartAgentTurn,
     TranscriptFinal,
     TypedText,
     UserAudio,
+    WakeWindowClosed,
     WakeWord,
 )
 
@@ -232,6 +234,43 @@ def test_wake_word_mode_sleeps_again_after_a_reply() -> None:
         conv.handle(event)
     assert conv.handle(UserAudio()) == []
     assert conv.handle(WakeWord()) == [OpenUserTurn(2), EmitState("listening", 2)]
+
+
+def test_a_pause_after_the_wake_word_keeps_the_session_awake_for_the_request() -> None:
+    conv = _conversation(wake_word_mode=True, vad_segmentation=True)
+    for event in (WakeWord(), SpeechStop()):
+        conv.handle(event)
+    # "Hey Jarvis." ... the turn the wake opened ends with no words: wait for the request
+    assert conv.handle(TranscriptFinal(1, "")) == [OpenWakeWindow(1), EmitState("idle", None)]
+    assert conv.awake
+    assert conv.handle(SpeechStart(barge_in=False)) == [
+        OpenUserTurn(2),
+        EmitState("listening", 2),
+    ]
+    conv.handle(SpeechStop())
+    assert conv.handle(TranscriptFinal(2, "what time is it")) == [
+        StartAgentTurn(2, "what time is it")
+    ]
+    assert conv.handle(WakeWindowClosed(1)) == []  # a request came: the window no longer counts
+    assert conv.awake
+
+
+def test_the_wake_window_closes_when_nothing_is_asked() -> None:
+    conv = _conversation(wake_word_mode=True, vad_segmentation=True)
+    for event in (WakeWord(), SpeechStop(), TranscriptFinal(1, "")):
+        conv.handle(event)
+    assert conv.handle(WakeWindowClosed(1)) == []
+    assert not conv.awake
+    assert conv.handle(SpeechStart(barge_in=False)) == []  # asleep again
+
+
+def test_an_empty_turn_after_the_wake_turn_sends_the_session_to_sleep() -> None:
+    conv = _conversation(wake_word_mode=True, vad_segmentation=True)
+    for event in (WakeWord(), SpeechStop(), TranscriptFinal(1, ""), SpeechStart(False)):
+        conv.handle(event)
+    conv.handle(SpeechStop())
+    assert conv.handle(TranscriptFinal(2, "")) == [EmitState("idle", None)]  # no second window
+    assert not conv.awake
 
 
 def test_turn_ids_increase_across_typed_and_spoken_turns() -> None:

@@ -79,6 +79,9 @@ class SessionLimits(_Section, frozen=True):
     """Larger client frames get ``frame_too_large`` and are dropped."""
     slow_client_timeout_s: _Positive = 10.0
     """A client that does not read for this long is closed (4420)."""
+    wake_window_s: _Positive = 5.0
+    """In wake-word mode, how long the session stays awake for a request when the user paused
+    after the wake word (the turn the wake opened ended with no words)."""
     max_user_turn_s: _Positive = 60.0
     """A user turn longer than this is ended (and transcribed) automatically."""
     warm_up: bool = True

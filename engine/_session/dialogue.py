@@ -73,12 +73,14 @@ from .statemachine import (
     FinalizeUserTurn,
     InterruptRequested,
     OpenUserTurn,
+    OpenWakeWindow,
     SpeechStart,
     SpeechStop,
     StartAgentTurn,
     TranscriptFinal,
     TypedText,
     UserAudio,
+    WakeWindowClosed,
     WakeWord,
 )
 from .user_turn import STT_RATE, InputAudio, UserTurn
@@ -226,7 +228,7 @@ class Dialogue:
                 if self._agent_turn is not None and self._agent_turn.turn_id == turn_id:
                     self._agent_turn = None
                 await self._apply(turns, conv.handle(item))
-            case TranscriptFinal():
+            case TranscriptFinal() | WakeWindowClosed():
                 await self._apply(turns, conv.handle(item))
             case _:  # pragma: no cover - exhaustive over Item
                 raise AssertionError(f"unhandled dialogue item {item!r}")
@@ -304,9 +306,16 @@ class Dialogue:
                 case StartAgentTurn(turn_id=turn_id, user_text=user_text):
                     agent_turn = self._agent_turn_for(turn_id, user_text)
                     self._agent_turn = await turns.start(self._run_agent_turn, agent_turn)
+                case OpenWakeWindow(turn_id=turn_id):
+                    turns.start_soon(self._wake_window, turn_id)
                 case CancelAgentTurn(turn_id=turn_id):
                     if self._agent_turn is not None and self._agent_turn.turn_id == turn_id:
                         self._agent_turn.cancel()
+
+    async def _wake_window(self, turn_id: int) -> None:
+        """Stay awake ``wake_window_s`` for a request that follows the wake word after a pause."""
+        await trio.sleep(self.limits.wake_window_s)
+        await self._items.send(WakeWindowClosed(turn_id))
 
     # ================================================================ user turns
 

@@ -38,12 +38,14 @@ __all__ = [
     "FinalizeUserTurn",
     "InterruptRequested",
     "OpenUserTurn",
+    "OpenWakeWindow",
     "SpeechStart",
     "SpeechStop",
     "StartAgentTurn",
     "TranscriptFinal",
     "TypedText",
     "UserAudio",
+    "WakeWindowClosed",
     "WakeWord",
 ]
 
@@ -102,6 +104,13 @@ class WakeWord:
 
 
 @dataclass(frozen=True, slots=True)
+class WakeWindowClosed:
+    """The wait for a request after a wake word (``OpenWakeWindow``) is over."""
+
+    turn_id: int
+
+
+@dataclass(frozen=True, slots=True)
 class AgentOutputStarted:
     """The agent turn ``turn_id`` started speaking (first audio, or first text when text-only)."""
 
@@ -127,6 +136,7 @@ Event = (
     | WakeWord
     | AgentOutputStarted
     | AgentTurnEnded
+    | WakeWindowClosed
 )
 
 
@@ -175,6 +185,14 @@ class StartAgentTurn:
 
 
 @dataclass(frozen=True, slots=True)
+class OpenWakeWindow:
+    """The turn a wake word opened ended with no words (the user paused after the keyword):
+    stay awake a while for the request; ``WakeWindowClosed`` ends the wait."""
+
+    turn_id: int
+
+
+@dataclass(frozen=True, slots=True)
 class CancelAgentTurn:
     """Cancel the running agent turn (barge-in). ``AgentTurnEnded`` follows."""
 
@@ -189,6 +207,7 @@ Action = (
     | DiscardUserTurn
     | StartAgentTurn
     | CancelAgentTurn
+    | OpenWakeWindow
 )
 
 
@@ -218,6 +237,7 @@ class Conversation:
         self._agent = _Agent.NONE
         self._agent_turn: int | None = None
         self._queued: StartAgentTurn | None = None
+        self._woken_turn: int | None = None  # the user turn a wake word opened
         self._reported: StateName = "idle"
         self._reported_turn: int | None = None
 
@@ -293,7 +313,11 @@ class Conversation:
                     if text.strip():
                         self._start_agent(StartAgentTurn(turn_id, text), actions)
                     elif self.wake_word_mode and self._agent is _Agent.NONE:
-                        self.awake = False
+                        if turn_id == self._woken_turn:
+                            actions.append(OpenWakeWindow(turn_id))  # a pause after the keyword
+                        else:
+                            self.awake = False
+                    self._woken_turn = None
             case InterruptRequested():
                 if self._agent in (_Agent.PENDING, _Agent.SPEAKING):
                     self._cancel_agent(actions)
@@ -303,7 +327,17 @@ class Conversation:
             case WakeWord():
                 if self.wake_word_mode:
                     self.awake = True
-                    self._open_user_turn(actions)
+                    if self._open_turn is None:
+                        self._open_user_turn(actions)
+                        self._woken_turn = self._open_turn
+            case WakeWindowClosed(turn_id=turn_id):
+                if (
+                    self.wake_word_mode
+                    and self.last_turn_id == turn_id
+                    and self._open_turn is None
+                    and self._agent is _Agent.NONE
+                ):
+                    self.awake = False  # nothing was asked: back to sleep
             case AgentOutputStarted(turn_id=turn_id):
                 if self._agent is _Agent.PENDING and self._agent_turn == turn_id:
                     self._agent = _Agent.SPEAKING
