@@ -268,3 +268,50 @@ async def test_a_failing_feature_is_turned_off_and_the_session_goes_on(
             await client.send_json({"type": "text", "text": "still there?"})
             await client.receive_until("agent.text.done")
             nursery.cancel_scope.cancel()
+
+
+_SILENCE = bytes(640 * 25)  # 0.5 s
+
+
+async def test_a_request_after_a_pause_following_the_wake_word_is_answered(
+    autojump_clock: Any,
+) -> None:
+    asked = _Asked()
+    async with open_test_engine(host=_host(asked)) as engine:
+        transport, client = memory_transport_pair()
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(run_memory_session, engine, transport)
+            await client.start(wake_word_enabled=True)
+            await client.send_raw(_SPEECH)  # "hey jarvis" (the stand-in fires on it)
+            await client.receive_until("state", state="listening", turn_id=1)
+            await client.send_raw(_SILENCE)  # the pause
+            await client.send_json({"type": "audio.commit"})
+            await client.receive_until("transcript", final=True, turn_id=1, text="")
+            await trio.sleep(2)  # within the wake window
+            await client.send_raw(_SPEECH)  # "what time is it?"
+            await client.receive_until("state", state="listening", turn_id=2)
+            await client.send_json({"type": "audio.commit"})
+            await client.receive_until("agent.text.done", turn_id=2)
+            nursery.cancel_scope.cancel()
+
+
+async def test_after_the_wake_window_the_session_sleeps_again(autojump_clock: Any) -> None:
+    from scaivoice.engine import frames
+
+    asked = _Asked()
+    async with open_test_engine(host=_host(asked)) as engine:
+        transport, client = memory_transport_pair()
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(run_memory_session, engine, transport)
+            await client.start(wake_word_enabled=True)
+            await client.send_raw(_SPEECH)
+            await client.receive_until("state", state="listening", turn_id=1)
+            await client.send_raw(_SILENCE)
+            await client.send_json({"type": "audio.commit"})
+            await client.receive_until("transcript", final=True, turn_id=1, text="")
+            await trio.sleep(engine.config.session.wake_window_s + 1)
+            await client.send_raw(_SPEECH)  # asleep: no turn opens (the stand-in fired once)
+            await client.send_json({"type": "ping", "id": "after"})
+            later = await client.receive_until("pong")
+            nursery.cancel_scope.cancel()
+    assert not [f for f in later if isinstance(f, frames.State) and f.state == "listening"]
