@@ -98,7 +98,29 @@ def decode_in_short_window(
         return WindowedText("", language)  # silence, as the full decode would judge it
     if _compression_ratio(text) > COMPRESSION_RATIO_LIMIT or avg_logprob < LOG_PROB_FLOOR:
         return None
+    if repeats_itself(text):
+        return None  # a short window can loop on a short utterance: the full window does not
     return WindowedText(text, language)
+
+
+def repeats_itself(text: str) -> bool:
+    """Whether ``text`` says a phrase again right after itself: a phrase of two words or more
+    twice ("what time is it what time is it"), or one word three times ("hello hello hello").
+
+    Too short for the compression-ratio check, such a loop is how a short window fails on a
+    short utterance. A false alarm costs only a decode in the full window.
+    """
+    words = [w.strip(".,!?;:\"'").lower() for w in text.split()]
+    words = [w for w in words if w]
+    for size in range(1, len(words) // 2 + 1):
+        needed = 3 if size == 1 else 2
+        for start in range(len(words) - size * needed + 1):
+            phrase = words[start : start + size]
+            if all(
+                words[start + k * size : start + (k + 1) * size] == phrase for k in range(needed)
+            ):
+                return True
+    return False
 
 
 def _token_budget(seconds: float) -> int:

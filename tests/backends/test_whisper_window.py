@@ -82,3 +82,31 @@ def test_silence_reads_as_nothing_or_asks_for_the_full_window(model: Any) -> Non
 def test_audio_longer_than_the_limit_is_left_to_the_full_window(model: Any) -> None:
     samples = np.zeros(16000 * 6, np.float32)
     assert decode_in_short_window(model, samples, "en", pad_s=1.0, min_s=5.0, max_s=5) is None
+
+
+def test_a_phrase_said_again_right_after_itself_is_a_loop() -> None:
+    from scaivoice.backends._whisper_window import repeats_itself
+
+    assert repeats_itself("What time is it? What time is it? What time is")
+    assert repeats_itself("Hello? Hello? Hello?")
+    assert not repeats_itself("Hello.")
+    assert not repeats_itself("No, no, I said the meeting is at four.")
+    assert not repeats_itself("It was very very good.")
+    assert not repeats_itself("The meeting is on March 3rd at 4:30 pm.")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("text", ["What time is it?", "Hello.", "Turn on the lights."])
+def test_short_requests_are_read_once(model: Any, text: str) -> None:
+    """Short requests (what follows a wake word) must not come back as a loop."""
+    hibari = pytest.importorskip("hibari")
+    from scaivoice.backends._whisper_window import repeats_itself
+    from scaivoice.engine import float_to_pcm16, resample_pcm16
+
+    pcm = resample_pcm16(float_to_pcm16(hibari.Hibari()(text, seed=0)), 24000, 16000)
+    for lead_ms in (0, 200):  # right after a wake word the audio starts at the first word
+        samples = pcm16_to_float(silence(lead_ms) + pcm + silence(250))
+        decoded = decode_in_short_window(model, samples, "en", pad_s=1.0, min_s=5.0, max_s=28)
+        shown = decoded.text if decoded is not None else full_window_text(model, samples)
+        assert not repeats_itself(shown), shown
+        assert shown.strip(" .!?").lower() == text.strip(" .!?").lower(), shown
