@@ -78,6 +78,7 @@ class EspeakTts(TtsBackend):
         self.options = options or EspeakOptions()
         self._lib: EspeakLibrary | None = None
         self._voices: tuple[Voice, ...] = ()
+        self._identifiers: dict[str, str] = {}
         self._limiter = trio.CapacityLimiter(1)
 
     async def open(self) -> None:
@@ -110,6 +111,11 @@ class EspeakTts(TtsBackend):
                 ),
             )
         self._voices = tuple(seen.values())
+        # A listed voice is synthesised by its file's identifier ("gmw/en"): some languages'
+        # codes ("en-gb") are not names espeak-ng resolves on their own.
+        self._identifiers = {}
+        for voice in voices:
+            self._identifiers.setdefault(voice.language, voice.identifier)
         self._lib = lib
 
     async def aclose(self) -> None:
@@ -138,6 +144,9 @@ class EspeakTts(TtsBackend):
         async with audio:
             lib = self._require()
             voice = request.voice_id or (request.language or self.options.voice).lower()
+            base, variant = voice.partition("+")[::2]
+            if base in self._identifiers:
+                voice = self._identifiers[base] + (f"+{variant}" if variant else "")
             rate = round(self.options.rate_wpm * request.speed)
             if not _WPM_RANGE[0] <= rate <= _WPM_RANGE[1]:
                 raise BackendRejected(

@@ -171,6 +171,16 @@ async def test_espeak_speaks(espeak: EspeakTts, voice: str | None) -> None:
 
 
 @pytest.mark.slow
+async def test_every_listed_english_espeak_voice_speaks(espeak: EspeakTts) -> None:
+    """A listed voice id ("en-gb") is spoken even where espeak-ng itself knows the voice only
+    by its file's identifier ("gmw/en"); variants ("+f3") still apply."""
+    english = [v.id for v in await espeak.list_voices() if v.id.startswith("en")]
+    assert "en-gb" in english
+    for voice in [*english, "en-gb+f3"]:
+        assert await synthesize(espeak, TtsRequest("Hello there.", voice_id=voice)), voice
+
+
+@pytest.mark.slow
 async def test_espeak_picks_a_voice_by_language(espeak: EspeakTts) -> None:
     german = await synthesize(espeak, TtsRequest("Guten Tag.", language="de"))
     assert german
