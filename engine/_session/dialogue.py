@@ -26,12 +26,9 @@ import trio
 
 from .._contract.backends import ChatMessage, LlmRequest, SttRequest, Transcript
 from .._contract.features import (
-    FeatureSession,
-    SessionContext,
     SpeechStarted,
     SpeechStopped,
     WakeDetected,
-    open_feature_session,
 )
 from .._errors import ConfigError
 from .._host.config import SessionLimits
@@ -58,7 +55,7 @@ from ..frames import (
 from .agent_turn import AgentTurn
 from .config import validate_config
 from .early_reply import EarlyReplies
-from .speakers import SpeakerOfTurn, identify_with
+from .features import SessionFeatures
 from .statemachine import (
     Action,
     AgentOutputStarted,
@@ -128,7 +125,7 @@ class Dialogue:
         """The reader's flood guard: it follows the input sample rate."""
         self._conversation = Conversation()
         self._input = InputAudio(config.input_sample_rate)
-        self._features: dict[str, FeatureSession] = {}
+        self._features = SessionFeatures(engine, tenant, STT_RATE)
         self._client_vad = False
         self._user_turn: UserTurn | None = None  # the turn whose audio is being collected
         self._recognised: dict[int, UserTurn] = {}  # turns recognised, not yet answered
@@ -239,19 +236,14 @@ class Dialogue:
             return
         self._input.remember(pcm)
         await self._apply(turns, self._conversation.handle(UserAudio()))
-        for key, feature in list(self._features.items()):
-            try:
-                events = await feature.process(pcm)
-            except Exception:  # a feature's bug degrades the session, it does not end it
-                log.exception("session feature %r failed; it is off for this session", key)
-                self._features.pop(key, None)
-                self._reconfigure()
-                await self._outbox.warn(
-                    "feature_failed", f"{key}: the server-side feature failed and is now off"
-                )
-                continue
-            for event in events:
-                await self._on_item(turns, event)
+        events, failed = await self._features.process(pcm)
+        for key in failed:
+            self._reconfigure()
+            await self._outbox.warn(
+                "feature_failed", f"{key}: the server-side feature failed and is now off"
+            )
+        for event in events:
+            await self._on_item(turns, event)
         turn = self._user_turn
         if turn is None:
             self._input.trim_pre_roll()
@@ -327,7 +319,7 @@ class Dialogue:
         task_status: trio.TaskStatus[UserTurn] = trio.TASK_STATUS_IGNORED,
     ) -> None:
         """One user turn's recognition; its final goes back to the dialogue as an item."""
-        turn = UserTurn(turn_id, self._speaker_of_turn())
+        turn = UserTurn(turn_id, self._features.speaker_of_turn(self.limits.max_user_turn_s * 1000))
         request = SttRequest(
             sample_rate=STT_RATE, language=self.config.language, word_timings=False
         )
@@ -434,35 +426,8 @@ class Dialogue:
         if config.input_sample_rate != old.input_sample_rate:
             self._input.set_input_rate(config.input_sample_rate)
             self.guard.sample_rate = config.input_sample_rate
-        wake_word = tuple(config.wake_word) if config.wake_word is not None else None
-        context = SessionContext(tenant=self._tenant, wake_word=wake_word)
-        for key, (_spec, feature) in self.engine.features.items():
-            enabled = bool(getattr(config, key, False))
-            reopen = key == "wake_word_enabled" and config.wake_word != old.wake_word
-            if enabled and (key not in self._features or reopen):
-                self._features[key] = open_feature_session(
-                    feature, sample_rate=STT_RATE, context=context
-                )
-            elif not enabled:
-                self._features.pop(key, None)
+        self._features.configure(config, old)
         self._reconfigure()
-
-    def _speaker_of_turn(self) -> SpeakerOfTurn | None:
-        """Who-spoke bookkeeping for a new user turn, when the session asked for it."""
-        diarize = "diarize" in self._features
-        recognise = "speaker_recognition" in self._features
-        if not (diarize or recognise):
-            return None
-        features = [
-            self._features[k] for k in ("diarize", "speaker_recognition") if k in self._features
-        ]
-        return SpeakerOfTurn(
-            partial(identify_with, features),
-            provisional=partial(identify_with, features[:1]) if diarize else None,
-            diarize=diarize,
-            recognise=recognise,
-            max_ms=self.limits.max_user_turn_s * 1000.0,
-        )
 
     def _reconfigure(self) -> None:
         self._conversation.configure(
