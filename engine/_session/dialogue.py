@@ -17,7 +17,6 @@ dialogue only once its cancel scope is entered.
 
 from __future__ import annotations
 
-import logging
 from collections import deque
 from collections.abc import Callable, Mapping
 from functools import partial
@@ -25,11 +24,7 @@ from functools import partial
 import trio
 
 from .._contract.backends import ChatMessage, LlmRequest, SttRequest, Transcript
-from .._contract.features import (
-    SpeechStarted,
-    SpeechStopped,
-    WakeDetected,
-)
+from .._contract.features import SpeechStarted, SpeechStopped, WakeDetected
 from .._errors import ConfigError
 from .._host.config import SessionLimits
 from .._host.engine import Engine
@@ -84,8 +79,6 @@ from .user_turn import STT_RATE, InputAudio, UserTurn
 from .wire import AudioIn, Outbox
 
 __all__ = ["Dialogue", "Item"]
-
-log = logging.getLogger("scaivoice.session")
 
 Item = ClientFrame | AudioIn | Event | SpeechStarted | SpeechStopped | WakeDetected
 
