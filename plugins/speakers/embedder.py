@@ -311,13 +311,9 @@ class SpeakerEmbedder:
                 "hop_ms must be a positive multiple of 100 and window_ms at least 800, "
                 "800 plus a multiple of gcd(hop_ms, 400)"
             )
-        samples = _samples(pcm16k)
-        mask = _speech_mask(samples)
-        speech = samples[: len(mask) * _TRIM_FRAME].reshape(-1, _TRIM_FRAME)[mask]
-        rms = float(np.sqrt(np.mean(speech.astype(np.float64) ** 2))) if speech.size else 0.0
-        if rms > 1e-6:
-            gain = 10.0 ** (_TARGET_RMS_DBFS / 20.0) / rms
-            samples = np.clip(samples * gain, -1.0, 1.0).astype(np.float32)
+        # A recording may be minutes long: its loudness pass runs in a worker thread, not on
+        # the event loop every session shares.
+        samples, mask = await trio.to_thread.run_sync(_normalised_recording, pcm16k)
         job = _Job(samples, False, window_frames, hop_frames)
         (vectors,) = await self._submit([job])
         assert isinstance(vectors, np.ndarray)
@@ -359,6 +355,18 @@ class SpeakerEmbedder:
             batch.done.set()
         await trio.lowlevel.checkpoint_if_cancelled()
         return batch.results[: len(jobs)]
+
+
+def _normalised_recording(pcm16k: bytes) -> tuple[_F32, npt.NDArray[np.bool_]]:
+    """A whole recording at the target loudness of its speech, and its speech mask."""
+    samples = _samples(pcm16k)
+    mask = _speech_mask(samples)
+    speech = samples[: len(mask) * _TRIM_FRAME].reshape(-1, _TRIM_FRAME)[mask]
+    rms = float(np.sqrt(np.mean(speech.astype(np.float64) ** 2))) if speech.size else 0.0
+    if rms > 1e-6:
+        gain = 10.0 ** (_TARGET_RMS_DBFS / 20.0) / rms
+        samples = np.clip(samples * gain, -1.0, 1.0).astype(np.float32)
+    return samples, mask
 
 
 def _samples(pcm: bytes) -> _F32:
