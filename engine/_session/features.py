@@ -66,13 +66,16 @@ class SessionFeatures:
         features that failed (now off)."""
         events: list[FeatureEvent] = []
         failed: list[str] = []
-        for key, feature in list(self._on.items()):
+        # Per audio chunk: no copy of the table (only the dialogue task changes it, and it is
+        # waiting here); failed features leave it after the loop.
+        for key, feature in self._on.items():
             try:
                 events.extend(await feature.process(pcm))
             except Exception:  # a feature's bug degrades the session, it does not end it
                 log.exception("session feature %r failed; it is off for this session", key)
-                self._on.pop(key, None)
                 failed.append(key)
+        for key in failed:
+            del self._on[key]
         return events, failed
 
     def speaker_of_turn(self, max_ms: float) -> SpeakerOfTurn | None:
