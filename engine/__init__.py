@@ -46,6 +46,12 @@ from ._contract.identity import IdentityProvider as IdentityProvider
 from ._contract.identity import IdentityProviderSpec as IdentityProviderSpec
 from ._contract.plugins import LoadedPlugin as LoadedPlugin
 from ._contract.plugins import PluginHost as PluginHost
+from ._contract.tools import ToolCall as ToolCall
+from ._contract.tools import ToolContext as ToolContext
+from ._contract.tools import ToolDefinition as ToolDefinition
+from ._contract.tools import ToolHandler as ToolHandler
+from ._contract.tools import ToolProvider as ToolProvider
+from ._contract.tools import ToolSpec as ToolSpec
 from ._errors import AudioDecodeError as AudioDecodeError
 from ._errors import AuthError as AuthError
 from ._errors import BackendError as BackendError
@@ -65,6 +71,7 @@ from ._errors import ProtocolViolation as ProtocolViolation
 from ._errors import ScaiVoiceError as ScaiVoiceError
 from ._errors import SessionClosed as SessionClosed
 from ._errors import SessionError as SessionError
+from ._errors import ToolFailed as ToolFailed
 from ._errors import Unauthorized as Unauthorized
 from ._host.auth import PERMISSION_ADMIN as PERMISSION_ADMIN
 from ._host.auth import PERMISSION_USE as PERMISSION_USE

@@ -21,6 +21,7 @@ Every error the engine raises, and every error a backend is expected to raise, i
     ├── LimitExceeded               a rate, session or size limit was hit (.code, .retry_after)
     ├── AudioDecodeError            uploaded bytes are not audio a codec here can read
     ├── EnrolmentRejected           a speaker enrolment was refused (.code: audio_too_short ...)
+    ├── ToolFailed                  a tool call failed; the model is told (.code: tool_failed ...)
     └── HttpProblem                 an HTTP API request is refused (.status, .code: RFC 9457)
 
 Lower-level exceptions (httpx, onnxruntime, OSError ...) are mapped into this tree at the edge
@@ -50,6 +51,7 @@ __all__ = [
     "ScaiVoiceError",
     "SessionClosed",
     "SessionError",
+    "ToolFailed",
     "Unauthorized",
 ]
 
@@ -231,3 +233,19 @@ class EnrolmentRejected(ScaiVoiceError):
     def __init__(self, code: str, message: str) -> None:
         super().__init__(message)
         self.code = code
+
+
+class ToolFailed(ScaiVoiceError):
+    """A tool call failed. A skill raises it to tell the model why; the session goes on.
+
+    Attributes:
+        code: a stable code sent to the client in a ``warning`` (``tool_failed``,
+            ``tool_timeout``, ``tool_server_unavailable``, ``tool_arguments_invalid`` ...).
+    """
+
+    code = "tool_failed"
+
+    def __init__(self, message: str, *, code: str | None = None) -> None:
+        super().__init__(message)
+        if code is not None:
+            self.code = code

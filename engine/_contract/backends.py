@@ -18,13 +18,16 @@ from __future__ import annotations
 import abc
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Literal, Self
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, Self
 
 import msgspec
 import trio
 
 from .._errors import ConfigError
 from .resource import Resource
+
+if TYPE_CHECKING:
+    from .tools import ToolCall, ToolDefinition
 
 __all__ = [
     "API_VERSION",
@@ -128,10 +131,18 @@ class Transcript:
 
 @dataclass(frozen=True, slots=True)
 class ChatMessage:
-    """One message of a conversation history."""
+    """One message of a conversation history.
 
-    role: Literal["system", "user", "assistant"]
+    Tool traffic appears only in requests to a backend that declares ``tools``: an assistant
+    message carrying ``tool_calls`` (its ``content`` is what the model said before calling),
+    then one ``role="tool"`` message per call whose ``tool_call_id`` names the call and whose
+    ``content`` is the result as text (JSON, or the failure told to the model).
+    """
+
+    role: Literal["system", "user", "assistant", "tool"]
     content: str
+    tool_calls: tuple[ToolCall, ...] = ()
+    tool_call_id: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -151,6 +162,12 @@ class LlmRequest:
     messages: tuple[ChatMessage, ...]
     language: str | None = None
     max_tokens: int | None = None
+    tools: tuple[ToolDefinition, ...] = ()
+    """Tools the model may call (only for backends that declare ``tools``; see
+    :meth:`LlmBackend.respond`)."""
+    conversation_id: str | None = None
+    """Stable for every request of one conversation (the session id): a backend may keep the
+    conversation's prompt cache (KV cache) warm between its requests. Only a hint."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -212,6 +229,8 @@ class LlmCapabilities:
     streaming: bool = True
     system_prompt: bool = True
     tools: bool = False
+    """The backend implements :meth:`LlmBackend.respond`: it reads ``LlmRequest.tools`` and
+    tool messages, and answers with :class:`~scaivoice.engine.ToolCall` records."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -288,6 +307,26 @@ class LlmBackend(Backend):
 
         Cancelling stops generation at the next token (barge-in) and closes ``deltas``.
         """
+
+    async def respond(
+        self, request: LlmRequest, output: trio.MemorySendChannel[str | ToolCall]
+    ) -> None:
+        """Stream the reply as text deltas and tool calls into ``output``, then close it.
+
+        A backend that declares ``capabilities.tools`` overrides this: it offers
+        ``request.tools`` to the model and sends each call the model makes as one
+        :class:`~scaivoice.engine.ToolCall` (whole, once its arguments are complete), text as
+        ``str`` deltas; it accepts tool messages in ``request.messages``. The engine runs the
+        calls and asks again with their results. The default relays :meth:`generate` (no tools).
+
+        Cancelling stops generation at the next token (barge-in) and closes ``output``.
+        """
+        text_send, text_recv = trio.open_memory_channel[str](0)
+        async with output, trio.open_nursery() as nursery:
+            nursery.start_soon(self.generate, request, text_send)
+            async with text_recv:
+                async for delta in text_recv:
+                    await output.send(delta)
 
 
 class TtsBackend(Backend):

@@ -28,6 +28,7 @@ import pluggy
 from .backends import BackendSpec
 from .features import FeatureSpec
 from .identity import IdentityProviderSpec
+from .tools import ToolSpec
 
 __all__ = ["PROJECT_NAME", "hookimpl", "hookspec"]
 
@@ -118,4 +119,26 @@ def scaivoice_identity_providers() -> Iterable[IdentityProviderSpec]:  # type: i
             yield IdentityProviderSpec(name="my-idp", factory=MyProvider)
 
     .. versionadded:: 0.1 (backend API 1)
+    """
+
+
+@hookspec
+def scaivoice_tools() -> Iterable[ToolSpec]:  # type: ignore[empty-body]
+    """Declare server skills: tools the language model may call, run by the engine.
+
+    Example::
+
+        @hookimpl
+        def scaivoice_tools():
+            yield ToolSpec(
+                name="get_time",
+                description="The current time in a time zone.",
+                parameters={"type": "object", "properties": {"zone": {"type": "string"}}},
+                handler=get_time,  # async def get_time(arguments, context) -> result
+            )
+
+    Operators choose which tenants may use which skills (``[tools] allow``,
+    ``[tenants.NAME] tools``).
+
+    .. versionadded:: 0.2 (backend API 1)
     """

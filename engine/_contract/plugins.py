@@ -20,6 +20,8 @@ from . import hooks as _hooks
 from .backends import API_VERSION, BackendKind, BackendSpec
 from .features import FeatureSpec
 from .identity import IdentityProviderSpec
+from .tool_schemas import SchemaInvalid, check_parameters_schema
+from .tools import TOOL_NAME_PATTERN, ToolSpec
 
 __all__ = ["ENTRY_POINT_GROUP", "FEATURE_KEYS", "LoadedPlugin", "PluginHost"]
 
@@ -219,6 +221,34 @@ class PluginHost:
                 )
             specs[record.name] = record
             self._origins[("identity", record.name)] = plugin_name
+        return specs
+
+    def tool_specs(self) -> dict[str, ToolSpec]:
+        """Every server skill declared, by name.
+
+        Raises:
+            PluginContractError: a hook yielded something other than a ``ToolSpec``, a name
+                the model cannot call, a parameters schema that is not a valid JSON Schema of
+                an object, or two skills share a name.
+        """
+        specs: dict[str, ToolSpec] = {}
+        for plugin_name, record in self._collect(self._pm.hook.scaivoice_tools):
+            if not isinstance(record, ToolSpec):
+                raise PluginContractError(f"scaivoice_tools yielded {record!r}; expected ToolSpec")
+            self._check_version(record.name, record.api_version)
+            if not TOOL_NAME_PATTERN.match(record.name):
+                raise PluginContractError(
+                    f"tool name {record.name!r} from {plugin_name!r}: use 1-64 letters, digits, "
+                    "'_' or '-'"
+                )
+            try:
+                check_parameters_schema(record.parameters)
+            except SchemaInvalid as exc:
+                raise PluginContractError(f"tool {record.name!r}: {exc}") from exc
+            if record.name in specs:
+                raise PluginContractError(f"two plugins declare the tool {record.name!r}")
+            specs[record.name] = record
+            self._origins[("tool", record.name)] = plugin_name
         return specs
 
     @staticmethod
