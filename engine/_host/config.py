@@ -22,10 +22,12 @@ __all__ = [
     "EngineConfig",
     "KeyConfig",
     "LimitsConfig",
+    "McpServerConfig",
     "ServerConfig",
     "SessionLimits",
     "TelemetryConfig",
     "TenantConfig",
+    "ToolsConfig",
     "VoiceNotesConfig",
     "load_config",
 ]
@@ -178,6 +180,53 @@ class LimitsConfig(_Section, frozen=True):
         return msgspec.structs.replace(self, **values)
 
 
+class McpServerConfig(_Section, frozen=True):
+    """An MCP server whose tools the language model may call (``[tools.mcp.NAME]``).
+
+    Exactly one of ``command`` (a local server over stdio, started and stopped by the engine)
+    and ``url`` (a streamable-HTTP endpoint) is set.
+    """
+
+    command: list[str] | None = None
+    """The server's command line (``["python", "-m", "my_server"]``): stdio transport."""
+    url: str | None = None
+    """The server's streamable-HTTP endpoint (``http://127.0.0.1:8931/mcp``)."""
+    env: dict[str, str] = msgspec.field(default_factory=dict)
+    """Extra environment variables for a stdio server."""
+    cwd: str | None = None
+    """Working directory of a stdio server."""
+    headers: dict[str, str] = msgspec.field(default_factory=dict)
+    """Extra HTTP headers for a streamable-HTTP server (``Authorization`` ...)."""
+    tools: list[str] | None = None
+    """Which of the server's tools to offer (``fnmatch`` patterns); ``None``: all."""
+    prefix: str | None = None
+    """Prepended to the server's tool names; ``None``: ``NAME_``. ``""`` keeps them as they are."""
+    call_timeout_s: _Positive | None = None
+    """The longest one call may take; ``None``: ``[tools] call_timeout_s``."""
+
+    def __post_init__(self) -> None:
+        if (self.command is None) == (self.url is None):
+            raise msgspec.ValidationError("set exactly one of `command` and `url`")
+        if self.command is not None and not self.command:
+            raise msgspec.ValidationError("`command` is empty")
+
+
+class ToolsConfig(_Section, frozen=True):
+    """Server-side tools: plugin skills and MCP servers (``[tools]``)."""
+
+    allow: list[str] = msgspec.field(default_factory=lambda: ["*"])
+    """Server tools every tenant may use (``fnmatch`` patterns on the names the model sees);
+    a tenant's own ``tools`` list replaces it. ``[]``: none unless a tenant lists some."""
+    call_timeout_s: _Positive = 10.0
+    """The longest one tool call may take (server skills, MCP tools, client tools) unless the
+    skill or the session sets less; on timeout the model is told the tool failed."""
+    max_rounds: Annotated[int, msgspec.Meta(ge=1, le=16)] = 4
+    """Model -> tools -> model rounds in one agent turn; the last round offers no tools."""
+    max_result_bytes: Annotated[int, msgspec.Meta(ge=256)] = 16 * 1024
+    """A tool result longer than this (as JSON text) is cut, and the model told so."""
+    mcp: dict[str, McpServerConfig] = msgspec.field(default_factory=dict)
+
+
 class TenantConfig(_Section, frozen=True):
     """A product served by this engine: its keys and its session defaults."""
 
@@ -190,6 +239,8 @@ class TenantConfig(_Section, frozen=True):
     defaults: SessionConfigPatch = msgspec.field(default_factory=SessionConfigPatch)
     lexicon: dict[str, str] = msgspec.field(default_factory=dict)
     """Pronunciations for the normaliser: word or phrase -> how to say it."""
+    tools: list[str] | None = None
+    """Server tools this tenant may use (``fnmatch`` patterns); ``None``: ``[tools] allow``."""
 
 
 class TelemetryConfig(_Section, frozen=True):
@@ -232,6 +283,7 @@ class EngineConfig(_Section, frozen=True):
     voice_notes: VoiceNotesConfig = msgspec.field(default_factory=VoiceNotesConfig)
     limits: LimitsConfig = msgspec.field(default_factory=LimitsConfig)
     telemetry: TelemetryConfig = msgspec.field(default_factory=TelemetryConfig)
+    tools: ToolsConfig = msgspec.field(default_factory=ToolsConfig)
     lexicon: dict[str, str] = msgspec.field(default_factory=dict)
     """Engine-wide pronunciations; a tenant's entries win over these."""
 
