@@ -1,8 +1,8 @@
 """ScaiVoice conformance: the backend contract kit and the protocol conformance suite.
 
 - :mod:`scaivoice.conformance.backend_kit`: checks that a backend (STT, LLM, TTS, normaliser)
-  keeps the backend contract and the capabilities it declares. Its public names are
-  re-exported here. The pytest contract classes live in
+  keeps the backend contract and the capabilities it declares, and that a server skill (a
+  ``ToolSpec``) keeps the tool contract. Its public names are re-exported here. The pytest contract classes live in
   :mod:`scaivoice.conformance.backend_kit.pytest_plugin` (importing them needs pytest).
 - :mod:`scaivoice.conformance.protocol_suite`: checks a server against protocol v1.
 """
@@ -12,6 +12,7 @@ from .backend_kit import (
     LLM_CHECKS,
     NORMALISER_CHECKS,
     STT_CHECKS,
+    TOOL_CHECKS,
     TTS_CHECKS,
     BackendReport,
     Check,
@@ -21,7 +22,10 @@ from .backend_kit import (
     SpeechFixtures,
     SpeechSample,
     Subject,
+    ToolCheck,
+    ToolSubject,
     check_installed_backend,
+    check_installed_tool,
     check_llm_aclose_idempotent,
     check_llm_cancellation,
     check_llm_concurrency,
@@ -32,6 +36,8 @@ from .backend_kit import (
     check_llm_no_leaks,
     check_llm_reply,
     check_llm_streaming,
+    check_llm_tool_cancellation,
+    check_llm_tool_history,
     check_llm_tools,
     check_normaliser_cancellation,
     check_normaliser_concurrency,
@@ -58,6 +64,13 @@ from .backend_kit import (
     check_stt_stable_interims,
     check_stt_streaming,
     check_stt_word_timings,
+    check_tool_cancellation,
+    check_tool_concurrency,
+    check_tool_declaration,
+    check_tool_errors,
+    check_tool_example_arguments,
+    check_tool_no_leaks,
+    check_tool_result,
     check_tts_aclose_idempotent,
     check_tts_cancellation,
     check_tts_cfg_value,
@@ -80,6 +93,7 @@ from .backend_kit import (
     open_subject,
     render_speech,
     run_backend_checks,
+    run_tool_checks,
     synthetic_speech,
 )
 
@@ -88,6 +102,7 @@ __all__ = [
     "LLM_CHECKS",
     "NORMALISER_CHECKS",
     "STT_CHECKS",
+    "TOOL_CHECKS",
     "TTS_CHECKS",
     "BackendReport",
     "Check",
@@ -97,7 +112,10 @@ __all__ = [
     "SpeechFixtures",
     "SpeechSample",
     "Subject",
+    "ToolCheck",
+    "ToolSubject",
     "check_installed_backend",
+    "check_installed_tool",
     "check_llm_aclose_idempotent",
     "check_llm_cancellation",
     "check_llm_concurrency",
@@ -108,6 +126,8 @@ __all__ = [
     "check_llm_no_leaks",
     "check_llm_reply",
     "check_llm_streaming",
+    "check_llm_tool_cancellation",
+    "check_llm_tool_history",
     "check_llm_tools",
     "check_normaliser_cancellation",
     "check_normaliser_concurrency",
@@ -134,6 +154,13 @@ __all__ = [
     "check_stt_stable_interims",
     "check_stt_streaming",
     "check_stt_word_timings",
+    "check_tool_cancellation",
+    "check_tool_concurrency",
+    "check_tool_declaration",
+    "check_tool_errors",
+    "check_tool_example_arguments",
+    "check_tool_no_leaks",
+    "check_tool_result",
     "check_tts_aclose_idempotent",
     "check_tts_cancellation",
     "check_tts_cfg_value",
@@ -156,6 +183,7 @@ __all__ = [
     "open_subject",
     "render_speech",
     "run_backend_checks",
+    "run_tool_checks",
     "synthetic_speech",
 ]
 

@@ -7,12 +7,14 @@ the kit's thresholds are tightened where a failure would otherwise take seconds 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import re
 import threading
+import time
 from collections.abc import Callable, Iterator, Mapping
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
 import trio
@@ -21,21 +23,25 @@ from scaivoice.backends.echo_llm import EchoLlm
 from scaivoice.backends.testing import TestLlm, TestStt, TestTts
 from scaivoice.conformance import (
     CHECKS,
+    TOOL_CHECKS,
     BackendReport,
     CheckStatus,
     KitConfig,
     SpeechFixtures,
     check_installed_backend,
+    check_installed_tool,
     check_tts_streaming,
     open_subject,
     render_speech,
     run_backend_checks,
+    run_tool_checks,
     synthetic_speech,
 )
 from scaivoice.conformance.backend_kit.pytest_plugin import (
     LlmBackendContract,
     NormaliserBackendContract,
     SttBackendContract,
+    ToolContract,
     TtsBackendContract,
     kit_speech,
 )
@@ -43,13 +49,20 @@ from scaivoice.engine import (
     AudioChunk,
     BackendError,
     BackendOptions,
+    ConfigError,
+    LlmCapabilities,
     LlmRequest,
     NormaliserBackend,
     NormaliserCapabilities,
     NormaliseRequest,
     PluginHost,
+    ToolCall,
+    ToolContext,
+    ToolFailed,
+    ToolSpec,
     Transcript,
     TtsRequest,
+    hookimpl,
 )
 from scaivoice.engine.cli import main
 
@@ -489,3 +502,289 @@ class SpelledDigits(NormaliserBackend):
 class TestTheSpelledDigitsContract(NormaliserBackendContract):
     def make_backend(self) -> SpelledDigits:
         return SpelledDigits()
+
+
+# --------------------------------------------------------------------------- server skills
+# A small skill that keeps the contract, then broken variants: each fails the right check.
+
+
+async def echo_later(arguments: Mapping[str, Any], context: ToolContext) -> dict[str, Any]:
+    """Echoes ``text`` after ``wait_s`` (cancellable); refuses an empty text."""
+    if not arguments["text"]:
+        raise ToolFailed("there is nothing to echo")
+    await trio.sleep(arguments.get("wait_s", 0))
+    return {"echo": arguments["text"], "call": context.call_id}
+
+
+ECHO_PARAMETERS = {
+    "type": "object",
+    "properties": {
+        "text": {"type": "string"},
+        "wait_s": {"type": "number", "minimum": 0, "maximum": 60},
+    },
+    "required": ["text"],
+}
+ECHO_LATER = ToolSpec("echo_later", "Echo a text, later.", echo_later, ECHO_PARAMETERS)
+ECHO_ARGUMENTS: dict[str, Any] = {
+    "example_arguments": {"text": "hi"},
+    "slow_arguments": {"text": "hi", "wait_s": 60},
+    "failing_arguments": {"text": ""},
+}
+
+
+def with_handler(handler: Any, **changes: Any) -> ToolSpec:
+    return dataclasses.replace(ECHO_LATER, handler=handler, **changes)
+
+
+async def check_skill(spec: ToolSpec, **arguments: Any) -> BackendReport:
+    return await run_tool_checks(spec, **{**ECHO_ARGUMENTS, **arguments})
+
+
+async def test_a_skill_that_keeps_the_contract_passes_every_check() -> None:
+    report = await check_skill(ECHO_LATER)
+    assert report.ok and not report.skipped, report.format_text()
+    assert [r.name for r in report.results] == [c.name for c in TOOL_CHECKS]
+    assert report.kind == "tool" and report.backend == "echo_later"
+    assert 'returned \'{"echo": "hi"' in report.result("tool.result").detail
+    assert (
+        "refused (tool_failed: 'there is nothing to echo')" in report.result("tool.errors").detail
+    )
+    assert "mid-way: returned" in report.result("tool.cancellation").detail
+    assert report.format_text().startswith("echo_later (tool)")
+
+
+async def test_without_slow_or_failing_arguments_those_paths_are_said_unchecked() -> None:
+    report = await run_tool_checks(ECHO_LATER, example_arguments={"text": "hi"})
+    assert report.ok, report.format_text()
+    assert {r.name for r in report.skipped} == {"tool.errors"}
+    assert "give slow_arguments" in report.result("tool.cancellation").detail
+
+
+@pytest.mark.parametrize(
+    ("changes", "match"),
+    [
+        ({"name": "echo later"}, "tool name 'echo later'"),
+        ({"parameters": {"type": "array"}}, '"type": "object"'),
+        ({"parameters": {"type": "object", "properties": {"n": {"type": "integr"}}}}, "valid"),
+        ({"description": " "}, "description is empty"),
+        ({"timeout_s": 0.0}, "timeout_s 0.0 must be positive"),
+        ({"permissions": frozenset({""})}, "permissions"),
+    ],
+)
+async def test_a_bad_declaration_fails_naming_what_is_wrong(
+    changes: dict[str, Any], match: str
+) -> None:
+    report = await check_skill(
+        dataclasses.replace(ECHO_LATER, **changes), only={"tool.declaration"}
+    )
+    assert failed(report) == {"tool.declaration"}, report.format_text()
+    assert match in report.result("tool.declaration").detail
+
+
+async def test_example_arguments_that_break_the_schema_fail() -> None:
+    report = await check_skill(ECHO_LATER, example_arguments={"text": 3})
+    assert status(report, "tool.example_arguments") is CheckStatus.FAILED
+    assert "text: 3 is not of type 'string'" in report.result("tool.example_arguments").detail
+
+
+async def test_a_skill_that_raises_something_else_than_toolfailed_fails_naming_it() -> None:
+    async def crashes(arguments: Mapping[str, Any], context: ToolContext) -> str:
+        await trio.lowlevel.checkpoint()
+        raise KeyError("units")
+
+    report = await check_skill(with_handler(crashes))
+    assert {"tool.result", "tool.errors", "tool.concurrency"} <= failed(report)
+    detail = report.result("tool.result").detail
+    assert "raised KeyError: 'units'" in detail and "raise ToolFailed" in detail
+    assert "raised KeyError" in report.result("tool.errors").detail
+
+
+async def test_a_result_that_is_not_json_fails() -> None:
+    async def returns_a_set(arguments: Mapping[str, Any], context: ToolContext) -> object:
+        await trio.lowlevel.checkpoint()
+        return {"a", "b"}
+
+    report = await check_skill(
+        with_handler(returns_a_set), failing_arguments=None, slow_arguments=None
+    )
+    assert failed(report) == {"tool.result", "tool.concurrency"}, report.format_text()
+    assert "not JSON-serialisable" in report.result("tool.result").detail
+
+
+async def test_a_handler_that_is_not_async_fails() -> None:
+    def plain(arguments: Mapping[str, Any], context: ToolContext) -> str:
+        return "done"
+
+    report = await check_skill(with_handler(plain), only={"tool.result"})
+    assert "make it an async def" in report.result("tool.result").detail
+
+
+async def test_failing_arguments_that_get_a_result_fail_the_errors_check() -> None:
+    async def never_refuses(arguments: Mapping[str, Any], context: ToolContext) -> str:
+        await trio.lowlevel.checkpoint()
+        return "fine"
+
+    report = await check_skill(with_handler(never_refuses), only={"tool.errors"})
+    assert "raise ToolFailed" in report.result("tool.errors").detail
+
+
+async def test_a_skill_that_blocks_the_event_loop_fails_cancellation() -> None:
+    async def blocks(arguments: Mapping[str, Any], context: ToolContext) -> str:
+        time.sleep(0.25)  # a blocking client library called from async code
+        await trio.lowlevel.checkpoint()
+        return "late"
+
+    report = await check_skill(with_handler(blocks), only={"tool.cancellation"})
+    detail = report.result("tool.cancellation").detail
+    assert re.search(r"cancelled at its start took \d+ ms to return \(> 100 ms\)", detail)
+
+
+async def test_a_skill_that_shields_slow_work_fails_cancellation_mid_way() -> None:
+    async def shielded(arguments: Mapping[str, Any], context: ToolContext) -> str:
+        with trio.CancelScope(shield=True):
+            await trio.sleep(arguments.get("wait_s", 0) and 0.3)
+        return "done"
+
+    report = await check_skill(with_handler(shielded), only={"tool.cancellation"})
+    detail = report.result("tool.cancellation").detail
+    assert "a call cancelled mid-way took" in detail, report.format_text()
+
+
+async def test_slow_arguments_that_are_fast_fail_cancellation() -> None:
+    report = await check_skill(
+        ECHO_LATER, slow_arguments={"text": "quick"}, only={"tool.cancellation"}
+    )
+    assert "before the kit could cancel it" in report.result("tool.cancellation").detail
+
+
+async def test_a_skill_that_leaves_a_task_behind_fails_no_leaks() -> None:
+    async def leaks(arguments: Mapping[str, Any], context: ToolContext) -> str:
+        trio.lowlevel.spawn_system_task(trio.sleep_forever, name="forgotten-poller")
+        await trio.lowlevel.checkpoint()
+        return "done"
+
+    report = await check_skill(
+        with_handler(leaks), only={"tool.no_leaks"}, config=KitConfig(leak_grace_s=0.1)
+    )
+    assert "'forgotten-poller'" in report.result("tool.no_leaks").detail
+
+
+async def test_an_installed_skill_is_checked_by_name_and_an_unknown_name_is_refused() -> None:
+    class Declares:
+        @hookimpl
+        def scaivoice_tools(self) -> list[ToolSpec]:
+            return [ECHO_LATER]
+
+    host = PluginHost()
+    host.register(Declares(), name="echo-skill")
+    report = await check_installed_tool(host, "echo_later", **ECHO_ARGUMENTS)
+    assert report.ok, report.format_text()
+    with pytest.raises(ConfigError, match="no tool named 'echo'; installed: echo_later"):
+        await check_installed_tool(host, "echo", example_arguments={})
+
+
+def test_every_tool_check_is_a_test_method_of_the_tool_contract() -> None:
+    names = [c.name for c in TOOL_CHECKS]
+    assert len(set(names)) == len(names) and all(n.startswith("tool.") for n in names)
+    assert all(c.description for c in TOOL_CHECKS)
+    tests = {n for n in dir(ToolContract) if n.startswith("test_")}
+    assert tests == {"test_" + n.split(".", 1)[1] for n in names}
+
+
+class TestTheEchoLaterSkillContract(ToolContract):
+    example_arguments: ClassVar[Mapping[str, Any]] = {"text": "hi"}
+    slow_arguments: ClassVar[Mapping[str, Any] | None] = {"text": "hi", "wait_s": 60}
+    failing_arguments: ClassVar[Mapping[str, Any] | None] = {"text": ""}
+
+    def make_tool(self) -> ToolSpec:
+        return ECHO_LATER
+
+
+# --------------------------------------------------------------------------- LLM backends with tools
+
+
+class ToolLlm(TestLlm):
+    """Declares tools; answers a question a tool answers with text and ``calls()``."""
+
+    capabilities = LlmCapabilities(streaming=True, system_prompt=True, tools=True)
+
+    def calls(self, request: LlmRequest) -> list[Any]:
+        if request.tools and request.messages[-1].role == "user":
+            return [ToolCall("call_a", request.tools[0].name, '{"city": "Paris"}')]
+        return []
+
+    async def respond(
+        self, request: LlmRequest, output: trio.MemorySendChannel[str | ToolCall]
+    ) -> None:
+        async with output:
+            for word in "Let me see about that for you right now.".split():
+                await output.send(word + " ")
+            for call in self.calls(request):
+                await output.send(call)
+
+
+async def test_an_llm_with_tools_that_keeps_the_contract_passes() -> None:
+    report = await run_broken(lambda: ToolLlm(TestLlm.Options()))
+    assert report.ok, report.format_text()
+    assert report.result("llm.tools").detail.startswith("called get_weather(")
+
+
+@pytest.mark.parametrize(
+    ("calls", "match"),
+    [
+        ([ToolCall("", "get_weather", "{}")], "a ToolCall has no id"),
+        ([ToolCall("c", "get_weather", "{}"), ToolCall("c", "get_time", "")], "ids repeat"),
+        ([ToolCall("c", "get_weather", {"city": "Paris"})], "arguments is dict"),  # type: ignore[arg-type]
+        ([{"name": "get_weather"}], "sent dict: only str and ToolCall go out"),
+    ],
+)
+async def test_an_llm_that_sends_malformed_calls_fails_llm_tools(
+    calls: list[Any], match: str
+) -> None:
+    class Malformed(ToolLlm):
+        def calls(self, request: LlmRequest) -> list[Any]:
+            return calls if request.messages[-1].role == "user" else []
+
+    report = await run_backend_checks(lambda: Malformed(TestLlm.Options()), only={"llm.tools"})
+    assert match in report.result("llm.tools").detail, report.format_text()
+
+
+async def test_an_llm_that_reuses_a_history_call_id_or_chokes_on_tool_messages_fails() -> None:
+    class ReusesIds(ToolLlm):
+        def calls(self, request: LlmRequest) -> list[Any]:
+            return [ToolCall("call_kit_1", "get_time", "{}")]
+
+    report = await run_backend_checks(
+        lambda: ReusesIds(TestLlm.Options()), only={"llm.tool_history"}
+    )
+    assert "already used in the history" in report.result("llm.tool_history").detail
+
+    class NoToolMessages(ToolLlm):
+        async def respond(
+            self, request: LlmRequest, output: trio.MemorySendChannel[str | ToolCall]
+        ) -> None:
+            async with output:
+                if any(m.role == "tool" for m in request.messages):
+                    raise ValueError("unknown role 'tool'")
+                await output.send("Hello.")
+
+    report = await run_backend_checks(
+        lambda: NoToolMessages(TestLlm.Options()), only={"llm.tool_history"}
+    )
+    detail = report.result("llm.tool_history").detail
+    assert "raised ValueError: unknown role 'tool'" in detail
+
+
+async def test_an_llm_whose_respond_leaves_its_channel_open_on_cancel_fails() -> None:
+    class LeavesOpen(ToolLlm):
+        async def respond(
+            self, request: LlmRequest, output: trio.MemorySendChannel[str | ToolCall]
+        ) -> None:
+            for word in "one two three four five six".split():
+                await output.send(word + " ")  # a cancel escapes here with the channel open
+            await output.aclose()
+
+    report = await run_backend_checks(
+        lambda: LeavesOpen(TestLlm.Options()), only={"llm.tool_cancellation"}
+    )
+    assert "without closing" in report.result("llm.tool_cancellation").detail

@@ -2,7 +2,9 @@
 
 It checks an STT, LLM, TTS or normaliser backend against the backend contract
 (``scaivoice.engine.SttBackend`` ...) and the capabilities it declares. A check for a capability the backend does not declare is
-skipped; a declared capability that does not hold fails. Three ways to use it:
+skipped; a declared capability that does not hold fails. It checks server skills too (the
+``ToolSpec`` records of a ``scaivoice_tools`` hook): :func:`run_tool_checks`,
+``check_tool_<name>`` and the pytest class ``ToolContract``. Three ways to use it:
 
 - pytest: subclass a contract class of :mod:`scaivoice.conformance.backend_kit.pytest_plugin`
   and supply a factory; every check becomes a test method::
@@ -35,6 +37,8 @@ from ._checks_llm import check_llm_history as check_llm_history
 from ._checks_llm import check_llm_no_leaks as check_llm_no_leaks
 from ._checks_llm import check_llm_reply as check_llm_reply
 from ._checks_llm import check_llm_streaming as check_llm_streaming
+from ._checks_llm import check_llm_tool_cancellation as check_llm_tool_cancellation
+from ._checks_llm import check_llm_tool_history as check_llm_tool_history
 from ._checks_llm import check_llm_tools as check_llm_tools
 from ._checks_normaliser import NORMALISER_CHECKS as NORMALISER_CHECKS
 from ._checks_normaliser import (
@@ -66,6 +70,16 @@ from ._checks_stt import check_stt_sample_rates as check_stt_sample_rates
 from ._checks_stt import check_stt_stable_interims as check_stt_stable_interims
 from ._checks_stt import check_stt_streaming as check_stt_streaming
 from ._checks_stt import check_stt_word_timings as check_stt_word_timings
+from ._checks_tool import TOOL_CHECKS as TOOL_CHECKS
+from ._checks_tool import ToolCheck as ToolCheck
+from ._checks_tool import ToolSubject as ToolSubject
+from ._checks_tool import check_tool_cancellation as check_tool_cancellation
+from ._checks_tool import check_tool_concurrency as check_tool_concurrency
+from ._checks_tool import check_tool_declaration as check_tool_declaration
+from ._checks_tool import check_tool_errors as check_tool_errors
+from ._checks_tool import check_tool_example_arguments as check_tool_example_arguments
+from ._checks_tool import check_tool_no_leaks as check_tool_no_leaks
+from ._checks_tool import check_tool_result as check_tool_result
 from ._checks_tts import TTS_CHECKS as TTS_CHECKS
 from ._checks_tts import check_tts_aclose_idempotent as check_tts_aclose_idempotent
 from ._checks_tts import check_tts_cancellation as check_tts_cancellation
@@ -93,9 +107,11 @@ from ._report import CheckResult as CheckResult
 from ._report import CheckStatus as CheckStatus
 from ._runner import CHECKS as CHECKS
 from ._runner import check_installed_backend as check_installed_backend
+from ._runner import check_installed_tool as check_installed_tool
 from ._runner import checks_for as checks_for
 from ._runner import find_backend as find_backend
 from ._runner import run_backend_checks as run_backend_checks
+from ._runner import run_tool_checks as run_tool_checks
 from ._speech import SpeechFixtures as SpeechFixtures
 from ._speech import SpeechSample as SpeechSample
 from ._speech import render_speech as render_speech

@@ -1,10 +1,10 @@
-"""Contract checks for LLM backends (``LlmBackend.generate``)."""
+"""Contract checks for LLM backends (``LlmBackend.generate``, and ``respond`` with tools)."""
 
 from __future__ import annotations
 
 from collections.abc import Hashable
 
-from scaivoice.engine import ChatMessage, LlmBackend, LlmRequest
+from scaivoice.engine import ChatMessage, LlmBackend, LlmRequest, ToolCall, ToolDefinition
 
 from ._checks_common import concurrency_check, lifecycle_checks
 from ._drive import (
@@ -14,8 +14,9 @@ from ._drive import (
     expect_completed,
     generate,
     is_backend_error,
+    respond,
 )
-from ._kit import Failed, Skipped, Subject, contract_check, require
+from ._kit import Failed, Subject, contract_check, require
 
 __all__ = [
     "LLM_CHECKS",
@@ -29,6 +30,8 @@ __all__ = [
     "check_llm_no_leaks",
     "check_llm_reply",
     "check_llm_streaming",
+    "check_llm_tool_cancellation",
+    "check_llm_tool_history",
     "check_llm_tools",
 ]
 
@@ -57,6 +60,45 @@ HISTORY = LlmRequest(
         ChatMessage("user", "What is my name?"),
     ),
     max_tokens=32,
+)
+
+
+WEATHER = ToolDefinition(
+    "get_weather",
+    "The current weather in a city: sky and temperature.",
+    {
+        "type": "object",
+        "properties": {"city": {"type": "string", "description": "the city's name"}},
+        "required": ["city"],
+    },
+)
+CLOCK = ToolDefinition("get_time", "The current local time.")
+_TOOL_SYSTEM = ChatMessage(
+    "system",
+    "You are a voice assistant. Use the tools to answer questions about the weather or the "
+    "time. Answer briefly.",
+)
+#: A question a tool answers, with the tools offered.
+TOOL_QUESTION = LlmRequest(
+    messages=(_TOOL_SYSTEM, ChatMessage("user", "What is the weather in Paris right now?")),
+    tools=(WEATHER, CLOCK),
+    max_tokens=64,
+)
+#: The same after the engine ran the call: the model answers from the tool's result.
+HISTORY_CALL = ToolCall("call_kit_1", "get_weather", '{"city": "Paris"}')
+TOOL_HISTORY = LlmRequest(
+    messages=(
+        _TOOL_SYSTEM,
+        ChatMessage("user", "What is the weather in Paris right now?"),
+        ChatMessage("assistant", "", tool_calls=(HISTORY_CALL,)),
+        ChatMessage("tool", '{"sky": "clear", "temperature_c": 21}', tool_call_id="call_kit_1"),
+    ),
+    tools=(WEATHER, CLOCK),
+    max_tokens=48,
+)
+#: A long answer with tools offered (none needed): something to cancel mid-stream.
+LONG_TOOL_ANSWER = LlmRequest(
+    messages=LONG_ANSWER.messages, tools=(WEATHER, CLOCK), max_tokens=LONG_ANSWER.max_tokens
 )
 
 
@@ -99,10 +141,72 @@ async def check_llm_streaming(subject: Subject[LlmBackend]) -> str:
     return f"{len(run.items)} deltas over {span:.2f} s ({len(text)} characters)"
 
 
+def _tool_reply(
+    run: Run[str | ToolCall], what: str, *, taken: frozenset[str] = frozenset()
+) -> tuple[str, tuple[ToolCall, ...]]:
+    """Validate a ``respond`` run: returned, closed, only ``str`` and well-formed ``ToolCall``
+    records (ids non-empty, unique, none of ``taken``; names non-empty; arguments text), and
+    something said or called. Returns the text and the calls."""
+    expect_completed(run, what)
+    wrong = [type(i).__name__ for i in run.items if not isinstance(i, str | ToolCall)]
+    require(not wrong, f"{what} sent {wrong[0] if wrong else ''}: only str and ToolCall go out")
+    calls = tuple(i for i in run.items if isinstance(i, ToolCall))
+    for call in calls:
+        require(
+            isinstance(call.id, str) and bool(call.id),
+            f"{what}: a ToolCall has no id ({call!r})",
+        )
+        require(
+            isinstance(call.name, str) and bool(call.name),
+            f"{what}: a ToolCall has no name ({call!r})",
+        )
+        require(
+            isinstance(call.arguments, str),
+            f"{what}: ToolCall.arguments is {type(call.arguments).__name__}, not the JSON text",
+        )
+    ids = [c.id for c in calls]
+    require(len(set(ids)) == len(ids), f"{what}: tool call ids repeat: {ids}")
+    reused = sorted(set(ids) & taken)
+    require(not reused, f"{what}: tool call ids {reused} are already used in the history")
+    text = "".join(i for i in run.items if isinstance(i, str))
+    require(bool(text.strip()) or bool(calls), f"{what} gave neither text nor a tool call")
+    return text, calls
+
+
+def _said(text: str, calls: tuple[ToolCall, ...]) -> str:
+    called = ", ".join(f"{c.name}({_clip(c.arguments)})" for c in calls)
+    if not calls:
+        return f"answered in words, no call: {_clip(text)}"
+    return f"called {called}" + (f" after saying {_clip(text)}" if text.strip() else "")
+
+
 @contract_check("llm.tools", requires="tools")
 async def check_llm_tools(subject: Subject[LlmBackend]) -> str:
-    """(Declared tools cannot be checked: ``LlmRequest`` has no way to pass them yet.)"""
-    raise Skipped("tools is declared, but LlmRequest carries no tools: nothing to check")
+    """``respond`` with tools offered sends only text and whole, well-formed tool calls."""
+    run = await respond(subject.backend, TOOL_QUESTION)
+    text, calls = _tool_reply(run, "a question a tool answers")
+    return _said(text, calls)
+
+
+@contract_check("llm.tool_history", requires="tools")
+async def check_llm_tool_history(subject: Subject[LlmBackend]) -> str:
+    """A history holding a tool call and its result gives a reply (new calls get new ids)."""
+    run = await respond(subject.backend, TOOL_HISTORY)
+    text, calls = _tool_reply(
+        run, "answering from a tool's result", taken=frozenset({HISTORY_CALL.id})
+    )
+    return _said(text, calls)
+
+
+@contract_check("llm.tool_cancellation", requires="tools")
+async def check_llm_tool_cancellation(subject: Subject[LlmBackend]) -> str:
+    """Cancelling ``respond`` at its first output returns promptly and closes the channel."""
+    backend = subject.backend
+    run = await respond(backend, LONG_TOOL_ANSWER, cancel_at_first=True, cancel_after_s=1.0)
+    detail = expect_cancelled(run, "respond", deadline_s=subject.config.cancel_deadline_s)
+    again = await respond(backend, TOOL_QUESTION)
+    _tool_reply(again, "a respond after the cancelled one")
+    return detail + "; the next respond worked"
 
 
 @contract_check("llm.empty_conversation")
@@ -159,6 +263,8 @@ LLM_CHECKS = (
     check_llm_history,
     check_llm_streaming,
     check_llm_tools,
+    check_llm_tool_history,
+    check_llm_tool_cancellation,
     check_llm_empty_conversation,
     check_llm_cancellation,
     check_llm_concurrency,

@@ -22,6 +22,7 @@ from scaivoice.engine import (
     LlmRequest,
     SttBackend,
     SttRequest,
+    ToolCall,
     Transcript,
     TtsBackend,
     TtsRequest,
@@ -36,6 +37,7 @@ __all__ = [
     "expect_completed",
     "generate",
     "is_backend_error",
+    "respond",
     "synthesize",
     "transcribe",
 ]
@@ -208,6 +210,21 @@ async def generate(
 
     async def call(deltas: trio.MemorySendChannel[str]) -> None:
         await backend.generate(request, deltas)
+
+    return await _drive(call, Run(), cancel_at_first=cancel_at_first, cancel_after_s=cancel_after_s)
+
+
+async def respond(
+    backend: LlmBackend,
+    request: LlmRequest,
+    *,
+    cancel_at_first: bool = False,
+    cancel_after_s: float | None = None,
+) -> Run[str | ToolCall]:
+    """Run ``backend.respond(request)`` and record the text deltas and tool calls it sends."""
+
+    async def call(output: trio.MemorySendChannel[str | ToolCall]) -> None:
+        await backend.respond(request, output)
 
     return await _drive(call, Run(), cancel_at_first=cancel_at_first, cancel_after_s=cancel_after_s)
 

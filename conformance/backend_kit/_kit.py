@@ -4,11 +4,13 @@ A check is an async function of a :class:`Subject` that returns a one-line detai
 contract holds and raises :class:`Failed` (or :class:`Skipped`) when it does not (or does not
 apply). :func:`contract_check` wraps it into a :class:`Check`: calling that returns a
 :class:`CheckResult`, skips the check when the capability it tests is not declared, times it,
-and bounds it by ``KitConfig.check_timeout_s``.
+and bounds it by ``KitConfig.check_timeout_s`` (:func:`run_check_body`, which the tool checks
+share).
 """
 
 from __future__ import annotations
 
+import functools
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -40,6 +42,7 @@ __all__ = [
     "contract_check",
     "open_subject",
     "require",
+    "run_check_body",
 ]
 
 B = TypeVar("B", bound=Backend)
@@ -67,6 +70,10 @@ class KitConfig:
             the time its last chunk takes.
         timing_resolution_s: a synthesis faster than this is too fast to tell streaming from
             batch; ``tts.streaming`` then passes and says so.
+        tool_cancel_deadline_s: a cancelled server skill (a ``ToolSpec``'s handler) must
+            return within this: the user interrupted, the engine waits for nothing.
+        tool_timeout_s: the longest a tool's example call may take when its spec sets no
+            ``timeout_s`` (the engine's default ``[tools] call_timeout_s``).
     """
 
     cancel_deadline_s: float = 2.0
@@ -80,6 +87,8 @@ class KitConfig:
     max_chunk_ms: float = 250.0
     streaming_ratio: float = 0.5
     timing_resolution_s: float = 0.05
+    tool_cancel_deadline_s: float = 0.1
+    tool_timeout_s: float = 10.0
 
 
 class Failed(Exception):
@@ -217,30 +226,45 @@ class Check(Generic[B]):
         Never raises for a backend's misbehaviour: that is a failed result. Cancelling the
         call cancels the check (and the backend call in progress).
         """
-        start = trio.current_time()
-
-        def result(status: CheckStatus, detail: str) -> CheckResult:
-            return CheckResult(self.name, status, detail, trio.current_time() - start)
-
         if self.requires is not None:
             declared = getattr(capabilities_of(subject.backend), self.requires, None)
             if not declared:
-                return result(CheckStatus.SKIPPED, f"{self.requires!r} is not declared")
-        timeout = subject.config.check_timeout_s
-        try:
-            with trio.move_on_after(timeout) as scope:
-                detail = await self._body(subject)
-        except Failed as exc:
-            return result(CheckStatus.FAILED, str(exc))
-        except Skipped as exc:
-            return result(CheckStatus.SKIPPED, str(exc))
-        except Exception as exc:  # the backend broke the kit's expectations in a new way
-            return result(
-                CheckStatus.FAILED, f"unexpected {type(exc).__name__} from the backend: {exc}"
-            )
-        if scope.cancelled_caught:
-            return result(CheckStatus.FAILED, f"did not finish within {timeout:g} s (hung?)")
-        return result(CheckStatus.PASSED, detail)
+                detail = f"{self.requires!r} is not declared"
+                return CheckResult(self.name, CheckStatus.SKIPPED, detail, 0.0)
+        return await run_check_body(
+            self.name,
+            functools.partial(self._body, subject),
+            timeout_s=subject.config.check_timeout_s,
+            culprit="the backend",
+        )
+
+
+async def run_check_body(
+    name: str, body: Callable[[], Awaitable[str]], *, timeout_s: float, culprit: str
+) -> CheckResult:
+    """Run one check body and turn what it did into a :class:`CheckResult`.
+
+    :class:`Failed` and :class:`Skipped` give their message as the detail; any other exception
+    fails the check, naming it (``culprit`` says whose it was: ``"the backend"``); a body still
+    running after ``timeout_s`` fails (hung). Cancelling the call cancels the body.
+    """
+    start = trio.current_time()
+
+    def result(status: CheckStatus, detail: str) -> CheckResult:
+        return CheckResult(name, status, detail, trio.current_time() - start)
+
+    try:
+        with trio.move_on_after(timeout_s) as scope:
+            detail = await body()
+    except Failed as exc:
+        return result(CheckStatus.FAILED, str(exc))
+    except Skipped as exc:
+        return result(CheckStatus.SKIPPED, str(exc))
+    except Exception as exc:  # the subject broke the kit's expectations in a new way
+        return result(CheckStatus.FAILED, f"unexpected {type(exc).__name__} from {culprit}: {exc}")
+    if scope.cancelled_caught:
+        return result(CheckStatus.FAILED, f"did not finish within {timeout_s:g} s (hung?)")
+    return result(CheckStatus.PASSED, detail)
 
 
 def contract_check(name: str, *, requires: str | None = None) -> Callable[[Body[B]], Check[B]]:

@@ -1,4 +1,5 @@
-"""What the backend contract kit reports: one result per check, one report per backend."""
+"""What the backend contract kit reports: one result per check, one report per backend (or
+per server skill: a report of kind ``"tool"``)."""
 
 from __future__ import annotations
 
@@ -64,12 +65,14 @@ class CheckResult:
 
 @dataclass(frozen=True, slots=True)
 class BackendReport:
-    """Every check run against one backend.
+    """Every check run against one backend, or one server skill.
 
     Attributes:
-        backend: the backend's name (its registered name, or its class name when it has none).
-        kind: ``"stt"``, ``"llm"``, ``"tts"`` or ``"normaliser"``.
-        capabilities: the capabilities the backend declared, field by field.
+        backend: the backend's name (its registered name, or its class name when it has none);
+            for a skill, the tool's name.
+        kind: ``"stt"``, ``"llm"``, ``"tts"``, ``"normaliser"``, or ``"tool"`` for a skill.
+        capabilities: the capabilities the backend declared, field by field (for a skill: its
+            permissions and timeout).
         results: one result per check, in the order they ran.
         duration_s: the whole run, opening and closing the backend included.
         speech: where the STT checks' speech came from (``"hibari"`` or ``"synthetic"``);
@@ -142,7 +145,8 @@ class BackendReport:
             CheckStatus.FAILED: "FAIL",
             CheckStatus.SKIPPED: "skip",
         }
-        lines = [f"{self.backend} ({self.kind} backend)"]
+        what = "tool" if self.kind == "tool" else f"{self.kind} backend"
+        lines = [f"{self.backend} ({what})"]
         if self.speech is not None:
             lines.append(f"  speech for the checks: {self.speech}")
         for r in self.results:

@@ -1,4 +1,5 @@
-"""Running every check of a backend's kind and collecting a :class:`BackendReport`."""
+"""Running every check of a backend's kind (or of a server skill) and collecting a
+:class:`BackendReport`."""
 
 from __future__ import annotations
 
@@ -13,18 +14,28 @@ from scaivoice.engine import (
     BackendSpec,
     ConfigError,
     PluginHost,
+    ToolSpec,
 )
 
 from ._checks_llm import LLM_CHECKS
 from ._checks_normaliser import NORMALISER_CHECKS
 from ._checks_stt import STT_CHECKS
+from ._checks_tool import TOOL_CHECKS, ToolSubject
 from ._checks_tts import TTS_CHECKS
 from ._drive import describe_error
 from ._kit import Check, KitConfig, Subject, backend_kind, capabilities_of
 from ._report import BackendReport, CheckResult, CheckStatus
 from ._speech import SpeechFixtures, render_speech
 
-__all__ = ["CHECKS", "check_installed_backend", "checks_for", "find_backend", "run_backend_checks"]
+__all__ = [
+    "CHECKS",
+    "check_installed_backend",
+    "check_installed_tool",
+    "checks_for",
+    "find_backend",
+    "run_backend_checks",
+    "run_tool_checks",
+]
 
 #: Every check, by backend kind, in the order they run.
 CHECKS: Mapping[BackendKind, tuple[Check[Any], ...]] = {
@@ -166,6 +177,87 @@ async def check_installed_backend(
 
     return await run_backend_checks(
         factory, config=config, speech=speech, spec=spec, options=values
+    )
+
+
+async def run_tool_checks(
+    spec: ToolSpec,
+    *,
+    example_arguments: Mapping[str, Any],
+    slow_arguments: Mapping[str, Any] | None = None,
+    failing_arguments: Mapping[str, Any] | None = None,
+    config: KitConfig | None = None,
+    only: Collection[str] | None = None,
+) -> BackendReport:
+    """Run the contract checks of a server skill (a ``ToolSpec``), one after the other.
+
+    Args:
+        example_arguments: arguments the tool serves (valid against its schema).
+        slow_arguments: arguments that make a call slow enough to cancel mid-way; without
+            them, cancellation is checked at the start of a call only.
+        failing_arguments: valid arguments the tool must refuse with ``ToolFailed``; without
+            them, ``tool.errors`` is skipped.
+        config: thresholds (default: the contract's; ``tool_cancel_deadline_s`` is 100 ms).
+        only: run only the checks of these names (``"tool.cancellation"``).
+
+    Returns:
+        A report of kind ``"tool"`` named after the tool.
+
+    Cancelling abandons the run (and the handler call in progress).
+    """
+    config = config or KitConfig()
+    start = trio.current_time()
+    subject = ToolSubject(
+        spec,
+        example_arguments=example_arguments,
+        slow_arguments=slow_arguments,
+        failing_arguments=failing_arguments,
+        config=config,
+    )
+    results = [await c(subject) for c in TOOL_CHECKS if only is None or c.name in only]
+    arguments = {"example_arguments": dict(example_arguments)}
+    if slow_arguments is not None:
+        arguments["slow_arguments"] = dict(slow_arguments)
+    if failing_arguments is not None:
+        arguments["failing_arguments"] = dict(failing_arguments)
+    return BackendReport(
+        backend=getattr(spec, "name", repr(spec)),
+        kind="tool",
+        capabilities={
+            "permissions": tuple(sorted(getattr(spec, "permissions", ()))),
+            "timeout_s": getattr(spec, "timeout_s", None),
+        },
+        results=tuple(results),
+        duration_s=trio.current_time() - start,
+        options=arguments,
+    )
+
+
+async def check_installed_tool(
+    host: PluginHost,
+    name: str,
+    *,
+    example_arguments: Mapping[str, Any],
+    slow_arguments: Mapping[str, Any] | None = None,
+    failing_arguments: Mapping[str, Any] | None = None,
+    config: KitConfig | None = None,
+) -> BackendReport:
+    """Run the contract checks against the installed server skill ``name``.
+
+    Raises:
+        ConfigError: no plugin declares a tool of that name.
+        PluginContractError: the host refuses the plugins' tools (a bad name or schema).
+    """
+    specs = host.tool_specs()
+    if name not in specs:
+        known = ", ".join(sorted(specs)) or "none"
+        raise ConfigError(f"no tool named {name!r}; installed: {known}")
+    return await run_tool_checks(
+        specs[name],
+        example_arguments=example_arguments,
+        slow_arguments=slow_arguments,
+        failing_arguments=failing_arguments,
+        config=config,
     )
 
 

@@ -11,6 +11,19 @@ capability it tests::
         def make_backend(self) -> MyTts:
             return MyTts(MyTts.Options())  # unopened: the kit opens and closes it
 
+A server skill (a ``ToolSpec`` of a ``scaivoice_tools`` hook) gets :class:`ToolContract`:
+supply the spec and arguments the tool serves; give arguments it refuses and arguments that
+make a call slow to check those paths too::
+
+    from scaivoice.conformance.backend_kit.pytest_plugin import ToolContract
+
+    class TestConvertUnits(ToolContract):
+        example_arguments = {"value": 5, "from_unit": "km", "to_unit": "mi"}
+        failing_arguments = {"value": 5, "from_unit": "km", "to_unit": "kg"}
+
+        def make_tool(self) -> ToolSpec:
+            return CONVERT_UNITS
+
 Loosen or tighten a threshold with ``kit_config`` (a :class:`KitConfig`), e.g. to check what
 an STT backend hears: ``kit_config = KitConfig(check_content=True)``.
 
@@ -31,7 +44,7 @@ adds the session fixture ``scaivoice_speech`` (the kit's speech, for STT tests o
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any, ClassVar, Generic, TypeVar
 
 import pytest
@@ -43,16 +56,19 @@ from scaivoice.engine import (
     LlmBackend,
     NormaliserBackend,
     SttBackend,
+    ToolSpec,
     TtsBackend,
 )
 
 from . import _checks_llm as llm
 from . import _checks_normaliser as normaliser
 from . import _checks_stt as stt
+from . import _checks_tool as tool
 from . import _checks_tts as tts
+from ._checks_tool import ToolCheck
 from ._kit import Check, KitConfig, backend_kind
 from ._report import BackendReport
-from ._runner import run_backend_checks
+from ._runner import run_backend_checks, run_tool_checks
 from ._speech import SpeechFixtures, render_speech
 
 __all__ = [
@@ -60,6 +76,7 @@ __all__ = [
     "LlmBackendContract",
     "NormaliserBackendContract",
     "SttBackendContract",
+    "ToolContract",
     "TtsBackendContract",
     "kit_speech",
     "scaivoice_speech",
@@ -103,11 +120,7 @@ class BackendContract(Generic[B]):
         cls = request.cls
         assert cls is not None and issubclass(cls, BackendContract)
         # The selected tests of this class (-k, -m, node ids) name the checks to run.
-        selected = {
-            f"{cls.kind}.{item.originalname.removeprefix('test_')}"
-            for item in request.session.items
-            if isinstance(item, pytest.Function) and item.cls is cls
-        }
+        selected = _selected(request, cls, cls.kind)
         contract = cls()
         probe = contract.make_backend()
         if backend_kind(probe) != cls.kind:
@@ -126,7 +139,16 @@ class BackendContract(Generic[B]):
         return trio.run(run)
 
 
-def _case(check: Check[Any]) -> Callable[[Any, BackendReport], None]:
+def _selected(request: pytest.FixtureRequest, cls: type, kind: str) -> set[str]:
+    """The check names of the selected tests of ``cls`` (-k, -m, node ids)."""
+    return {
+        f"{kind}.{item.originalname.removeprefix('test_')}"
+        for item in request.session.items
+        if isinstance(item, pytest.Function) and item.cls is cls
+    }
+
+
+def _case(check: Check[Any] | ToolCheck) -> Callable[[Any, BackendReport], None]:
     """A test method that reports ``check`` from the class's report."""
 
     def test(self: Any, scaivoice_contract_report: BackendReport) -> None:
@@ -174,6 +196,8 @@ class LlmBackendContract(BackendContract[LlmBackend]):
     test_history = _case(llm.check_llm_history)
     test_streaming = _case(llm.check_llm_streaming)
     test_tools = _case(llm.check_llm_tools)
+    test_tool_history = _case(llm.check_llm_tool_history)
+    test_tool_cancellation = _case(llm.check_llm_tool_cancellation)
     test_empty_conversation = _case(llm.check_llm_empty_conversation)
     test_cancellation = _case(llm.check_llm_cancellation)
     test_concurrency = _case(llm.check_llm_concurrency)
@@ -218,3 +242,53 @@ class NormaliserBackendContract(BackendContract[NormaliserBackend]):
     test_concurrency = _case(normaliser.check_normaliser_concurrency)
     test_aclose_idempotent = _case(normaliser.check_normaliser_aclose_idempotent)
     test_no_leaks = _case(normaliser.check_normaliser_no_leaks)
+
+
+class ToolContract:
+    """The server-skill contract: subclass it as ``Test...``, define ``make_tool`` and
+    ``example_arguments`` (and, to check those paths, ``failing_arguments`` and
+    ``slow_arguments``).
+
+    Attributes:
+        example_arguments: arguments the tool serves (valid against its schema).
+        failing_arguments: valid arguments the tool must refuse with ``ToolFailed``;
+            ``None``: ``test_errors`` is skipped.
+        slow_arguments: arguments that make a call slow enough to cancel mid-way; ``None``:
+            cancellation is checked at the start of a call only.
+        kit_config: the kit's thresholds (``tool_cancel_deadline_s``: 100 ms).
+    """
+
+    example_arguments: ClassVar[Mapping[str, Any]]
+    failing_arguments: ClassVar[Mapping[str, Any] | None] = None
+    slow_arguments: ClassVar[Mapping[str, Any] | None] = None
+    kit_config: ClassVar[KitConfig] = KitConfig()
+
+    def make_tool(self) -> ToolSpec:
+        """Return the skill to check (from your hook, or ``host.tool_specs()[name]``)."""
+        raise NotImplementedError(f"{type(self).__name__} must define make_tool()")
+
+    @pytest.fixture(scope="class")
+    def scaivoice_contract_report(self, request: pytest.FixtureRequest) -> BackendReport:
+        """Run the selected checks of this class once and return the report."""
+        cls = request.cls
+        assert cls is not None and issubclass(cls, ToolContract)
+        if not hasattr(cls, "example_arguments"):
+            raise TypeError(f"{cls.__name__} must set example_arguments")
+        run = functools.partial(
+            run_tool_checks,
+            cls().make_tool(),
+            example_arguments=cls.example_arguments,
+            slow_arguments=cls.slow_arguments,
+            failing_arguments=cls.failing_arguments,
+            config=cls.kit_config,
+            only=_selected(request, cls, "tool"),
+        )
+        return trio.run(run)
+
+    test_declaration = _case(tool.check_tool_declaration)
+    test_example_arguments = _case(tool.check_tool_example_arguments)
+    test_result = _case(tool.check_tool_result)
+    test_errors = _case(tool.check_tool_errors)
+    test_cancellation = _case(tool.check_tool_cancellation)
+    test_concurrency = _case(tool.check_tool_concurrency)
+    test_no_leaks = _case(tool.check_tool_no_leaks)

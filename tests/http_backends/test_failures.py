@@ -16,7 +16,7 @@ import trio
 import trio.testing
 
 from scaivoice.backends.openai_http import error_for_status, map_httpx_error
-from scaivoice.backends.openai_llm import OpenAILlmBackend, ToolCall
+from scaivoice.backends.openai_llm import OpenAILlmBackend
 from scaivoice.backends.openai_stt import OpenAISttBackend
 from scaivoice.backends.openai_tts import OpenAITtsBackend
 from scaivoice.engine import (
@@ -29,6 +29,7 @@ from scaivoice.engine import (
     ChatMessage,
     LlmRequest,
     SttRequest,
+    ToolCall,
     Transcript,
     TtsRequest,
 )

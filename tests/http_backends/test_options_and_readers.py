@@ -37,7 +37,7 @@ def test_one_openai_backend_of_each_kind_is_declared() -> None:
     llm = host.backend_specs("llm")["openai"]
     tts = host.backend_specs("tts")["openai"]
     assert not stt.capabilities.interim_results and not stt.capabilities.streaming  # type: ignore[union-attr]
-    assert llm.capabilities.streaming and not llm.capabilities.tools  # type: ignore[union-attr]
+    assert llm.capabilities.streaming and llm.capabilities.tools  # type: ignore[union-attr]
     assert tts.capabilities.speed and tts.capabilities.instructions  # type: ignore[union-attr]
     assert tts.capabilities.sample_rates == (24000,)  # type: ignore[union-attr]
     assert not tts.capabilities.cfg_value and not tts.capabilities.warmup_trim  # type: ignore[union-attr]
