@@ -11,6 +11,10 @@ without understanding anything.
   results every ``interim_every_ms`` of audio.
 - ``test-llm`` answers ``reply`` with ``{user}`` replaced by the user's last message,
   streamed word by word.
+- ``test-tool-llm`` is ``test-llm`` that can call tools, by rule: a user message with
+  ``call NAME`` or ``call NAME with {JSON}`` (several joined by `` and ``) is answered
+  "Calling NAME." and those calls (arguments as written, even malformed); once their results
+  are in, it answers ``result_reply`` with ``{results}`` replaced by them, joined by ``; ``.
 - ``test-tts`` speaks a sine tone (voice ``tone-a`` 440 Hz, ``tone-b`` 660 Hz) lasting
   ``ms_per_char`` per character of text, in ``chunk_ms`` chunks.
 """
@@ -35,6 +39,7 @@ from scaivoice.engine import (
     SttBackend,
     SttCapabilities,
     SttRequest,
+    ToolCall,
     Transcript,
     TtsBackend,
     TtsCapabilities,
@@ -44,7 +49,7 @@ from scaivoice.engine import (
     hookimpl,
 )
 
-__all__ = ["TestLlm", "TestStt", "TestTts"]
+__all__ = ["TestLlm", "TestStt", "TestToolLlm", "TestTts", "scripted_calls"]
 
 
 async def _wait_ms(ms: float) -> None:
@@ -168,6 +173,82 @@ class TestLlm(LlmBackend):
                 await deltas.send(word if index == 0 else " " + word)
 
 
+class TestToolLlm(TestLlm):
+    """Deterministic tool-calling LLM for tests: ``call NAME with {JSON}`` in the user's text."""
+
+    __test__ = False
+
+    class Options(TestLlm.Options, frozen=True):
+        result_reply: str = "The tools said: {results}."
+
+    capabilities = LlmCapabilities(streaming=True, system_prompt=True, tools=True)
+    options: Options
+
+    async def respond(
+        self, request: LlmRequest, output: trio.MemorySendChannel[str | ToolCall]
+    ) -> None:
+        """Calls when the last message is the user's and asks for them (and tools are
+        offered); the results' summary when the last messages are tool results."""
+        last = request.messages[-1] if request.messages else None
+        async with output:
+            await _wait_ms(self.options.first_token_latency_ms)
+            if last is not None and last.role == "tool":
+                results = []
+                for message in reversed(request.messages):
+                    if message.role != "tool":
+                        break
+                    results.insert(0, message.content)
+                text = self.options.result_reply.replace("{results}", "; ".join(results))
+                await self._stream(text, output)
+                return
+            calls = scripted_calls(last.content if last is not None else "")
+            if not calls or not request.tools:
+                user = last.content if last is not None else ""
+                await self._stream(self.options.reply.replace("{user}", user), output)
+                return
+            names = " and ".join(name for name, _ in calls)
+            await self._stream(f"Calling {names}.", output)
+            for index, (name, arguments) in enumerate(calls):
+                await output.send(ToolCall(f"call_{index + 1}", name, arguments))
+
+    async def _stream(self, text: str, output: trio.MemorySendChannel[str | ToolCall]) -> None:
+        for index, word in enumerate(text.split(" ")):
+            if index:
+                await _wait_ms(self.options.token_latency_ms)
+            await output.send(word if index == 0 else " " + word)
+
+
+def scripted_calls(text: str) -> list[tuple[str, str]]:
+    """``[(name, arguments)]`` asked for by ``call NAME [with {JSON}]`` in ``text``.
+
+    The arguments run from ``{`` to its matching ``}`` (or to the end of the text when it
+    never closes: a malformed call, as small models write them).
+    """
+    calls: list[tuple[str, str]] = []
+    position = 0
+    while (start := text.find("call ", position)) != -1:
+        rest = text[start + 5 :]
+        name = rest.split(" ", 1)[0].rstrip(".,")
+        if not name:
+            break
+        position = start + 5 + len(name)
+        arguments = "{}"
+        if text.startswith(" with ", position):
+            begin = position + 6
+            depth, end = 0, len(text)
+            for index in range(begin, len(text)):
+                if text[index] == "{":
+                    depth += 1
+                elif text[index] == "}":
+                    depth -= 1
+                    if depth == 0:
+                        end = index + 1
+                        break
+            arguments, position = text[begin:end], end
+        calls.append((name, arguments))
+    return calls
+
+
 _TONES = {"tone-a": 440.0, "tone-b": 660.0}
 
 
@@ -231,6 +312,7 @@ def scaivoice_stt_backends() -> Iterator[BackendSpec]:
 @hookimpl
 def scaivoice_llm_backends() -> Iterator[BackendSpec]:
     yield BackendSpec.for_class(TestLlm, name="test-llm")
+    yield BackendSpec.for_class(TestToolLlm, name="test-tool-llm")
 
 
 @hookimpl

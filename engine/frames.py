@@ -25,6 +25,7 @@ __all__ = [
     "AudioFormats",
     "Capabilities",
     "ClientFrame",
+    "ClientTool",
     "ErrorFrame",
     "ExpressionHint",
     "Interrupt",
@@ -43,6 +44,8 @@ __all__ = [
     "State",
     "StateName",
     "TextInput",
+    "ToolCallFrame",
+    "ToolCancel",
     "ToolResult",
     "TranscriptFrame",
     "VadFrame",
@@ -67,6 +70,23 @@ class _Frame(msgspec.Struct, tag_field="type", forbid_unknown_fields=True, kw_on
 
 
 # --------------------------------------------------------------------------- session config
+
+ToolName = Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9_-]{1,64}$")]
+
+
+class ClientTool(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    """A tool the client runs (OpenAI's function shape): the model may call it with
+    ``tools_enabled``; the server sends ``tool.call`` and waits for ``tool.result``."""
+
+    type: Literal["function"] = "function"
+    name: ToolName
+    """1-64 letters, digits, ``_`` or ``-``."""
+    description: Annotated[str, msgspec.Meta(max_length=4000)] = ""
+    """When to use the tool, for the model."""
+    parameters: dict[str, Any] = msgspec.field(
+        default_factory=lambda: {"type": "object", "properties": {}}
+    )
+    """JSON Schema (Draft 2020-12) of ``type: object`` for the arguments."""
 
 
 class SessionConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, omit_defaults=False):
@@ -105,6 +125,15 @@ class SessionConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, om
     speaker_recognition: bool = False
     """Identify enrolled speakers (``speaker_id``, ``speaker_score``); needs the tenant's opt-in."""
     tools_enabled: bool = False
+    """Let the language model call tools: the client's ``tools`` and the server's skills."""
+    tools: list[ClientTool] = msgspec.field(default_factory=list)
+    """Tools the client runs (with ``tools_enabled``); up to 64."""
+    tool_timeout_s: Annotated[float, msgspec.Meta(gt=0, le=600)] | None = None
+    """The longest the server waits for a ``tool.result``; ``None``: the server's default.
+    On timeout the call is cancelled (``tool.cancel``) and the model told it failed."""
+    tool_filler: Annotated[str, msgspec.Meta(max_length=200)] | None = None
+    """Said while tools run longer than ``tool_filler_after_ms`` ("One moment."); ``None``: off."""
+    tool_filler_after_ms: Annotated[int, msgspec.Meta(ge=0, le=60000)] = 1500
     wake_word: list[str] | None = None
     """The server-side detector's keywords to listen for (``["hey_jarvis"]``); ``None`` = the
     server's default. ``session.started`` lists the available ones under ``capabilities``."""
@@ -128,6 +157,10 @@ class SessionConfigPatch(msgspec.Struct, forbid_unknown_fields=True, kw_only=Tru
     wake_word_enabled: bool | msgspec.UnsetType = UNSET
     speaker_recognition: bool | msgspec.UnsetType = UNSET
     tools_enabled: bool | msgspec.UnsetType = UNSET
+    tools: list[ClientTool] | msgspec.UnsetType = UNSET
+    tool_timeout_s: Annotated[float, msgspec.Meta(gt=0, le=600)] | msgspec.UnsetType | None = UNSET
+    tool_filler: Annotated[str, msgspec.Meta(max_length=200)] | msgspec.UnsetType | None = UNSET
+    tool_filler_after_ms: Annotated[int, msgspec.Meta(ge=0, le=60000)] | msgspec.UnsetType = UNSET
     wake_word: list[str] | msgspec.UnsetType | None = UNSET
 
     def keys(self) -> list[str]:
@@ -192,10 +225,16 @@ class Playback(_Frame, tag="playback"):
 
 
 class ToolResult(_Frame, tag="tool.result"):
-    """Reserved for tools (``tools_enabled``): the result of a tool call."""
+    """The result of a client tool the server asked for with ``tool.call``.
 
-    call_id: str
+    ``result`` is any JSON value (the model reads it as JSON text; a string as it is). Set
+    ``error`` instead to tell the model the tool failed and why. One result per call: a second
+    one, one for an unknown call and one after ``tool.cancel`` get an ``error`` /``warning``.
+    """
+
+    call_id: Annotated[str, msgspec.Meta(min_length=1, max_length=128)]
     result: Any = None
+    error: Annotated[str, msgspec.Meta(max_length=4000)] | None = None
 
 
 class SessionEnd(_Frame, tag="session.end"):
@@ -250,6 +289,34 @@ class Capabilities(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     """Session config keys with a server-side implementation (``vad_enabled``, ``diarize`` ...)."""
     wake_words: list[str] = msgspec.field(default_factory=list)
     """Keywords the server-side wake-word detector knows (values for ``wake_word``)."""
+    tools: list[str] = msgspec.field(default_factory=list)
+    """Server-side tools (skills, MCP tools) this session's model may call with
+    ``tools_enabled``, besides the client's own ``tools``."""
+
+
+class ToolCallFrame(_Frame, tag="tool.call"):
+    """The model called a client tool: run it and answer with ``tool.result`` (same ``call_id``).
+
+    Several calls of one turn may be outstanding at once (run them in parallel).
+    ``arguments`` were validated against the tool's ``parameters``.
+    """
+
+    turn_id: int
+    call_id: str
+    name: str
+    arguments: dict[str, Any]
+
+
+class ToolCancel(_Frame, tag="tool.cancel"):
+    """Stop a client tool call: its result is no longer wanted.
+
+    ``reason``: ``interrupted`` (the user barged in) or ``timeout`` (``tool_timeout_s``
+    passed; the model was told the tool failed). A result sent anyway is recorded as late and
+    never spoken.
+    """
+
+    call_id: str
+    reason: Literal["interrupted", "timeout"]
 
 
 class SessionStarted(_Frame, tag="session.started"):
@@ -398,6 +465,8 @@ ServerFrame = (
     | Pong
     | SessionEnded
     | WakeFrame
+    | ToolCallFrame
+    | ToolCancel
     | ExpressionHint
 )
 

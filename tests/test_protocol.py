@@ -163,6 +163,10 @@ def _example(annotation: str) -> object:
         return _frames.AudioFormats(input=af, output=af)
     if "StateName" in annotation:
         return "idle"
+    if annotation.startswith("Literal["):
+        return annotation.split("'")[1]
+    if annotation.startswith("dict"):
+        return {"key": [1, "two"]}
     if annotation.startswith("int"):
         return 3
     if annotation.startswith("bool"):

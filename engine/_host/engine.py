@@ -28,13 +28,15 @@ from .._contract.features import FeatureSpec, SessionFeature
 from .._contract.identity import IdentityProvider
 from .._contract.plugins import PluginHost
 from .._contract.resource import Resource
+from .._contract.tools import ToolProvider
 from .._errors import BackendError, BackendTimeout, ConfigError
 from ..frames import SessionConfig, WarningFrame
 from .auth import Authenticator, Principal
-from .config import EngineConfig
+from .config import EngineConfig, McpServerConfig
 from .limits import LimitExceeded, TenantRateLimiter
 from .telemetry import Telemetry
-from .upkeep import Component, ComponentKind, Keeper, probe, standby
+from .tools import ToolRegistry
+from .upkeep import PROBE_TIMEOUT_S, Component, ComponentKind, Keeper, probe, standby
 
 __all__ = ["Engine", "LibraryVoice", "SessionRegistry"]
 
@@ -127,6 +129,8 @@ class Engine:
         self._warmed = False
         self.auth = Authenticator(config, clock=time.time)
         self.identity_provider = identity_provider
+        self.tools = ToolRegistry(config, host.tool_specs())
+        """Server-side tools: the plugins' skills and the MCP servers' tools."""
         self.sessions = SessionRegistry()
         self.rate_limiter = TenantRateLimiter(config)
         self.telemetry = Telemetry(
@@ -232,6 +236,11 @@ class Engine:
                 plan(f"feature:{feature_spec.name}", "feature", feature_spec.name, create),
             )
 
+        providers: dict[str, _Plan] = {}
+        for mcp_name, mcp_config in config.tools.mcp.items():
+            make = partial(_mcp_provider, mcp_name, mcp_config, config.tools.call_timeout_s)
+            providers[mcp_name] = plan(f"tools:mcp.{mcp_name}", "tools", mcp_name, make)
+
         def stand_in(kind: BackendKind, spec: BackendSpec, entry: _Plan) -> Any:
             return standby(kind, entry.component, spec.capabilities)
 
@@ -248,6 +257,11 @@ class Engine:
         )
         engine._components = components
         keepers = engine._keepers(stt, llm, tts, normaliser, features)
+        for mcp_name, entry in providers.items():
+            engine.tools.install_provider(mcp_name, None)
+            keepers.append(
+                entry.keeper(install=partial(engine._install_provider, mcp_name), settle=_checked)
+            )
         error: BaseException | None = None
         try:
             async with AsyncExitStack() as stack, trio.open_nursery() as nursery:
@@ -358,6 +372,10 @@ class Engine:
         else:
             assert isinstance(resource, SessionFeature)
             self.features[key] = (spec, resource)
+
+    def _install_provider(self, name: str, resource: Resource | None) -> None:
+        assert resource is None or isinstance(resource, ToolProvider)
+        self.tools.install_provider(name, resource)
 
     def _remove(self, label: str, *, tts: str | None = None) -> None:
         """Forget a component that is not installed here (its first open said so)."""
@@ -509,6 +527,21 @@ class _Plan:
             skip_on=skip_on,
             remove=remove,
         )
+
+
+async def _checked(resource: Resource) -> None:
+    assert isinstance(resource, ToolProvider)
+    with trio.move_on_after(PROBE_TIMEOUT_S):
+        await resource.check_health()
+        return
+    raise BackendTimeout(f"the health check took over {PROBE_TIMEOUT_S:g} s", backend=resource.name)
+
+
+def _mcp_provider(name: str, config: McpServerConfig, default_timeout_s: float) -> ToolProvider:
+    """The provider of ``[tools.mcp.NAME]`` (the ``mcp`` extra; imported only when configured)."""
+    from .mcp_tools import McpToolProvider
+
+    return McpToolProvider(name, config, default_timeout_s=default_timeout_s)
 
 
 async def _settled(resource: Resource) -> None:

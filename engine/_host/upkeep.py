@@ -53,13 +53,14 @@ from .._contract.backends import (
     Voice,
 )
 from .._contract.resource import Resource
+from .._contract.tools import ToolCall
 from .._errors import BackendError, BackendRejected, BackendTimeout, BackendUnavailable
 
 __all__ = ["PROBE_TIMEOUT_S", "Backoff", "Component", "ComponentKind", "Keeper", "probe", "standby"]
 
 log = logging.getLogger("scaivoice.engine")
 
-ComponentKind = Literal["stt", "llm", "tts", "normaliser", "feature"]
+ComponentKind = Literal["stt", "llm", "tts", "normaliser", "feature", "tools"]
 
 PROBE_TIMEOUT_S = 5.0
 """The longest one health check may take before the backend counts as down."""
@@ -323,6 +324,15 @@ class _StandbyLlm(_Standby, LlmBackend):
             deltas.close()
             raise self._unavailable()
         await resource.generate(request, deltas)
+
+    async def respond(
+        self, request: LlmRequest, output: trio.MemorySendChannel[str | ToolCall]
+    ) -> None:
+        resource = self._open()
+        if not isinstance(resource, LlmBackend):
+            output.close()
+            raise self._unavailable()
+        await resource.respond(request, output)
 
 
 class _StandbyTts(_Standby, TtsBackend):

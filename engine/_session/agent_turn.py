@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import partial
 
 import trio
@@ -22,6 +22,7 @@ import trio
 from .._audio import StreamResampler
 from .._contract.backends import (
     AudioChunk,
+    ChatMessage,
     LlmRequest,
     NormaliserBackend,
     NormaliseRequest,
@@ -30,6 +31,7 @@ from .._contract.backends import (
     TtsRequest,
 )
 from .._contract.calls import call_backend
+from .._contract.tools import ToolCall
 from .._errors import BackendError
 from .._host.engine import Engine
 from ..frames import (
@@ -44,8 +46,10 @@ from ..frames import (
     WarningFrame,
 )
 from .early_reply import EarlyReply
+from .history import ToolOutcome, TurnStep
 from .playback import PlaybackModel
 from .sentences import SentenceChunker
+from .tools import OfferedTools, SessionTools
 
 __all__ = ["AgentTurn", "TurnOutcome"]
 
@@ -72,6 +76,13 @@ class _TextOnly:
 
 
 _PlayItem = _PieceStart | _PieceEnd | _TextOnly | AudioChunk
+
+
+class _Flush:
+    """In the text stream: speak what is buffered now (the model paused for its tools)."""
+
+
+_FLUSH = _Flush()
 
 
 @dataclass(slots=True)
@@ -115,6 +126,11 @@ class AgentTurn:
     stt_ms: float | None = None
     early_reply: EarlyReply | None = None
     user_text: str = ""
+    tools: SessionTools | None = None
+    """The session's tools: offered to the model when the config enables them."""
+    max_tool_rounds: int = 4
+    steps: list[TurnStep] = field(default_factory=list)
+    """Tool rounds for the history: assistant messages with their calls, then outcomes."""
     playback: PlaybackModel = field(init=False)
     output_acknowledged: trio.Event = field(default_factory=trio.Event)
     cancel_requested_at: float | None = None
@@ -125,6 +141,7 @@ class AgentTurn:
     _audio_started: bool = False
     _announced: bool = False
     _tts_warned: bool = False
+    _filled: bool = False
     _marks: _Marks = field(init=False)
     _scope: trio.CancelScope = field(init=False)
 
@@ -157,7 +174,7 @@ class AgentTurn:
         """
         with self._scope:
             task_status.started(self)
-            deltas_send, deltas_recv = trio.open_memory_channel[str](64)
+            deltas_send, deltas_recv = trio.open_memory_channel[str | _Flush](64)
             pieces_send, pieces_recv = trio.open_memory_channel[str](8)
             play_send, play_recv = trio.open_memory_channel[_PlayItem](2)
             async with trio.open_nursery() as nursery:
@@ -167,6 +184,8 @@ class AgentTurn:
                 await self._play(play_recv)
         interrupted = self._scope.cancelled_caught
         with trio.move_on_after(_CLOSE_DEADLINE_S, shield=True):
+            if self.tools is not None:
+                self.steps.extend(await self.tools.interrupted(self.turn_id))
             return await self._close(interrupted)
         return TurnOutcome("".join(self._text), "", interrupted)  # pragma: no cover
 
@@ -220,9 +239,17 @@ class AgentTurn:
 
     # ---------------------------------------------------------------- stage 1: LLM
 
-    async def _generate(self, deltas: trio.MemorySendChannel[str]) -> None:
-        """Generate the reply, or adopt the one started early at the user's pause."""
+    async def _generate(self, deltas: trio.MemorySendChannel[str | _Flush]) -> None:
+        """Generate the reply, or adopt the one started early at the user's pause; with
+        tools, run the model's calls between rounds."""
         llm = self.engine.llm
+        offered = OfferedTools({}, {})
+        if self.tools is not None and self.early_reply is None:
+            offered = await self.tools.offer(self.config)
+        if offered:
+            async with deltas:
+                await self._generate_with_tools(offered, deltas)
+            return
         if self.early_reply is not None:
             failure = await self.early_reply.forward(deltas)
         else:
@@ -231,16 +258,103 @@ class AgentTurn:
         if failure is not None:
             await self._report_error("llm_failed", f"language model {llm.name!r} failed: {failure}")
 
+    async def _generate_with_tools(
+        self, offered: OfferedTools, deltas: trio.MemorySendChannel[str | _Flush]
+    ) -> None:
+        """Model, tools, model ...: up to ``max_tool_rounds`` rounds; the last offers none."""
+        assert self.tools is not None
+        llm = self.engine.llm
+        messages = list(self.request.messages)
+        for round_index in range(self.max_tool_rounds):
+            last = round_index == self.max_tool_rounds - 1
+            request = replace(
+                self.request,
+                messages=tuple(messages),
+                tools=() if last else offered.definitions,
+            )
+            text: list[str] = []
+            calls: list[ToolCall] = []
+            out_send, out_recv = trio.open_memory_channel[str | ToolCall](64)
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(self._collect, out_recv, text, calls, deltas)
+                call = partial(llm.respond, request, out_send)
+                failure = await call_backend(llm, call, out_send, counter=self.engine.telemetry)
+            if failure is not None:
+                await self._report_error(
+                    "llm_failed", f"language model {llm.name!r} failed: {failure}"
+                )
+                return
+            if not calls or last:
+                return  # a call in the last round (no tools offered) is not run
+            await deltas.send(_FLUSH)  # what the model said before calling is spoken now
+            calls = self.tools.prepare(calls)
+            assistant = ChatMessage("assistant", "".join(text), tool_calls=tuple(calls))
+            self.steps.append(assistant)  # before the calls run: a barge-in records them too
+            messages.append(assistant)
+            outcomes = await self._run_tools(calls, offered, deltas)
+            self.steps.extend(outcomes)
+            messages.extend(o.message() for o in outcomes)
+
+    @staticmethod
+    async def _collect(
+        output: trio.MemoryReceiveChannel[str | ToolCall],
+        text: list[str],
+        calls: list[ToolCall],
+        deltas: trio.MemorySendChannel[str | _Flush],
+    ) -> None:
+        """Text goes on to be spoken as it comes; calls are kept for the end of the round."""
+        async with output:
+            async for item in output:
+                if isinstance(item, ToolCall):
+                    calls.append(item)
+                elif item:
+                    text.append(item)
+                    await deltas.send(item)
+
+    async def _run_tools(
+        self,
+        calls: list[ToolCall],
+        offered: OfferedTools,
+        deltas: trio.MemorySendChannel[str | _Flush],
+    ) -> list[ToolOutcome]:
+        """Run one round's calls; say the filler if they take long (once per turn)."""
+        assert self.tools is not None
+        filler = self.config.tool_filler
+        if not filler or self._filled:
+            return await self.tools.run_calls(self.turn_id, calls, offered, self.config)
+        outcomes: list[ToolOutcome] = []
+        async with trio.open_nursery() as nursery:
+
+            async def say_filler() -> None:
+                await trio.sleep(self.config.tool_filler_after_ms / 1000.0)
+                self._filled = True
+                await deltas.send(filler)
+                await deltas.send(_FLUSH)
+
+            nursery.start_soon(say_filler)
+            outcomes = await self.tools.run_calls(self.turn_id, calls, offered, self.config)
+            nursery.cancel_scope.cancel()
+        return outcomes
+
     # ---------------------------------------------------------------- stage 2: text
 
     async def _chunk_text(
-        self, deltas: trio.MemoryReceiveChannel[str], pieces: trio.MemorySendChannel[str]
+        self, deltas: trio.MemoryReceiveChannel[str | _Flush], pieces: trio.MemorySendChannel[str]
     ) -> None:
         chunker = SentenceChunker()
+        after_flush = False
         async with deltas, pieces:
             async for delta in deltas:
+                if isinstance(delta, _Flush):
+                    for piece in chunker.flush():
+                        await pieces.send(piece)
+                    after_flush = True
+                    continue
                 if not delta:
                     continue
+                if after_flush and self._text and not self._text[-1][-1:].isspace():
+                    delta = delta if delta[:1].isspace() else " " + delta  # a new round
+                after_flush = False
                 if self._marks.first_token is None:
                     self._marks.first_token = trio.current_time()
                 self._text.append(delta)

@@ -10,11 +10,18 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
+import trio
+
+from .._contract.tool_schemas import SchemaInvalid, check_parameters_schema
 from .._errors import ConfigError
+from .._host.auth import Principal
 from .._host.engine import Engine
 from ..frames import Capabilities, SessionConfig, SessionConfigPatch, WarningFrame
 
 __all__ = ["capabilities", "validate_config", "wake_words"]
+
+_TOOL_LIST_TIMEOUT_S = 2.0
+_MAX_CLIENT_TOOLS = 64
 
 # Features a client can drive itself with frames when no server-side detector is installed.
 _CLIENT_DRIVEN = {
@@ -25,7 +32,6 @@ _CLIENT_DRIVEN = {
 _SERVER_ONLY = {
     "diarize": "transcripts carry no speaker labels",
     "speaker_recognition": "speakers are not identified",
-    "tools_enabled": "the language model gets no tools",
 }
 
 
@@ -101,12 +107,48 @@ def validate_config(
             warnings.append(
                 _unavailable("wake_word", "no server-side wake-word detector is installed")
             )
+    if "tools" in changed:
+        _check_client_tools(config, engine)
+    if "tools_enabled" in changed and config.tools_enabled and not engine.llm.capabilities.tools:
+        warnings.append(
+            _unavailable(
+                "tools_enabled",
+                f"the language model backend {engine.llm.name!r} cannot call tools; "
+                "the model gets no tools",
+            )
+        )
     for key, hint in _SERVER_ONLY.items():
         if key in changed and getattr(config, key) and key not in engine.features:
             warnings.append(
                 _unavailable(key, f"no server-side feature for it is installed; {hint}")
             )
     return config, warnings
+
+
+def _check_client_tools(config: SessionConfig, engine: Engine) -> None:
+    """Client tools: valid JSON Schemas, unique names, none shadowing a server skill.
+
+    Raises:
+        ConfigError: ``invalid_tools``.
+    """
+    if len(config.tools) > _MAX_CLIENT_TOOLS:
+        raise ConfigError(
+            f"{len(config.tools)} tools; at most {_MAX_CLIENT_TOOLS}", code="invalid_tools"
+        )
+    names: set[str] = set()
+    for tool in config.tools:
+        if tool.name in names:
+            raise ConfigError(f"two tools are named {tool.name!r}", code="invalid_tools")
+        names.add(tool.name)
+        if tool.name in engine.tools.skills:
+            raise ConfigError(
+                f"tool {tool.name!r}: the server has a tool of that name; rename yours",
+                code="invalid_tools",
+            )
+        try:
+            check_parameters_schema(tool.parameters)
+        except SchemaInvalid as exc:
+            raise ConfigError(f"tool {tool.name!r}: {exc}", code="invalid_tools") from exc
 
 
 def wake_words(engine: Engine) -> list[str]:
@@ -117,9 +159,18 @@ def wake_words(engine: Engine) -> list[str]:
     return sorted(str(k) for k in getattr(entry[1], "keywords", ()))
 
 
-def capabilities(engine: Engine) -> Capabilities:
-    """What ``session.started`` advertises: server-side features and wake words."""
-    return Capabilities(features=sorted(engine.features), wake_words=wake_words(engine))
+async def capabilities(engine: Engine, principal: Principal) -> Capabilities:
+    """What ``session.started`` advertises: server-side features, wake words, server tools.
+
+    Cancelling abandons it (listing an MCP server's tools may wait on it)."""
+    features = set(engine.features)
+    if engine.llm.capabilities.tools:
+        features.add("tools_enabled")
+    tools: list[str] = []
+    with trio.move_on_after(_TOOL_LIST_TIMEOUT_S):
+        offered = await engine.tools.for_session(principal.tenant, principal.permissions)
+        tools = sorted(offered)
+    return Capabilities(features=sorted(features), wake_words=wake_words(engine), tools=tools)
 
 
 def _unavailable(key: str, why: str) -> WarningFrame:

@@ -17,7 +17,6 @@ dialogue only once its cancel scope is entered.
 
 from __future__ import annotations
 
-from collections import deque
 from collections.abc import Callable, Mapping
 from functools import partial
 
@@ -51,6 +50,7 @@ from .agent_turn import AgentTurn
 from .config import validate_config
 from .early_reply import EarlyReplies
 from .features import SessionFeatures
+from .history import History, TurnRecord
 from .statemachine import (
     Action,
     AgentOutputStarted,
@@ -75,6 +75,7 @@ from .statemachine import (
     WakeWindowClosed,
     WakeWord,
 )
+from .tools import SessionTools
 from .user_turn import STT_RATE, InputAudio, UserTurn
 from .wire import AudioIn, Outbox
 
@@ -95,6 +96,8 @@ class Dialogue:
         outbox: where frames go.
         items: this session's item channel (the reader and the turn tasks send to it).
         early_reply_outcome: told how each early reply ended (telemetry).
+        permissions: the session credential's permissions (server tools may require some).
+        session_id: the session's id (tools' context; the model's conversation id).
     """
 
     def __init__(
@@ -105,11 +108,16 @@ class Dialogue:
         outbox: Outbox,
         items: trio.MemorySendChannel[Item],
         early_reply_outcome: Callable[[str], None],
+        *,
+        permissions: frozenset[str] = frozenset(),
+        session_id: str = "",
     ) -> None:
         self.engine = engine
         self.limits: SessionLimits = engine.config.session
         self.config = config
-        self.history: deque[ChatMessage] = deque(maxlen=max(self.limits.history_messages, 1))
+        self.history = History(max(self.limits.history_messages, 1))
+        self._session_id = session_id
+        self.tools = SessionTools(engine, tenant, permissions, session_id, outbox.send)
         self._tenant = tenant
         self._lexicon = engine.config.lexicon_for(tenant)
         self._outbox = outbox
@@ -198,9 +206,12 @@ class Dialogue:
             case SessionUpdate(config=patch):
                 await self._on_update(patch)
             case ToolResult():
-                await self._outbox.error(
-                    "tools_unavailable", "tool.result is reserved: this server runs no tools"
-                )
+                if not self.config.tools_enabled and not self.tools.calls:
+                    await self._outbox.error(
+                        "tools_unavailable", "this session has no tools: set tools_enabled"
+                    )
+                else:
+                    await self.tools.deliver(item)
             case SpeechStarted():
                 await self._apply(turns, conv.handle(SpeechStart(barge_in=self.config.vad_enabled)))
             case SpeechStopped():
@@ -334,22 +345,31 @@ class Dialogue:
     def _on_interim(self, turns: trio.Nursery, turn_id: int, result: Transcript) -> None:
         """Start an early reply on a stable interim; withdraw it on any other interim."""
         text = result.text.strip()
-        if result.stable and text and self.limits.early_replies:
+        if result.stable and text and self.limits.early_replies and not self._tools_on():
             self._early.start(turns, turn_id, text, self.llm_request(text))
             return
         self._early.withdraw_guess_for(turn_id)
 
     # ================================================================ agent turns
 
+    def _tools_on(self) -> bool:
+        """Whether the model may call tools: then no reply starts early (a guess must never
+        run a tool with side effects)."""
+        return self.config.tools_enabled and self.engine.llm.capabilities.tools
+
     def llm_request(self, user_text: str) -> LlmRequest:
         """What the language model is asked for a reply to ``user_text`` now."""
         system_prompt = self.config.system_prompt or self.limits.system_prompt
         messages = (
             ChatMessage("system", system_prompt),
-            *self.history,
+            *self.history.messages(with_tools=self.engine.llm.capabilities.tools),
             ChatMessage("user", user_text),
         )
-        return LlmRequest(messages=messages, language=self.config.language)
+        return LlmRequest(
+            messages=messages,
+            language=self.config.language,
+            conversation_id=self._session_id or None,
+        )
 
     def _agent_turn_for(self, turn_id: int, user_text: str) -> AgentTurn:
         request = self.llm_request(user_text)
@@ -361,6 +381,8 @@ class Dialogue:
             request=request,
             user_text=user_text,
             early_reply=self._early.take(turn_id, user_text, request),
+            tools=self.tools,
+            max_tool_rounds=self.engine.config.tools.max_rounds,
             config=self.config,
             engine=self.engine,
             emit=self._outbox.send,
@@ -381,9 +403,13 @@ class Dialogue:
     ) -> None:
         """One agent turn; the history keeps what the user heard of it."""
         outcome = await turn.run(task_status=task_status)
-        self.history.append(ChatMessage("user", turn.user_text))
-        if outcome.heard_text:
-            self.history.append(ChatMessage("assistant", outcome.heard_text))
+        said_before_tools = "".join(
+            s.content for s in turn.steps if isinstance(s, ChatMessage)
+        ).strip()
+        reply = outcome.heard_text
+        if said_before_tools and reply.startswith(said_before_tools):
+            reply = reply[len(said_before_tools) :].strip()
+        self.history.record(TurnRecord(turn.user_text, turn.steps, reply))
         await self._items.send(AgentTurnEnded(turn.turn_id, outcome.interrupted))
 
     async def _output_started(self, turn: AgentTurn) -> None:

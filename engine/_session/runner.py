@@ -170,6 +170,8 @@ class Session:
             self._outbox,
             self._items_send,
             partial(self.engine.telemetry.early_reply, self.principal.tenant),
+            permissions=self.principal.permissions,
+            session_id=self.session_id,
         )
         with trio.move_on_after(self.limits.start_timeout_s) as timer:
             config, warnings = await self._wait_for_start(dialogue)
@@ -185,7 +187,7 @@ class Session:
                     input=AudioFormat(sample_rate=config.input_sample_rate),
                     output=AudioFormat(sample_rate=config.output_sample_rate),
                 ),
-                capabilities=capabilities(self.engine),
+                capabilities=await capabilities(self.engine, self.principal),
             )
         )
         for warning in warnings + self.engine.session_warnings(dialogue.config):
