@@ -149,6 +149,7 @@ async def tool_session(
             nursery.start_soon(Session(engine, principal, transport).run)
             started = await client.start(tools_enabled=True, **start)
             assert isinstance(started, SessionStarted), started
+            client.engine = engine  # type: ignore[attr-defined]
             yield client, started
             nursery.cancel_scope.cancel()
 
@@ -184,6 +185,8 @@ async def test_a_client_tool_is_called_and_its_result_spoken() -> None:
             ToolCall(call.call_id, "get_weather", '{"city": "Paris"}'),
         )
         assert second.messages[-1].tool_call_id == call.call_id
+        calls = client.engine.telemetry.tool_calls  # type: ignore[attr-defined]
+        assert calls.labels("client", "answered")._value.get() == 1
 
 
 async def test_parallel_client_calls_are_outstanding_together() -> None:
@@ -194,8 +197,13 @@ async def test_parallel_client_calls_are_outstanding_together() -> None:
         second = frames_of(await client.receive_until("tool.call"), ToolCallFrame)[0]
         assert {first.name, second.name} == {"get_weather", "get_time"}
         assert first.call_id != second.call_id
-        await client.send_json({"type": "tool.result", "call_id": second.call_id, "result": "noon"})
-        await client.send_json({"type": "tool.result", "call_id": first.call_id, "result": "rain"})
+        by_name = {first.name: first.call_id, second.name: second.call_id}
+        await client.send_json(
+            {"type": "tool.result", "call_id": by_name["get_time"], "result": "noon"}
+        )
+        await client.send_json(
+            {"type": "tool.result", "call_id": by_name["get_weather"], "result": "rain"}
+        )
         seen = await client.receive_until("agent.text.done")
         assert frames_of(seen, AgentTextDone)[-1].text.endswith("The tools said: rain; noon.")
 

@@ -163,6 +163,12 @@ class Telemetry:
             ["tenant", "outcome"],
             registry=r,
         )
+        self.tool_calls = Counter(
+            "scaivoice_tool_calls",
+            "Tool calls the model made, by who ran them (client, server) and how they ended",
+            ["source", "outcome"],
+            registry=r,
+        )
         self.http_requests = Counter(
             "scaivoice_http_requests",
             "HTTP API responses, by route and status (WebSocket sessions are not counted)",
@@ -295,6 +301,11 @@ class Telemetry:
     def early_reply(self, tenant: str, outcome: str) -> None:
         """Count an early reply's outcome (``adopted``, ``withdrawn`` or ``mismatched``)."""
         self.early_replies.labels(tenant, outcome).inc()
+
+    def tool_call(self, source: str, outcome: str) -> None:
+        """Count a tool call that ended: ``source`` ``client`` or ``server``; ``outcome``
+        ``answered``, ``failed``, ``timeout`` or ``interrupted``."""
+        self.tool_calls.labels(source, outcome).inc()
 
     # ---------------------------------------------------------------- HTTP
 

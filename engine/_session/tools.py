@@ -252,8 +252,10 @@ class SessionTools:
     ) -> ToolOutcome:
         if outcome is None:
             outcome = ToolOutcome(call, content, status)
-        self._in_flight.pop(call.id, None)
+        flight = self._in_flight.pop(call.id, None)
         self._ended[call.id] = outcome
+        source = "client" if flight is not None and flight.client else "server"
+        self._engine.telemetry.tool_call(source, outcome.status)
         return outcome
 
     def _cut(self, text: str) -> str:
