@@ -84,6 +84,19 @@ __all__ = [
 
 B = TypeVar("B", bound=Backend)
 _SPEECH = pytest.StashKey[SpeechFixtures]()
+#: Each contract class's report, made when its first test runs (a function-scoped fixture that
+#: caches per class: a class-scoped fixture defined on the class is deprecated by pytest).
+_REPORTS = pytest.StashKey[dict[type, BackendReport]]()
+
+
+def _report_of(request: pytest.FixtureRequest, make: Callable[[], BackendReport]) -> BackendReport:
+    """The report of the requesting test's class, made by ``make`` once per session."""
+    reports = request.config.stash.setdefault(_REPORTS, {})
+    cls = request.cls
+    assert cls is not None
+    if cls not in reports:
+        reports[cls] = make()
+    return reports[cls]
 
 
 def kit_speech(config: pytest.Config) -> SpeechFixtures:
@@ -114,14 +127,16 @@ class BackendContract(Generic[B]):
         """Return a new, unopened backend. Called several times; must do no I/O."""
         raise NotImplementedError(f"{type(self).__name__} must define make_backend()")
 
-    @pytest.fixture(scope="class")
+    @pytest.fixture
     def scaivoice_contract_report(self, request: pytest.FixtureRequest) -> BackendReport:
-        """Run the selected checks of this class once and return the report."""
-        cls = request.cls
-        assert cls is not None and issubclass(cls, BackendContract)
+        """The report of this class's selected checks (run once, by its first test)."""
+        return _report_of(request, functools.partial(self._run_checks, request))
+
+    def _run_checks(self, request: pytest.FixtureRequest) -> BackendReport:
+        cls = type(self)
         # The selected tests of this class (-k, -m, node ids) name the checks to run.
         selected = _selected(request, cls, cls.kind)
-        contract = cls()
+        contract = self
         probe = contract.make_backend()
         if backend_kind(probe) != cls.kind:
             raise TypeError(
@@ -267,16 +282,18 @@ class ToolContract:
         """Return the skill to check (from your hook, or ``host.tool_specs()[name]``)."""
         raise NotImplementedError(f"{type(self).__name__} must define make_tool()")
 
-    @pytest.fixture(scope="class")
+    @pytest.fixture
     def scaivoice_contract_report(self, request: pytest.FixtureRequest) -> BackendReport:
-        """Run the selected checks of this class once and return the report."""
-        cls = request.cls
-        assert cls is not None and issubclass(cls, ToolContract)
+        """The report of this class's selected checks (run once, by its first test)."""
+        return _report_of(request, functools.partial(self._run_checks, request))
+
+    def _run_checks(self, request: pytest.FixtureRequest) -> BackendReport:
+        cls = type(self)
         if not hasattr(cls, "example_arguments"):
             raise TypeError(f"{cls.__name__} must set example_arguments")
         run = functools.partial(
             run_tool_checks,
-            cls().make_tool(),
+            self.make_tool(),
             example_arguments=cls.example_arguments,
             slow_arguments=cls.slow_arguments,
             failing_arguments=cls.failing_arguments,

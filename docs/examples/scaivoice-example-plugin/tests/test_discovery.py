@@ -24,7 +24,7 @@ def test_the_entry_point_is_loaded_from_this_distribution(host: PluginHost) -> N
     assert ours[0].version == importlib.metadata.version(DISTRIBUTION)
 
 
-def test_both_backends_are_declared_by_this_distribution() -> None:
+def test_both_backends_and_the_skill_are_declared_by_this_distribution() -> None:
     # Register this distribution's entry point alone, so every spec found is ours.
     (entry_point,) = [
         ep
@@ -39,6 +39,7 @@ def test_both_backends_are_declared_by_this_distribution() -> None:
     assert host.backend_specs("stt") == {}
     assert host.backend_specs("llm") == {}
     assert host.feature_specs() == {}
+    assert set(host.tool_specs()) == {"convert_units"}
 
 
 def test_the_specs_declare_honest_capabilities(host: PluginHost) -> None:
