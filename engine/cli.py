@@ -3,6 +3,7 @@
 ::
 
     scaivoice serve [--host H] [--port P] [--config FILE]     run the engine
+    scaivoice mcp [--config FILE] [--transport streamable-http --port P]   voice-note MCP tools
     scaivoice talk FILE.wav [--url URL] [--token T] [--out reply.wav] [--json]
     scaivoice plugins                                          what was discovered
     scaivoice voices [--url URL]                               the voice library
@@ -20,7 +21,7 @@
 
 Environment: ``SCAIVOICE_CONFIG`` (config file), ``SCAIVOICE_HOST``, ``SCAIVOICE_PORT``,
 ``SCAIVOICE_LOG_FORMAT`` (text | json), ``SCAIVOICE_DISABLE_PLUGIN_AUTOLOAD=1`` (built-ins only),
-``SCAIVOICE_API_KEY`` (client commands).
+``SCAIVOICE_API_KEY`` (client commands), ``SCAIVOICE_DATA_DIR`` (``scaivoice mcp``'s notes).
 """
 
 from __future__ import annotations
@@ -110,6 +111,27 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     configure_logging(config.server.log_format)
     host, _ = _plugin_host()
     trio.run(serve, config, host)
+    return 0
+
+
+def _cmd_mcp(args: argparse.Namespace) -> int:
+    from ._voicenotes.mcp_server import serve_mcp
+
+    config = _engine_config(args)
+    configure_logging(config.server.log_format)
+    host, _ = _plugin_host()
+    xdg = os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share"
+    data_dir = args.data_dir or os.environ.get("SCAIVOICE_DATA_DIR") or Path(xdg) / "scaivoice"
+    trio.run(
+        lambda: serve_mcp(
+            config,
+            host,
+            data_dir=Path(data_dir),
+            transport=args.transport,
+            bind=args.mcp_host,
+            port=args.mcp_port,
+        )
+    )
     return 0
 
 
@@ -386,6 +408,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--port", type=int, help="port (default 8765; 0 = any free port)")
     p.add_argument("--config", help="TOML config file (or SCAIVOICE_CONFIG)")
     p.set_defaults(func=_cmd_serve)
+
+    p = sub.add_parser("mcp", help="voice-note tools for agents: an MCP server (stdio default)")
+    p.add_argument("--config", help="TOML config file (or SCAIVOICE_CONFIG), as for serve")
+    p.add_argument("--transport", choices=["stdio", "streamable-http"], default="stdio")
+    p.add_argument("--host", dest="mcp_host", default="127.0.0.1", help="HTTP: loopback only")
+    p.add_argument("--port", dest="mcp_port", type=int, default=8766, help="HTTP: 0 = any free")
+    p.add_argument("--data-dir", help="notes go to DATA_DIR/tts (or SCAIVOICE_DATA_DIR)")
+    p.set_defaults(func=_cmd_mcp)
 
     p = sub.add_parser("talk", help="run one session from a WAV file")
     p.add_argument("file", help="16-bit PCM WAV file (any rate; mono or stereo)")

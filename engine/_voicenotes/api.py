@@ -82,18 +82,24 @@ class SpeechResult:
     cache_hit: bool
     voice_id: str
     warnings: tuple[str, ...]
+    key: str = ""
+    """Its key in the speech cache (see :meth:`SpeechCache.path`)."""
 
 
 class VoiceNotes:
     """The voice-note API of one engine."""
 
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Engine, *, cache: SpeechCache | None = None) -> None:
         self.engine = engine
         settings = engine.config.voice_notes
         self.settings = settings
-        self.cache = SpeechCache(
-            None if settings.cache_dir is None else Path(settings.cache_dir).expanduser(),
-            settings.cache_max_bytes,
+        self.cache = (
+            cache
+            if cache is not None
+            else SpeechCache(
+                None if settings.cache_dir is None else Path(settings.cache_dir).expanduser(),
+                settings.cache_max_bytes,
+            )
         )
         self._codec_limiter = trio.CapacityLimiter(2)
 
@@ -354,6 +360,7 @@ class VoiceNotes:
             cache_hit=hit,
             voice_id=voice_id,
             warnings=tuple(warnings),
+            key=key,
         )
 
     def _voice(self, principal: Principal, request: dict[str, Any]) -> tuple[str, str, str | None]:

@@ -53,11 +53,17 @@ class SpeechCache:
     Args:
         directory: where entries live (may be a shared volume); ``None`` keeps them in memory.
         max_bytes: the bound; least recently used entries are evicted beyond it.
+        suffix: ``None``: an entry is the file ``directory/<first two of the key>/<key>``;
+            a suffix (``".ogg"``): the file ``directory/<key><suffix>``, for callers that hand
+            out the file's path (``scaivoice mcp``).
     """
 
-    def __init__(self, directory: Path | None, max_bytes: int) -> None:
+    def __init__(
+        self, directory: Path | None, max_bytes: int, *, suffix: str | None = None
+    ) -> None:
         self.directory = directory
         self.max_bytes = max_bytes
+        self.suffix = suffix
         self.stats = CacheStats()
         self._memory: OrderedDict[str, bytes] = OrderedDict()
         self._memory_bytes = 0
@@ -135,10 +141,18 @@ class SpeechCache:
             "evictions": self.stats.evictions,
         }
 
+    def path(self, key: str) -> Path | None:
+        """Where the entry of ``key`` is (or would be) stored; ``None`` in memory."""
+        if self.directory is None:
+            return None
+        return self._path(key)
+
     # ---------------------------------------------------------------- files (worker threads)
 
     def _path(self, key: str) -> Path:
         assert self.directory is not None
+        if self.suffix is not None:
+            return self.directory / f"{key}{self.suffix}"
         return self.directory / key[:2] / key
 
     @staticmethod
@@ -169,7 +183,8 @@ class SpeechCache:
         assert self.directory is not None
         entries: list[tuple[float, int, Path]] = []
         total = 0
-        for path in self.directory.glob("??/*"):
+        pattern = "??/*" if self.suffix is None else f"*{self.suffix}"
+        for path in self.directory.glob(pattern):
             if path.name.startswith(".tmp-"):
                 continue
             try:
