@@ -13,8 +13,9 @@ import subprocess
 import sys
 import time
 import xml.etree.ElementTree as ET
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator, Mapping
 from contextlib import asynccontextmanager
+from dataclasses import replace
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -35,9 +36,12 @@ from scaivoice.conformance.protocol_suite.render import human_line
 from scaivoice.engine import (
     Engine,
     PluginHost,
+    ToolContext,
+    ToolSpec,
     Transport,
     config_from_mapping,
     hash_key,
+    hookimpl,
     serve,
 )
 
@@ -70,13 +74,15 @@ def _engine_doc(overrides: dict[str, Any] | None = None) -> dict[str, Any]:
 
 
 @asynccontextmanager
-async def our_server(overrides: dict[str, Any] | None = None) -> AsyncIterator[str]:
+async def our_server(
+    overrides: dict[str, Any] | None = None, host: PluginHost | None = None
+) -> AsyncIterator[str]:
     """Our real server on loopback, port 0, on the test backends: yields the session URL."""
     config = config_from_mapping(_engine_doc(overrides))
     stop = trio.Event()
     async with trio.open_nursery() as nursery:
         server = await nursery.start(
-            partial(serve, config, host_with(), shutdown_trigger=stop.wait)
+            partial(serve, config, host or host_with(), shutdown_trigger=stop.wait)
         )
         yield server.ws_url
         stop.set()
@@ -110,7 +116,10 @@ async def test_our_server_passes_the_whole_suite_with_credentials() -> None:
         "content.transcript",
         "speakers.diarize",  # the test engine has no speaker features
         "speakers.recognition_shape",
+        *TOOL_CALL_CHECKS,  # test-llm cannot call tools
     }
+    for name in TOOL_CALL_CHECKS:
+        assert "tools_enabled" in report.result(name).detail, name
     figures = report.result("bargein.interrupt").measurements
     assert figures["attempts"] == OPTIONS.bargein_attempts
     assert (
@@ -119,6 +128,63 @@ async def test_our_server_passes_the_whole_suite_with_credentials() -> None:
         <= figures["interrupt_to_interrupted_max_ms"]
     )
     assert "interrupt_to_last_audio_max_ms" in figures
+
+
+TOOL_CALL_CHECKS = (
+    "tools.call_shape",
+    "tools.parallel",
+    "tools.cancel_on_barge_in",
+    "tools.timeout",
+    "tools.bad_results",
+)
+TOOL_LLM = {"backends": {"llm": "test-tool-llm"}}
+
+
+class Weather:
+    """A server skill, so that ``capabilities.tools`` lists one (a client tool may not shadow
+    it)."""
+
+    @staticmethod
+    async def forecast(arguments: Mapping[str, Any], context: ToolContext) -> Any:
+        return {"sky": "clear"}
+
+    @hookimpl
+    def scaivoice_tools(self) -> Iterator[ToolSpec]:
+        yield ToolSpec(name="forecast", description="Tomorrow's sky.", handler=self.forecast)
+
+
+def _tool_host() -> PluginHost:
+    host = host_with()
+    host.register(Weather(), name="test-weather-skill")
+    return host
+
+
+async def test_our_server_with_a_tool_calling_model_passes_the_tool_checks() -> None:
+    async with our_server({**TENANTS, **TOOL_LLM}, _tool_host()) as url:
+        started = time.perf_counter()
+        report = await run_protocol_suite(
+            url, api_key=KEY, options=replace(OPTIONS, only=("tools", "frames.shape"))
+        )
+        elapsed = time.perf_counter() - started
+    print(f"\n{human_summary(report)}\n(run time against our server: {elapsed:.1f} s)")
+    _all_passed_or_skipped_with_reason(report)
+    assert all(r.passed for r in report.results), human_summary(report)
+    assert {r.name for r in report.results} >= {*TOOL_CALL_CHECKS, "tools.invalid_schema"}
+    assert report.result("tools.parallel").measurements["calls_outstanding"] == 2
+    assert report.result("tools.timeout").measurements["call_to_cancel_ms"] >= 300
+    assert "shadowing" not in report.result("tools.invalid_schema").detail
+
+
+async def test_the_tool_call_checks_skip_when_told_the_model_cannot_call_tools() -> None:
+    async with our_server(TOOL_LLM) as url:
+        report = await run_protocol_suite(
+            url, options=SuiteOptions(only=("tools",), tool_calls=False)
+        )
+    _all_passed_or_skipped_with_reason(report)
+    assert {r.name for r in report.results if r.skipped} == set(TOOL_CALL_CHECKS)
+    assert "cannot be driven to call a tool" in report.result("tools.call_shape").detail
+    assert report.result("tools.invalid_schema").passed
+    assert report.result("tools.result_without_tools").passed
 
 
 async def test_an_open_server_skips_the_auth_checks_and_passes_content_checks() -> None:
@@ -306,6 +372,59 @@ class OddAudioFrames(Fault):
         await self.transport.send_bytes(data)
 
 
+class CancelAfterInterrupted(Fault):
+    """Holds ``tool.cancel`` back until after ``state: interrupted``."""
+
+    def __init__(self, transport: Transport) -> None:
+        super().__init__(transport)
+        self.held: list[str] = []
+
+    async def send_text(self, text: str) -> None:
+        frame = _frame(text)
+        if frame and frame["type"] == "tool.cancel" and frame["reason"] == "interrupted":
+            self.held.append(text)
+            return
+        await self.transport.send_text(text)
+        if frame and frame["type"] == "state" and frame["state"] == "interrupted":
+            for held in self.held:
+                await self.transport.send_text(held)
+            self.held.clear()
+
+
+class CallSentTwice(Fault):
+    async def send_text(self, text: str) -> None:
+        await self.transport.send_text(text)
+        frame = _frame(text)
+        if frame and frame["type"] == "tool.call":
+            await self.transport.send_text(text)
+
+
+class ArgumentsDropped(Fault):
+    """Sends every ``tool.call`` with empty arguments (not validated against the schema)."""
+
+    async def send_text(self, text: str) -> None:
+        frame = _frame(text)
+        if frame and frame["type"] == "tool.call":
+            text = json.dumps({**frame, "arguments": {}})
+        await self.transport.send_text(text)
+
+
+class NoTimeoutWarning(Fault):
+    async def send_text(self, text: str) -> None:
+        frame = _frame(text)
+        if frame and frame["type"] == "warning" and frame["code"] == "tool_timeout":
+            return
+        await self.transport.send_text(text)
+
+
+class DuplicateResultIgnored(Fault):
+    async def send_text(self, text: str) -> None:
+        frame = _frame(text)
+        if frame and frame["type"] == "error" and frame["code"] == "tool_result_duplicate":
+            return
+        await self.transport.send_text(text)
+
+
 class FaultyApp(ScaiVoiceApp):
     """Our app with a fresh ``fault`` between each session and its real WebSocket transport."""
 
@@ -318,10 +437,12 @@ class FaultyApp(ScaiVoiceApp):
 
 
 @asynccontextmanager
-async def faulty_server(fault: type[Fault]) -> AsyncIterator[str]:
+async def faulty_server(
+    fault: type[Fault], overrides: dict[str, Any] | None = None
+) -> AsyncIterator[str]:
     """Our real server (HTTP/1.1 and the session WebSocket) with ``fault`` in every session:
     yields the session URL."""
-    config = config_from_mapping(_engine_doc())
+    config = config_from_mapping(_engine_doc(overrides))
     async with Engine.open(config, host_with()) as engine:
         stop = trio.Event()
         async with trio.open_nursery() as nursery:
@@ -374,6 +495,32 @@ async def test_a_server_that_breaks_a_guarantee_fails_that_check(
     assert report.result(control).passed, human_summary(report)
     assert not report.ok
     assert check in human_summary(report) and why in human_summary(report)
+
+
+@pytest.mark.parametrize(
+    ("fault", "check", "why"),
+    [
+        (CancelAfterInterrupted, "tools.cancel_on_barge_in", "no tool.cancel came before"),
+        (CallSentTwice, "tools.call_shape", "sent twice"),
+        (ArgumentsDropped, "tools.call_shape", "lack the required 'city'"),
+        (NoTimeoutWarning, "tools.timeout", "warning tool_timeout"),
+        (DuplicateResultIgnored, "tools.bad_results", "tool_result_duplicate"),
+    ],
+)
+async def test_a_server_that_breaks_a_tool_guarantee_fails_that_check(
+    fault: type[Fault], check: str, why: str
+) -> None:
+    async with faulty_server(fault, TOOL_LLM) as url:
+        report = await run_protocol_suite(
+            url,
+            options=SuiteOptions(
+                only=(check, "tools.invalid_schema"), response_timeout_s=5.0, frame_timeout_s=2.0
+            ),
+        )
+    failed = report.result(check)
+    assert failed.failed, human_summary(report)
+    assert why in failed.detail, failed.detail
+    assert report.result("tools.invalid_schema").passed, human_summary(report)
 
 
 # --------------------------------------------------------------------------- reports and CLI

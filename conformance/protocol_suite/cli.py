@@ -55,6 +55,28 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="SECONDS",
         help="wait this long for a reply or a transcript (default 60)",
     )
+    parser.add_argument(
+        "--no-tool-calls",
+        action="store_true",
+        help="the server's model cannot be driven to call a tool: skip the tool-call checks",
+    )
+    parser.add_argument(
+        "--tool-prompt",
+        metavar="TEXT",
+        help="a typed turn that makes the model call the suite's get_weather tool",
+    )
+    parser.add_argument(
+        "--parallel-tool-prompt",
+        metavar="TEXT",
+        help="a typed turn that makes the model call get_weather and get_time at once",
+    )
+    parser.add_argument(
+        "--tool-timeout",
+        type=float,
+        default=0.5,
+        metavar="SECONDS",
+        help="the tool_timeout_s the timeout check sets (default 0.5)",
+    )
     parser.add_argument("--speech-wav", metavar="FILE", help="speak this 16-bit WAV file instead")
     parser.add_argument("--speech-text", help="what --speech-wav says (for --content-checks)")
     parser.add_argument(
@@ -85,6 +107,7 @@ def run_from_args(
     """
     import trio
 
+    from .client_tools import PARALLEL_TOOL_PROMPT, TOOL_PROMPT
     from .fixtures import load_speech_wav
     from .options import SuiteOptions
     from .registry import CHECKS
@@ -114,6 +137,10 @@ def run_from_args(
         response_timeout_s=args.timeout,
         speech=speech,
         synthetic_speech=args.synthetic_speech,
+        tool_calls=not args.no_tool_calls,
+        tool_timeout_s=args.tool_timeout,
+        tool_prompt=args.tool_prompt or TOOL_PROMPT,
+        parallel_tool_prompt=args.parallel_tool_prompt or PARALLEL_TOOL_PROMPT,
         only=tuple(args.only),
         skip=tuple(args.skip),
     )

@@ -17,6 +17,7 @@ __all__ = [
     "interrupted_turns",
     "speaking_before_audio",
     "text_deltas",
+    "tool_ordering",
     "transcripts",
     "words",
 ]
@@ -233,6 +234,75 @@ def text_deltas(items: Sequence[Received]) -> list[str]:
     return out
 
 
+def tool_ordering(
+    items: Sequence[Received], answered: Mapping[str, float] | None = None
+) -> list[str]:
+    """§4.7 (with §2.2 and §5.1): a turn's ``tool.call`` frames come after its
+    ``state: thinking`` and before its ``agent.text.done`` (so never after its
+    ``state: interrupted``); a call is never sent twice; ``tool.cancel`` names a call that was
+    sent, once, and an ``interrupted`` cancel comes before its turn's ``state: interrupted``;
+    when a turn is interrupted, every call still waiting got its ``tool.cancel`` before the
+    ``state: interrupted``.
+
+    Args:
+        items: the recorded stream.
+        answered: ``call_id`` -> when the client sent its ``tool.result`` (``trio`` time, as
+            :attr:`Received.t`); a call answered before ``state: interrupted`` arrived was no
+            longer waiting, so it needs no cancel.
+    """
+    sent = answered or {}
+    out: list[str] = []
+    thinking: set[Any] = set()
+    done: set[Any] = set()
+    interrupted: set[Any] = set()
+    calls: dict[Any, Any] = {}  # call_id -> turn_id
+    cancelled: set[Any] = set()
+    for item in items:
+        kind = item.type
+        turn = item.get("turn_id")
+        if item.is_state("thinking"):
+            thinking.add(turn)
+        elif kind == "agent.text.done":
+            done.add(turn)
+        elif kind == "tool.call":
+            call_id = item.get("call_id")
+            if turn not in thinking:
+                out.append(f"tool.call {call_id!r} of turn {turn} before its state thinking (§4.7)")
+            if turn in interrupted:
+                out.append(
+                    f"tool.call {call_id!r} of turn {turn} after its state interrupted (§4.5, §4.7)"
+                )
+            elif turn in done:
+                out.append(f"tool.call {call_id!r} of turn {turn} after its agent.text.done (§4.7)")
+            if call_id in calls:
+                out.append(f"tool.call {call_id!r} sent twice (§4.7: a call is never sent twice)")
+            calls[call_id] = turn
+        elif kind == "tool.cancel":
+            call_id = item.get("call_id")
+            if call_id not in calls:
+                out.append(f"tool.cancel for {call_id!r}, a call never sent: {item.describe()}")
+                continue
+            if call_id in cancelled:
+                out.append(f"a second tool.cancel for call {call_id!r}")
+            cancelled.add(call_id)
+            if item.get("reason") == "interrupted" and calls[call_id] in interrupted:
+                out.append(
+                    f"tool.cancel of call {call_id!r} after state interrupted of turn "
+                    f"{calls[call_id]} (§4.7: before it)"
+                )
+        elif item.is_state("interrupted") and turn is not None:
+            interrupted.add(turn)
+            for call_id, call_turn in calls.items():
+                answered_at = sent.get(call_id)
+                waiting = call_id not in cancelled and (answered_at is None or answered_at > item.t)
+                if call_turn == turn and waiting:
+                    out.append(
+                        f"call {call_id!r} of turn {turn} was still waiting, but no tool.cancel "
+                        "came before its state interrupted (§4.7, §5.1)"
+                    )
+    return out
+
+
 def _kind_ok(value: Any, kind: str) -> bool:
     for alternative in kind.rstrip("?").split("|"):
         if alternative == "string" and isinstance(value, str):
@@ -254,6 +324,8 @@ def _kind_ok(value: Any, kind: str) -> bool:
         if alternative == "state" and value in spec.STATES:
             return True
         if alternative == spec.PCM_ENCODING and value == spec.PCM_ENCODING:
+            return True
+        if alternative == "tool_cancel_reason" and value in spec.TOOL_CANCEL_REASONS:
             return True
     return False
 
@@ -317,14 +389,14 @@ def frame_shapes(items: Sequence[Received]) -> tuple[list[str], set[str]]:
 
 
 def capabilities_problems(capabilities: Any) -> list[str]:
-    """§2.2 session.started ``capabilities`` (optional): ``features`` and ``wake_words`` are
-    lists of strings."""
+    """§2.2 session.started ``capabilities`` (optional): ``features``, ``wake_words`` and
+    ``tools`` are lists of strings."""
     if capabilities is None:
         return []
     if not isinstance(capabilities, dict):
         return ["session.started capabilities is not an object"]
     out: list[str] = []
-    for key in ("features", "wake_words"):
+    for key in ("features", "wake_words", "tools"):
         value = capabilities.get(key, [])
         if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
             out.append(f"session.started capabilities.{key} is {value!r}, expected strings")

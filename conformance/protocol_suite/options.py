@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from .client_tools import PARALLEL_TOOL_PROMPT, TOOL_PROMPT
 from .fixtures import SpeechFixture
 
 __all__ = ["SuiteOptions"]
@@ -41,6 +42,15 @@ class SuiteOptions:
     """The utterance to speak; default: "Hello there." rendered with hibari, else synthetic."""
     synthetic_speech: bool = False
     """Use the synthetic voiced signal even when hibari is importable."""
+    tool_calls: bool = True
+    """Whether the server's model can be driven to call a tool (with the prompts below): the
+    ``tools`` checks that need a call are skipped when False."""
+    tool_prompt: str = TOOL_PROMPT
+    """A typed turn that makes the model call the suite's ``get_weather`` tool once."""
+    parallel_tool_prompt: str = PARALLEL_TOOL_PROMPT
+    """A typed turn that makes the model call ``get_weather`` and ``get_time`` at once."""
+    tool_timeout_s: float = 0.5
+    """The ``tool_timeout_s`` the timeout check sets (§2.3: 0-600)."""
     only: tuple[str, ...] = ()
     """Run only the checks with these names or name prefixes (``bargein``)."""
     skip: tuple[str, ...] = ()

@@ -12,11 +12,13 @@ __all__ = [
     "CLOSE_CODES",
     "CONFIG_KEYS",
     "ERROR_CODES",
+    "MAX_CLIENT_TOOLS",
     "METRIC_KEYS",
     "PROTOCOL_VERSION",
     "SERVER_FIELDS",
     "STATES",
     "TEXT_MAX_CHARS",
+    "TOOL_CANCEL_REASONS",
     "TURN_FRAMES",
     "WARNING_CODES",
     "FieldKind",
@@ -45,9 +47,19 @@ CONFIG_KEYS: Final = frozenset(
         "vad_enabled",
         "wake_word_enabled",
         "speaker_recognition",
+        "wake_word",
         "tools_enabled",
+        "tools",
+        "tool_timeout_s",
+        "tool_filler",
+        "tool_filler_after_ms",
     }
 )
+
+# §2.3 `tools`: at most this many client tools.
+MAX_CLIENT_TOOLS: Final = 64
+# §2.2 tool.cancel `reason`.
+TOOL_CANCEL_REASONS: Final = frozenset({"interrupted", "timeout"})
 
 METRIC_KEYS: Final = (
     "stt_ms",
@@ -72,6 +84,10 @@ ERROR_CODES: Final = frozenset(
         "odd_audio_length",
         "frame_too_large",
         "tools_unavailable",
+        "invalid_tools",
+        "tool_call_unknown",
+        "tool_result_duplicate",
+        "unknown_wake_word",
         "stt_failed",
         "llm_failed",
         "unsupported_protocol",
@@ -106,6 +122,14 @@ WARNING_CODES: Final = frozenset(
         "nothing_to_commit",
         "user_turn_too_long",
         "wake_ignored",
+        "feature_failed",
+        "tool_result_late",
+        "tool_timeout",
+        "tool_failed",
+        "tool_arguments_invalid",
+        "tool_unknown",
+        "tool_forbidden",
+        "tool_server_unavailable",
     }
 )
 
@@ -164,6 +188,13 @@ SERVER_FIELDS: Final[dict[str, dict[str, FieldKind]]] = {
     "pong": {"id": "string|integer|null?"},
     "session.ended": {"reason": "string"},
     "wake": {"keyword": "string", "confidence": "number"},
+    "tool.call": {
+        "turn_id": "integer",
+        "call_id": "string",
+        "name": "string",
+        "arguments": "object",
+    },
+    "tool.cancel": {"call_id": "string", "reason": "tool_cancel_reason"},
     "expression_hint": {"turn_id": "integer", "hint": "string"},
 }
 

@@ -6,14 +6,12 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from .. import spec
 from ..context import SuiteContext
 from ..invariants import audio_bracketing
 from ..outcome import Failed, Notes
 from ..registry import check
 from ..session import LiveSession, start_session
-from ..wire import Connection
-from ._common import SHORT_TEXT, expect_error, survives
+from ._common import SHORT_TEXT, refused_start, refused_update
 
 
 def _config_of(frame: Mapping[str, Any] | None) -> Mapping[str, Any]:
@@ -115,34 +113,6 @@ async def update(ctx: SuiteContext, notes: Notes) -> None:
         await live.end()
 
 
-async def _refused_start(
-    ctx: SuiteContext,
-    conn: Connection,
-    config: Mapping[str, Any],
-    codes: tuple[str, ...],
-    notes: Notes,
-) -> None:
-    """``session.start`` with ``config`` is refused with one of ``codes`` (not fatal)."""
-    what = f"session.start with config {dict(config)}"
-    await conn.send({"type": "session.start", "protocol": spec.PROTOCOL_VERSION, "config": config})
-    item = await expect_error(conn, codes, what, ctx.options.frame_timeout_s, notes)
-    if item is not None and item.type == "session.started":
-        raise Failed(f"{what} was accepted; §7: the start is refused ({' or '.join(codes)})")
-    if conn.closed:
-        raise Failed(f"the server closed the connection after {what}; §7: send it again")
-
-
-async def _refused_update(
-    live: LiveSession, config: Mapping[str, Any], codes: tuple[str, ...], notes: Notes
-) -> None:
-    what = f"session.update with config {dict(config)}"
-    await live.conn.send({"type": "session.update", "config": config})
-    item = await expect_error(live.conn, codes, what, live.ctx.options.frame_timeout_s, notes)
-    if item is not None and item.type == "session.updated":
-        notes.violation(f"{what} was applied (session.updated)")
-    await survives(live.conn, what, live.ctx.options.frame_timeout_s, notes)
-
-
 async def _refusals(
     ctx: SuiteContext,
     label: str,
@@ -152,9 +122,9 @@ async def _refusals(
     notes: Notes,
 ) -> None:
     async with ctx.connect(label) as conn:
-        await _refused_start(ctx, conn, start_config, codes, notes)
+        await refused_start(ctx, conn, start_config, codes, notes)
         live = await start_session(ctx, conn)
-        await _refused_update(live, update_config, codes, notes)
+        await refused_update(live, update_config, codes, notes)
         await live.end()
 
 

@@ -13,15 +13,7 @@ from ..context import SuiteContext
 from ..outcome import Notes, Skipped
 from ..registry import check
 from ..session import LiveSession
-
-
-def _features(live: LiveSession) -> list[str]:
-    started = live.started or {}
-    capabilities = started.get("capabilities")
-    if not isinstance(capabilities, Mapping):
-        return []
-    features = capabilities.get("features")
-    return [f for f in features if isinstance(f, str)] if isinstance(features, list) else []
+from ._common import features
 
 
 def _finals(live: LiveSession, start: int) -> list[Mapping[str, Any]]:
@@ -39,7 +31,7 @@ def _finals(live: LiveSession, start: int) -> list[Mapping[str, Any]]:
 )
 async def diarize(ctx: SuiteContext, notes: Notes) -> None:
     async with ctx.session("speakers-diarize", {"diarize": True}) as live:
-        if "diarize" not in _features(live):
+        if "diarize" not in features(live):
             raise Skipped("the server does not list diarize in capabilities.features")
         start = len(live.items)
         await live.spoken_turn()
@@ -64,7 +56,7 @@ async def diarize(ctx: SuiteContext, notes: Notes) -> None:
 )
 async def recognition(ctx: SuiteContext, notes: Notes) -> None:
     async with ctx.session("speakers-recognition") as live:
-        if "speaker_recognition" not in _features(live):
+        if "speaker_recognition" not in features(live):
             raise Skipped("the server does not list speaker_recognition in capabilities.features")
         await live.conn.send({"type": "session.update", "config": {"speaker_recognition": True}})
         answer = await live.conn.expect(
