@@ -61,6 +61,9 @@ PROTOCOL_VERSION = 1
 
 StateName = Literal["idle", "listening", "thinking", "speaking", "interrupted"]
 
+TurnDetection = Literal["server_vad", "semantic", "manual"]
+Eagerness = Literal["low", "medium", "high"]
+
 SampleRate = Annotated[int, msgspec.Meta(ge=8000, le=48000)]
 UNSET = msgspec.UNSET
 
@@ -119,7 +122,34 @@ class SessionConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, om
     diarize: bool = False
     """Label each user turn's speaker (``speaker``: ``"S1"``, ``"S2"`` ...) in transcripts."""
     vad_enabled: bool = False
-    """Server-side voice activity detection and automatic barge-in."""
+    """Barge-in by voice: the user speaking over the agent interrupts it (server VAD, or the
+    client's ``vad`` frames). Backchannels ("uh-huh") do not."""
+    turn_detection: TurnDetection | None = None
+    """How the user's turn ends: ``server_vad`` (after a pause), ``semantic`` (at a pause
+    when an end-of-turn model says the user has finished; longer pauses otherwise) or
+    ``manual`` (only ``audio.commit`` or client ``vad`` frames). ``None``: the server's best
+    (``semantic`` where its model is installed); ``session.started`` shows the mode in use."""
+    turn_eagerness: Eagerness = "medium"
+    """``semantic`` only: how soon to answer at a pause (``high``: soonest, more premature
+    ends; ``low``: waits longer for the user to go on)."""
+    silence_ms: Annotated[int, msgspec.Meta(ge=100, le=5000)] | None = None
+    """``server_vad``: the pause that ends the turn; ``None``: the server's (300 ms)."""
+    barge_in_min_words: Annotated[int, msgspec.Meta(ge=0, le=10)] = 1
+    """With ``vad_enabled``: words that are not backchannels ("yeah", "uh-huh", a laugh ...)
+    the user must say over the agent to interrupt it; 0: any speech interrupts at once."""
+    resume_after_false_barge_in: bool = True
+    """With ``vad_enabled``: when speech over the agent turns out to be a backchannel or a
+    noise, the agent goes on where it paused instead of stopping."""
+    echo_cancellation: bool = True
+    """The client's microphone audio is echo-cancelled. ``false``: the agent's own voice may
+    come back on the microphone; speech over the agent then interrupts only when its words
+    are not the agent's own (the echo guard)."""
+    user_idle_timeout_s: Annotated[float, msgspec.Meta(ge=1, le=3600)] | None = None
+    """After the agent finished and the user said nothing this long, the agent asks
+    ``user_idle_prompt`` (once per silence); ``None``: never."""
+    user_idle_prompt: Annotated[str, msgspec.Meta(min_length=1, max_length=500)] = (
+        "Are you still there?"
+    )
     wake_word_enabled: bool = False
     """Stay idle until a wake word (a ``wake`` frame or a server-side detector)."""
     speaker_recognition: bool = False
@@ -154,6 +184,18 @@ class SessionConfigPatch(msgspec.Struct, forbid_unknown_fields=True, kw_only=Tru
     system_prompt: str | msgspec.UnsetType | None = UNSET
     diarize: bool | msgspec.UnsetType = UNSET
     vad_enabled: bool | msgspec.UnsetType = UNSET
+    turn_detection: TurnDetection | msgspec.UnsetType | None = UNSET
+    turn_eagerness: Eagerness | msgspec.UnsetType = UNSET
+    silence_ms: Annotated[int, msgspec.Meta(ge=100, le=5000)] | msgspec.UnsetType | None = UNSET
+    barge_in_min_words: Annotated[int, msgspec.Meta(ge=0, le=10)] | msgspec.UnsetType = UNSET
+    resume_after_false_barge_in: bool | msgspec.UnsetType = UNSET
+    echo_cancellation: bool | msgspec.UnsetType = UNSET
+    user_idle_timeout_s: (
+        Annotated[float, msgspec.Meta(ge=1, le=3600)] | msgspec.UnsetType | None
+    ) = UNSET
+    user_idle_prompt: (
+        Annotated[str, msgspec.Meta(min_length=1, max_length=500)] | msgspec.UnsetType
+    ) = UNSET
     wake_word_enabled: bool | msgspec.UnsetType = UNSET
     speaker_recognition: bool | msgspec.UnsetType = UNSET
     tools_enabled: bool | msgspec.UnsetType = UNSET

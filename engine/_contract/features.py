@@ -115,6 +115,19 @@ class FeatureSession(abc.ABC):
         """
         return None
 
+    async def end_of_turn(self) -> float | None:
+        """How likely it is that the user has finished their turn (0-1), judged from the
+        audio fed so far; ``None``: no opinion (the default).
+
+        An end-of-turn feature (config key ``turn_detection``) answers it at each pause of a
+        user turn when the session's ``turn_detection`` is ``semantic``; the engine ends the
+        turn early when the answer is high and waits longer when it is low. Must not change the
+        feature's state. Cancelling abandons the answer.
+
+        .. versionadded:: 1 (semantic end of turn)
+        """
+        return None
+
 
 class SessionFeature(Resource):
     """A feature, created once per engine and shared by sessions."""
@@ -129,8 +142,8 @@ class SessionFeature(Resource):
     def open_session(self, *, sample_rate: int, options: Mapping[str, Any]) -> FeatureSession:
         """Create the per-session state. No I/O.
 
-        ``options`` overrides the operator's options for this session (the engine passes none
-        today). A feature that needs to know about the session (its tenant, the wake words the
+        ``options`` overrides the operator's options for this session (the engine passes the
+        VAD a shorter ``min_silence_ms`` when a semantic end-of-turn model decides at pauses). A feature that needs to know about the session (its tenant, the wake words the
         client asked for) adds a keyword parameter ``context: SessionContext``: the engine
         passes it to implementations that accept it, so older plugins keep working.
 
@@ -152,12 +165,17 @@ class SessionContext:
 
 
 def open_feature_session(
-    feature: SessionFeature, *, sample_rate: int, context: SessionContext
+    feature: SessionFeature,
+    *,
+    sample_rate: int,
+    context: SessionContext,
+    options: Mapping[str, Any] | None = None,
 ) -> FeatureSession:
     """``feature.open_session``, passing ``context`` when the feature accepts it."""
+    values = dict(options or {})
     if "context" in inspect.signature(feature.open_session).parameters:
-        return feature.open_session(sample_rate=sample_rate, options={}, context=context)  # type: ignore[call-arg]
-    return feature.open_session(sample_rate=sample_rate, options={})
+        return feature.open_session(sample_rate=sample_rate, options=values, context=context)  # type: ignore[call-arg]
+    return feature.open_session(sample_rate=sample_rate, options=values)
 
 
 @dataclass(frozen=True, slots=True)

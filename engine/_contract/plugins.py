@@ -27,7 +27,14 @@ __all__ = ["ENTRY_POINT_GROUP", "FEATURE_KEYS", "LoadedPlugin", "PluginHost"]
 
 #: The session config keys a feature plugin may answer to (protocol v1).
 FEATURE_KEYS = frozenset(
-    {"vad_enabled", "wake_word_enabled", "diarize", "speaker_recognition", "tools_enabled"}
+    {
+        "vad_enabled",
+        "wake_word_enabled",
+        "diarize",
+        "speaker_recognition",
+        "tools_enabled",
+        "turn_detection",
+    }
 )
 
 ENTRY_POINT_GROUP = "scaivoice"

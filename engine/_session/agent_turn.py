@@ -126,6 +126,8 @@ class AgentTurn:
     stt_ms: float | None = None
     early_reply: EarlyReply | None = None
     user_text: str = ""
+    say: str | None = None
+    """Say this instead of asking the language model (an idle prompt, an unheard rest)."""
     tools: SessionTools | None = None
     """The session's tools: offered to the model when the config enables them."""
     max_tool_rounds: int = 4
@@ -142,6 +144,7 @@ class AgentTurn:
     _announced: bool = False
     _tts_warned: bool = False
     _filled: bool = False
+    _resume: trio.Event | None = None
     _marks: _Marks = field(init=False)
     _scope: trio.CancelScope = field(init=False)
 
@@ -162,6 +165,24 @@ class AgentTurn:
         if self.cancel_requested_at is None:
             self.cancel_requested_at = trio.current_time()
         self._scope.cancel()
+
+    def hold(self) -> None:
+        """Stop sending audio until :meth:`resume` (speech over the agent is being checked).
+
+        Generation and synthesis go on; what the client already has plays out."""
+        if self._resume is None:
+            self._resume = trio.Event()
+
+    def resume(self) -> None:
+        """Send audio again, from where :meth:`hold` stopped it."""
+        event, self._resume = self._resume, None
+        if event is not None:
+            event.set()
+
+    @property
+    def text_so_far(self) -> str:
+        """The reply text generated so far."""
+        return "".join(self._text)
 
     async def run(
         self, *, task_status: trio.TaskStatus[AgentTurn] = trio.TASK_STATUS_IGNORED
@@ -243,6 +264,10 @@ class AgentTurn:
         """Generate the reply, or adopt the one started early at the user's pause; with
         tools, run the model's calls between rounds."""
         llm = self.engine.llm
+        if self.say is not None:
+            async with deltas:
+                await deltas.send(self.say)
+            return
         offered = OfferedTools({}, {})
         if self.tools is not None and self.early_reply is None:
             offered = await self.tools.offer(self.config)
@@ -490,6 +515,8 @@ class AgentTurn:
                 AgentAudioStart(turn_id=self.turn_id, sample_rate=rate, format="pcm_s16le")
             )
             self._audio_started = True
+        while self._resume is not None:
+            await self._resume.wait()
         await trio.sleep_until(self.playback.send_at(trio.current_time()))
         await self.emit_audio(frame)
         if self._marks.first_audio is None:

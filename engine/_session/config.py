@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
+import msgspec
 import trio
 
 from .._contract.tool_schemas import SchemaInvalid, check_parameters_schema
@@ -18,7 +19,7 @@ from .._host.auth import Principal
 from .._host.engine import Engine
 from ..frames import Capabilities, SessionConfig, SessionConfigPatch, WarningFrame
 
-__all__ = ["capabilities", "validate_config", "wake_words"]
+__all__ = ["capabilities", "turn_detection", "validate_config", "wake_words"]
 
 _TOOL_LIST_TIMEOUT_S = 2.0
 _MAX_CLIENT_TOOLS = 64
@@ -117,6 +118,17 @@ def validate_config(
                 "the model gets no tools",
             )
         )
+    if config.turn_detection is None:
+        config = msgspec.structs.replace(config, turn_detection=default_turn_detection(engine))
+    elif "turn_detection" in changed and config.turn_detection != turn_detection(engine, config):
+        warnings.append(
+            _unavailable(
+                "turn_detection",
+                f"{config.turn_detection!r} needs a server-side "
+                + ("end-of-turn model" if config.turn_detection == "semantic" else "VAD")
+                + f"; turns end as with {turn_detection(engine, config)!r}",
+            )
+        )
     for key, hint in _SERVER_ONLY.items():
         if key in changed and getattr(config, key) and key not in engine.features:
             warnings.append(
@@ -149,6 +161,24 @@ def _check_client_tools(config: SessionConfig, engine: Engine) -> None:
             check_parameters_schema(tool.parameters)
         except SchemaInvalid as exc:
             raise ConfigError(f"tool {tool.name!r}: {exc}", code="invalid_tools") from exc
+
+
+def default_turn_detection(engine: Engine) -> str:
+    """The best turn detection this server can do: ``semantic`` where its end-of-turn model
+    and a VAD are installed, else ``server_vad`` where a VAD is, else ``manual``."""
+    if "vad_enabled" not in engine.features:
+        return "manual"
+    return "semantic" if "turn_detection" in engine.features else "server_vad"
+
+
+def turn_detection(engine: Engine, config: SessionConfig) -> str:
+    """The turn detection in effect for ``config``: what it asks, as far as the server can."""
+    asked = config.turn_detection or default_turn_detection(engine)
+    if asked == "manual" or "vad_enabled" not in engine.features:
+        return "manual"
+    if asked == "semantic" and "turn_detection" not in engine.features:
+        return "server_vad"
+    return asked
 
 
 def wake_words(engine: Engine) -> list[str]:

@@ -18,6 +18,7 @@ dialogue only once its cancel scope is entered.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from functools import partial
 
 import trio
@@ -47,14 +48,17 @@ from ..frames import (
     WarningFrame,
 )
 from .agent_turn import AgentTurn
-from .config import validate_config
+from .config import turn_detection, validate_config
 from .early_reply import EarlyReplies
 from .features import SessionFeatures
 from .history import History, TurnRecord
+from .overlap import EndOfTurnPolicy, overlap_verdict, spoken_words
 from .statemachine import (
     Action,
+    AgentInitiated,
     AgentOutputStarted,
     AgentTurnEnded,
+    BargeIn,
     CancelAgentTurn,
     Commit,
     Conversation,
@@ -76,12 +80,33 @@ from .statemachine import (
     WakeWord,
 )
 from .tools import SessionTools
+from .turn_taking import Overlap, OverlapLong, PauseEnded, TurnTaking, UserIdle
 from .user_turn import STT_RATE, InputAudio, UserTurn
 from .wire import AudioIn, Outbox
 
 __all__ = ["Dialogue", "Item"]
 
-Item = ClientFrame | AudioIn | Event | SpeechStarted | SpeechStopped | WakeDetected
+
+@dataclass(frozen=True, slots=True)
+class InterimHeard:
+    """An interim transcript of user turn ``turn_id`` (for speech over the agent)."""
+
+    turn_id: int
+    text: str
+
+
+Item = (
+    ClientFrame
+    | AudioIn
+    | Event
+    | SpeechStarted
+    | SpeechStopped
+    | WakeDetected
+    | PauseEnded
+    | OverlapLong
+    | UserIdle
+    | InterimHeard
+)
 
 _JOIN_MS = 100  # the most queued audio the dialogue joins into one chunk
 
@@ -132,6 +157,10 @@ class Dialogue:
         self._recognised: dict[int, UserTurn] = {}  # turns recognised, not yet answered
         self._agent_turn: AgentTurn | None = None
         self._early = EarlyReplies(engine.llm, early_reply_outcome, counter=engine.telemetry)
+        self._taking = TurnTaking(items)
+        self._mode = "manual"  # the turn detection in effect (see apply_config)
+        self._barge_in_by: int | None = None  # the user turn that cut the last agent turn off
+        self._unheard = ""  # what the user did not hear of the last agent turn cut off
 
     # ================================================================ the loop
 
@@ -186,13 +215,17 @@ class Dialogue:
                 if not self._client_vad:
                     self._client_vad = True
                     self._reconfigure()
-                event = SpeechStart(barge_in=self.config.vad_enabled) if speaking else SpeechStop()
-                await self._apply(turns, conv.handle(event))
+                if speaking:
+                    await self._speech_started(turns)
+                else:
+                    await self._speech_stopped(turns, client=True)
             case Interrupt():
                 await self._apply(turns, conv.handle(InterruptRequested()))
             case AudioCommit():
+                self._taking.user_active()
                 await self._apply(turns, conv.handle(Commit()))
             case TextInput(text=text):
+                self._taking.user_active()
                 await self._apply(turns, conv.handle(TypedText(text)))
             case Wake():
                 if not self.config.wake_word_enabled:
@@ -213,9 +246,23 @@ class Dialogue:
                 else:
                     await self.tools.deliver(item)
             case SpeechStarted():
-                await self._apply(turns, conv.handle(SpeechStart(barge_in=self.config.vad_enabled)))
+                await self._speech_started(turns)
             case SpeechStopped():
-                await self._apply(turns, conv.handle(SpeechStop()))
+                await self._speech_stopped(turns, client=False)
+            case PauseEnded(turn_id=turn_id):
+                if conv.user_turn == turn_id:
+                    await self._apply(turns, conv.handle(SpeechStop()))
+            case InterimHeard(turn_id=turn_id, text=text):
+                overlap = self._taking.overlap
+                if overlap is not None and overlap.turn_id == turn_id and not overlap.confirmed:
+                    if self._verdict(text, overlap) == "interrupt":
+                        await self._barge_in(turns, overlap)
+            case OverlapLong(turn_id=turn_id):
+                overlap = self._taking.overlap
+                if overlap is not None and overlap.turn_id == turn_id and not overlap.confirmed:
+                    await self._barge_in(turns, overlap)
+            case UserIdle():
+                await self._apply(turns, conv.handle(AgentInitiated(self.config.user_idle_prompt)))
             case WakeDetected(confidence=confidence, keyword=keyword, after_ms=after_ms):
                 await self._outbox.send(WakeFrame(keyword=keyword, confidence=confidence))
                 self._input.keep_last(after_ms)  # the keyword is not part of the request
@@ -225,11 +272,16 @@ class Dialogue:
                 turn = self._agent_turn
                 if turn is not None and turn.turn_id == turn_id:
                     turn.output_acknowledged.set()
-            case AgentTurnEnded(turn_id=turn_id):
+            case AgentTurnEnded(turn_id=turn_id, interrupted=interrupted):
                 if self._agent_turn is not None and self._agent_turn.turn_id == turn_id:
                     self._agent_turn = None
                 await self._apply(turns, conv.handle(item))
-            case TranscriptFinal() | WakeWindowClosed():
+                idle_s = self.config.user_idle_timeout_s
+                if not interrupted and idle_s is not None and conv.state == "idle":
+                    self._taking.arm_idle(turns, idle_s)
+            case TranscriptFinal():
+                await self._on_final(turns, item)
+            case WakeWindowClosed():
                 await self._apply(turns, conv.handle(item))
             case _:  # pragma: no cover - exhaustive over Item
                 raise AssertionError(f"unhandled dialogue item {item!r}")
@@ -299,8 +351,8 @@ class Dialogue:
                                 end_ms=round(user_turn.audio_ms),
                             )
                         )
-                case StartAgentTurn(turn_id=turn_id, user_text=user_text):
-                    agent_turn = self._agent_turn_for(turn_id, user_text)
+                case StartAgentTurn(turn_id=turn_id, user_text=user_text, say=say):
+                    agent_turn = self._agent_turn_for(turn_id, user_text, say)
                     self._agent_turn = await turns.start(self._run_agent_turn, agent_turn)
                 case OpenWakeWindow(turn_id=turn_id):
                     turns.start_soon(self._wake_window, turn_id)
@@ -345,6 +397,13 @@ class Dialogue:
     def _on_interim(self, turns: trio.Nursery, turn_id: int, result: Transcript) -> None:
         """Start an early reply on a stable interim; withdraw it on any other interim."""
         text = result.text.strip()
+        overlap = self._taking.overlap
+        if overlap is not None and overlap.turn_id == turn_id and text:
+            try:  # the dialogue decides; a full queue only delays it to the final
+                self._items.send_nowait(InterimHeard(turn_id, text))
+            except trio.WouldBlock:
+                pass
+            return  # no early reply to speech over the agent
         if result.stable and text and self.limits.early_replies and not self._tools_on():
             self._early.start(turns, turn_id, text, self.llm_request(text))
             return
@@ -371,7 +430,7 @@ class Dialogue:
             conversation_id=self._session_id or None,
         )
 
-    def _agent_turn_for(self, turn_id: int, user_text: str) -> AgentTurn:
+    def _agent_turn_for(self, turn_id: int, user_text: str, say: str | None = None) -> AgentTurn:
         request = self.llm_request(user_text)
         user_turn = self._recognised.pop(turn_id, None)
         for older in [k for k in self._recognised if k < turn_id]:
@@ -380,8 +439,9 @@ class Dialogue:
             turn_id=turn_id,
             request=request,
             user_text=user_text,
-            early_reply=self._early.take(turn_id, user_text, request),
-            tools=self.tools,
+            early_reply=None if say is not None else self._early.take(turn_id, user_text, request),
+            say=say,
+            tools=None if say is not None else self.tools,
             max_tool_rounds=self.engine.config.tools.max_rounds,
             config=self.config,
             engine=self.engine,
@@ -410,10 +470,109 @@ class Dialogue:
         if said_before_tools and reply.startswith(said_before_tools):
             reply = reply[len(said_before_tools) :].strip()
         self.history.record(TurnRecord(turn.user_text, turn.steps, reply))
+        if outcome.interrupted:
+            said = outcome.text
+            heard = outcome.heard_text
+            self._unheard = said[len(heard) :].strip() if said.startswith(heard) else said
         await self._items.send(AgentTurnEnded(turn.turn_id, outcome.interrupted))
 
     async def _output_started(self, turn: AgentTurn) -> None:
         await self._items.send(AgentOutputStarted(turn.turn_id))
+
+    # ================================================================ turn-taking
+
+    async def _speech_started(self, turns: trio.Nursery) -> None:
+        """Voice activity began (server VAD or a client ``vad`` frame)."""
+        conv = self._conversation
+        self._taking.speech_resumed()
+        self._taking.user_active()
+        agent = self._agent_turn
+        overlapping = (
+            self.config.vad_enabled
+            and self.config.barge_in_min_words > 0
+            and self._mode != "manual"
+            and conv.state == "speaking"
+            and agent is not None
+            and self._taking.overlap is None
+        )
+        if not overlapping or agent is None:
+            before = conv.agent_turn
+            await self._apply(turns, conv.handle(SpeechStart(barge_in=self.config.vad_enabled)))
+            if before is not None and conv.user_turn is not None and self.config.vad_enabled:
+                self._barge_in_by = conv.user_turn
+            return
+        # Speech over the agent: a user turn opens beside it; its words decide.
+        await self._apply(turns, conv.handle(SpeechStart(barge_in=False)))
+        if conv.user_turn is None:
+            return
+        held = self.config.echo_cancellation
+        if held:
+            agent.hold()
+        overlap = Overlap(conv.user_turn, agent.turn_id, held)
+        self._taking.overlap_started(turns, overlap, confirm_by_length=held)
+
+    async def _speech_stopped(self, turns: trio.Nursery, *, client: bool) -> None:
+        """Voice activity ended: the turn ends now, after a judged pause, or not at all."""
+        conv = self._conversation
+        overlap = self._taking.overlap
+        if overlap is not None and conv.user_turn == overlap.turn_id:
+            self._taking.overlap_speech_stopped()  # its final transcript decides
+            await self._apply(turns, conv.handle(SpeechStop()))
+            return
+        if client or self._client_vad:
+            await self._apply(turns, conv.handle(SpeechStop()))
+        elif self._mode == "manual":
+            return  # only audio.commit ends the turn; the VAD only barges in
+        elif self._mode == "semantic" and conv.user_turn is not None:
+            policy = EndOfTurnPolicy.for_eagerness(self.config.turn_eagerness)
+            judge = self._features.end_of_turn
+            self._taking.judge_pause(turns, conv.user_turn, judge, policy)
+        else:
+            await self._apply(turns, conv.handle(SpeechStop()))
+
+    async def _on_final(self, turns: trio.Nursery, final: TranscriptFinal) -> None:
+        """A final transcript: speech over the agent is judged; a false barge-in recovers."""
+        conv = self._conversation
+        overlap = self._taking.overlap
+        if overlap is not None and overlap.turn_id == final.turn_id:
+            self._taking.overlap_over()
+            if self._verdict(final.text, overlap) == "interrupt":
+                if not overlap.confirmed:
+                    await self._barge_in(turns, overlap)
+                await self._apply(turns, conv.handle(final))
+                return
+            await self._apply(turns, conv.handle(TranscriptFinal(final.turn_id, final.text, True)))
+            if not overlap.confirmed:
+                if self._agent_turn is not None:
+                    self._agent_turn.resume()  # a backchannel or a noise: go on
+                return
+            await self._recover(turns)
+            return
+        await self._apply(turns, conv.handle(final))
+        if final.turn_id == self._barge_in_by and not spoken_words(final.text):
+            await self._recover(turns)  # a noise cut the agent off: no words came
+
+    async def _barge_in(self, turns: trio.Nursery, overlap: Overlap) -> None:
+        overlap.confirmed = True
+        self._barge_in_by = overlap.turn_id
+        await self._apply(turns, self._conversation.handle(BargeIn()))
+
+    async def _recover(self, turns: trio.Nursery) -> None:
+        """The agent was cut off by something that was not a turn: say what was unheard."""
+        self._barge_in_by = None
+        unheard, self._unheard = self._unheard, ""
+        if unheard and self.config.resume_after_false_barge_in:
+            await self._apply(turns, self._conversation.handle(AgentInitiated(unheard)))
+
+    def _verdict(self, text: str, overlap: Overlap) -> str:
+        agent = self._agent_turn
+        agent_text = agent.text_so_far if agent is not None else ""
+        return overlap_verdict(
+            text,
+            agent_text=agent_text,
+            min_words=self.config.barge_in_min_words,
+            echo_guard=not self.config.echo_cancellation,
+        )
 
     # ================================================================ config
 
@@ -445,11 +604,13 @@ class Dialogue:
         if config.input_sample_rate != old.input_sample_rate:
             self._input.set_input_rate(config.input_sample_rate)
             self.guard.sample_rate = config.input_sample_rate
-        self._features.configure(config, old)
+        self._mode = turn_detection(self.engine, config)
+        self._features.configure(config, old, self._mode)
         self._reconfigure()
 
     def _reconfigure(self) -> None:
         self._conversation.configure(
             wake_word_mode=self.config.wake_word_enabled,
-            vad_segmentation=self._client_vad or "vad_enabled" in self._features,
+            vad_segmentation=self._client_vad
+            or (self._mode != "manual" and "vad_enabled" in self._features),
         )

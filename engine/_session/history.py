@@ -46,7 +46,8 @@ class TurnRecord:
     reply: str
 
     def messages(self, *, with_tools: bool) -> list[ChatMessage]:
-        out = [ChatMessage("user", self.user_text)]
+        # A turn the agent began on its own (an idle prompt) has no user message.
+        out = [ChatMessage("user", self.user_text)] if self.user_text else []
         for step in self.steps:
             if isinstance(step, ToolOutcome):
                 if with_tools:

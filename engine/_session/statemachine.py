@@ -26,8 +26,10 @@ from ..frames import StateName
 
 __all__ = [
     "Action",
+    "AgentInitiated",
     "AgentOutputStarted",
     "AgentTurnEnded",
+    "BargeIn",
     "CancelAgentTurn",
     "Commit",
     "Conversation",
@@ -87,9 +89,27 @@ class TypedText:
 
 @dataclass(frozen=True, slots=True)
 class TranscriptFinal:
-    """The STT stream of ``turn_id`` produced its final transcript."""
+    """The STT stream of ``turn_id`` produced its final transcript.
+
+    ``ignored``: the words were said over the agent and were not a turn of their own (a
+    backchannel, a noise, the agent's own echo): no reply, as if nothing was said.
+    """
 
     turn_id: int
+    text: str
+    ignored: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class BargeIn:
+    """The user's speech over the agent was confirmed as an interruption."""
+
+
+@dataclass(frozen=True, slots=True)
+class AgentInitiated:
+    """The agent speaks on its own (``text``, no language model): a prompt after the user
+    was silent, or the unheard rest of a reply a false interruption cut off."""
+
     text: str
 
 
@@ -137,6 +157,8 @@ Event = (
     | AgentOutputStarted
     | AgentTurnEnded
     | WakeWindowClosed
+    | BargeIn
+    | AgentInitiated
 )
 
 
@@ -178,10 +200,11 @@ class DiscardUserTurn:
 
 @dataclass(frozen=True, slots=True)
 class StartAgentTurn:
-    """Reply to ``user_text`` as agent turn ``turn_id``."""
+    """Reply to ``user_text`` as agent turn ``turn_id`` (or say ``say``, without a model)."""
 
     turn_id: int
     user_text: str
+    say: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -296,7 +319,7 @@ class Conversation:
                     self._open_turn = None
                 self.last_turn_id += 1
                 self._start_agent(StartAgentTurn(self.last_turn_id, text), actions)
-            case TranscriptFinal(turn_id=turn_id, text=text):
+            case TranscriptFinal(turn_id=turn_id, text=text, ignored=ignored):
                 if turn_id == self._open_turn:
                     # The STT stream ended on its own (it failed, or it does its own
                     # endpointing): the user turn is over.
@@ -310,7 +333,7 @@ class Conversation:
                     self._report(actions, "interrupted", turn_id)
                 elif turn_id in self._finalizing:
                     self._finalizing.discard(turn_id)
-                    if text.strip():
+                    if text.strip() and not ignored:
                         self._start_agent(StartAgentTurn(turn_id, text), actions)
                     elif self.wake_word_mode and self._agent is _Agent.NONE:
                         if turn_id == self._woken_turn:
@@ -318,6 +341,13 @@ class Conversation:
                         else:
                             self.awake = False
                     self._woken_turn = None
+            case BargeIn():
+                if self._agent in (_Agent.PENDING, _Agent.SPEAKING):
+                    self._cancel_agent(actions)
+            case AgentInitiated(text=text):
+                if self._agent is _Agent.NONE and self._open_turn is None and not self._finalizing:
+                    self.last_turn_id += 1
+                    self._launch_agent(StartAgentTurn(self.last_turn_id, "", say=text), actions)
             case InterruptRequested():
                 if self._agent in (_Agent.PENDING, _Agent.SPEAKING):
                     self._cancel_agent(actions)
