@@ -75,7 +75,7 @@ class SessionLimits(_Section, frozen=True):
     """A session with no client frame for this long is closed (4408)."""
     max_duration_s: _Positive = 3600.0
     """A session is closed after this long (4410), whatever it is doing."""
-    audio_lead_ms: Annotated[int, msgspec.Meta(ge=0, le=5000)] = 200
+    audio_lead_ms: Annotated[int, msgspec.Meta(ge=0, le=5000)] = 80
     """How far ahead of real time agent audio is sent."""
     max_frame_bytes: Annotated[int, msgspec.Meta(ge=1024)] = 256 * 1024
     """Larger client frames get ``frame_too_large`` and are dropped."""
