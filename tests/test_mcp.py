@@ -16,7 +16,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import pytest
 import trio
@@ -94,25 +94,39 @@ async def http_server() -> AsyncIterator[HttpServer]:
         await _stop(server.process)
 
 
-@pytest.fixture(params=["stdio", "http"])
-async def server_config(
+@pytest.fixture(params=["stdio", "http", "stdio-2025", "http-2025"])
+async def mcp_provider(
     request: pytest.FixtureRequest,
-) -> AsyncIterator[Callable[..., McpServerConfig]]:
-    """Builds the ``[tools.mcp.NAME]`` table of the test server on either transport."""
-    if request.param == "stdio":
-        yield lambda **options: McpServerConfig(
-            command=[sys.executable, str(TOOLS_SERVER)], **options
-        )
-        return
-    process, port = await _start_http_server()
+) -> AsyncIterator[Callable[..., McpToolProvider]]:
+    """Makes providers of the test server over stdio or streamable HTTP, asking for the 2026
+    protocol (as the SDK prefers) or the 2025 handshake (``initialize``, ``ping``,
+    ``notifications/tools/list_changed``) that most servers in use speak.
+
+    ``mcp_provider(name="t", **options)``: ``options`` are the ``[tools.mcp.NAME]`` table's.
+    """
+    transport, _, era = request.param.partition("-")
+    protocol: Literal["auto", "legacy"] = "legacy" if era else "auto"
+    if transport == "stdio":
+        where: dict[str, Any] = {"command": [sys.executable, str(TOOLS_SERVER)]}
+        process = None
+    else:
+        process, port = await _start_http_server()
+        where = {"url": f"http://127.0.0.1:{port}/mcp"}
+
+    def make(name: str = "t", **options: Any) -> McpToolProvider:
+        return _provider(McpServerConfig(**where, **options), name, protocol=protocol)
+
     try:
-        yield lambda **options: McpServerConfig(url=f"http://127.0.0.1:{port}/mcp", **options)
+        yield make
     finally:
-        await _stop(process)
+        if process is not None:
+            await _stop(process)
 
 
-def _provider(config: McpServerConfig, name: str = "t") -> McpToolProvider:
-    return McpToolProvider(name, config, default_timeout_s=7.0)
+def _provider(
+    config: McpServerConfig, name: str = "t", *, protocol: Literal["auto", "legacy"] = "auto"
+) -> McpToolProvider:
+    return McpToolProvider(name, config, default_timeout_s=7.0, protocol=protocol)
 
 
 def _specs(tools: Any) -> dict[str, ToolSpec]:
@@ -130,9 +144,11 @@ async def _timed(call: Awaitable[Any]) -> tuple[Any, float]:
 
 @pytest.mark.timeout(90)
 async def test_lists_and_calls_the_servers_tools(
-    server_config: Callable[..., McpServerConfig],
+    mcp_provider: Callable[..., McpToolProvider],
 ) -> None:
-    async with _provider(server_config()) as provider:
+    async with mcp_provider() as provider:
+        legacy = provider.protocol == "legacy"
+        assert provider.protocol_version == ("2025-11-25" if legacy else "2026-07-28")
         specs = _specs(await provider.list_tools())
         assert {"t_add", "t_echo", "t_weather", "t_fail", "t_picture", "t_slow"} <= set(specs)
         assert all(TOOL_NAME_PATTERN.match(name) for name in specs)
@@ -158,9 +174,9 @@ async def test_lists_and_calls_the_servers_tools(
 
 @pytest.mark.timeout(90)
 async def test_a_tool_that_fails_is_tool_failed(
-    server_config: Callable[..., McpServerConfig],
+    mcp_provider: Callable[..., McpToolProvider],
 ) -> None:
-    async with _provider(server_config()) as provider:
+    async with mcp_provider() as provider:
         specs = _specs(await provider.list_tools())
         with pytest.raises(ToolFailed) as failed:
             await specs["t_fail"].handler({"message": "the lights are out"}, CONTEXT)
@@ -172,9 +188,9 @@ async def test_a_tool_that_fails_is_tool_failed(
 
 @pytest.mark.timeout(90)
 async def test_a_cancelled_call_returns_at_once_and_is_cancelled_on_the_server(
-    server_config: Callable[..., McpServerConfig],
+    mcp_provider: Callable[..., McpToolProvider],
 ) -> None:
-    async with _provider(server_config()) as provider:
+    async with mcp_provider() as provider:
         specs = _specs(await provider.list_tools())
         started = time.perf_counter()
         with trio.move_on_after(0.3) as scope:
@@ -236,16 +252,15 @@ async def test_the_http_server_dying_mid_call_is_tool_server_unavailable_then_it
 
 @pytest.mark.timeout(90)
 async def test_the_prefix_and_the_tools_filter(
-    server_config: Callable[..., McpServerConfig],
+    mcp_provider: Callable[..., McpToolProvider],
 ) -> None:
-    config = server_config(prefix="", tools=["a*", "e*", "bad*"])
-    async with _provider(config, name="home") as provider:
+    async with mcp_provider("home", prefix="", tools=["a*", "e*", "bad*"]) as provider:
         assert sorted(_specs(await provider.list_tools())) == ["add", "bad_name_", "echo"]
-    async with _provider(server_config(prefix="lights-", tools=["add"])) as provider:
+    async with mcp_provider(prefix="lights-", tools=["add"]) as provider:
         specs = _specs(await provider.list_tools())
         assert list(specs) == ["lights-add"]
         assert await specs["lights-add"].handler({"a": 4, "b": 5}, CONTEXT) == {"result": 9}
-    async with _provider(server_config(call_timeout_s=2.5), name="home") as provider:
+    async with mcp_provider("home", call_timeout_s=2.5) as provider:
         specs = _specs(await provider.list_tools())
         assert "home_add" in specs
         assert {spec.timeout_s for spec in specs.values()} == {2.5}
@@ -253,9 +268,9 @@ async def test_the_prefix_and_the_tools_filter(
 
 @pytest.mark.timeout(90)
 async def test_the_tools_are_listed_again_when_the_server_says_they_changed(
-    server_config: Callable[..., McpServerConfig],
+    mcp_provider: Callable[..., McpToolProvider],
 ) -> None:
-    async with _provider(server_config()) as provider:
+    async with mcp_provider() as provider:
         specs = _specs(await provider.list_tools())
         assert "t_extra" not in specs
         await specs["t_grow"].handler({}, CONTEXT)

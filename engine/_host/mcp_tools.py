@@ -58,7 +58,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from functools import partial
 from types import TracebackType
-from typing import Any, Self
+from typing import Any, Literal, Self
 
 import trio
 
@@ -137,9 +137,19 @@ class McpToolProvider(ToolProvider):
         config: its ``[tools.mcp.NAME]`` table.
         default_timeout_s: the longest one call may take when the table sets no
             ``call_timeout_s`` (``[tools] call_timeout_s``).
+        protocol: how the protocol version is chosen: ``"auto"`` asks for the 2026 protocol
+            (``server/discover``) and falls back to the 2025 ``initialize`` handshake;
+            ``"legacy"`` goes straight to the handshake (the SDK's ``Client`` ``mode``).
     """
 
-    def __init__(self, name: str, config: McpServerConfig, *, default_timeout_s: float) -> None:
+    def __init__(
+        self,
+        name: str,
+        config: McpServerConfig,
+        *,
+        default_timeout_s: float,
+        protocol: Literal["auto", "legacy"] = "auto",
+    ) -> None:
         self.name = name
         self.config = config
         self.prefix = config.prefix if config.prefix is not None else f"{name}_"
@@ -155,6 +165,7 @@ class McpToolProvider(ToolProvider):
         self._started = False
         self._closed = False
         self._client_info = _client_info()
+        self.protocol = protocol
 
     def __repr__(self) -> str:
         where = self.config.url or " ".join(self.config.command or ())
@@ -165,6 +176,14 @@ class McpToolProvider(ToolProvider):
         """Whether a connection is up now."""
         connection = self._connection
         return connection is not None and not connection.lost.is_set()
+
+    @property
+    def protocol_version(self) -> str | None:
+        """The protocol version of the connection now (``"2025-11-25"``, ``"2026-07-28"``)."""
+        connection = self._connection
+        if connection is None or connection.client is None:
+            return None
+        return connection.client.protocol_version
 
     async def wait_changed(self) -> None:
         """Return at the provider's next change: connected, disconnected, tools listed again."""
@@ -338,7 +357,7 @@ class McpToolProvider(ToolProvider):
 
         client = Client(
             _watched(self._transport(), connection),
-            mode="auto",
+            mode=self.protocol,
             cache=None,
             client_info=self._client_info,
             message_handler=on_message,

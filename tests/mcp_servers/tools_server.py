@@ -20,6 +20,7 @@ import socket
 import anyio
 from mcp.server.mcpserver import Context, Image, MCPServer
 from mcp.server.mcpserver.exceptions import ToolError
+from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 
 server = MCPServer("scaivoice-test-tools")
 _cancelled = anyio.Event()
@@ -93,7 +94,10 @@ def crash() -> str:
 async def grow(ctx: Context) -> str:
     """Adds a tool named ``extra`` and announces the change."""
     server.add_tool(lambda: "extra!", name="extra", description="Added at run time.")
-    await ctx.notify_tools_changed()
+    if ctx.protocol_version in MODERN_PROTOCOL_VERSIONS:
+        await ctx.notify_tools_changed()  # to subscriptions/listen streams
+    else:
+        await ctx.session.send_tool_list_changed()  # notifications/tools/list_changed
     return "grown"
 
 
