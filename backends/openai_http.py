@@ -24,7 +24,10 @@ Retries: a request is sent again (after ``retry_backoff_s``, doubling up to
 ``retry_backoff_max_s``, less a random quarter; longer when the server says ``Retry-After``)
 only when the error is retryable *and* nothing of its response has been handed on yet: the
 inference endpoints change nothing on the server, so sending one again is safe until its answer
-starts streaming out. Once a streamed body is being consumed, errors are raised at once.
+starts streaming out. Once a streamed body is being consumed, errors are raised at once. A
+request whose pooled connection the server had closed (``RemoteProtocolError`` before any
+response: llama.cpp's server closes the connection after a streamed answer while promising
+keep-alive) is sent again at once, on a fresh connection, without counting as a retry.
 Deadlines belong to the caller: wrap calls in ``trio.move_on_after`` / ``fail_after``; the
 timeout options only bound a connect or a silent read.
 
@@ -322,12 +325,20 @@ class OpenAIHttpBackend(Backend):
     ) -> httpx.Response:
         client = self._require_client()
         attempt = 0
+        stale_connection = False
         while True:
             retry_after: float | None = None
             try:
                 request = client.build_request(method, path, **kwargs)
                 try:
                     response = await client.send(request, stream=stream)
+                except httpx.RemoteProtocolError as exc:
+                    if stale_connection:
+                        raise map_httpx_error(exc, backend=self.name) from exc
+                    # No response at all: a kept-alive connection the server had closed.
+                    stale_connection = True
+                    log.debug("%s %s %s: %s; sent again at once", self.name, method, path, exc)
+                    continue
                 except httpx.HTTPError as exc:
                     raise map_httpx_error(exc, backend=self.name) from exc
                 if response.is_success:

@@ -262,6 +262,29 @@ async def test_backoff_doubles_and_retry_after_is_honoured(
     assert 0.5 * 4 * 0.75 <= gaps[2] <= 0.5 * 4
 
 
+async def test_a_kept_alive_connection_the_server_closed_is_replaced_at_once(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    # llama.cpp's server closes the connection after a streamed answer while promising
+    # keep-alive: the next request on it gets no response at all. It is sent again at once.
+    stale = httpx.RemoteProtocolError("Server disconnected without sending a response.")
+    script = Script([stale, event_stream(GOOD_SSE)])
+    async with llm(script) as backend:
+        start = trio.current_time()
+        assert await generate(backend) == ["Hello", " there"]
+        assert trio.current_time() == start  # no backoff waited
+    assert len(script.requests) == 2
+
+
+async def test_a_second_disconnect_in_a_row_is_a_protocol_error() -> None:
+    stale = httpx.RemoteProtocolError("Server disconnected without sending a response.")
+    script = Script([stale, stale, event_stream(GOOD_SSE)])
+    async with llm(script) as backend:
+        with pytest.raises(BackendProtocolError, match="disconnected"):
+            await generate(backend)
+    assert len(script.requests) == 2
+
+
 async def test_connection_refused_is_unavailable() -> None:
     """A real refused connection (a closed loopback port), no retries."""
     from scaivoice.backends.openai_llm import OpenAILlmOptions
