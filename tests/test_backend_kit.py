@@ -100,6 +100,7 @@ def status(report: BackendReport, name: str) -> CheckStatus:
 FAST_BACKENDS = [
     pytest.param("test-stt", {}, id="test-stt"),
     pytest.param("test-llm", {}, id="test-llm"),
+    pytest.param("test-tool-llm", {}, id="test-tool-llm"),
     pytest.param("test-tts", {}, id="test-tts"),
     pytest.param("echo", {}, id="echo"),
     pytest.param("text", {}, id="text-normaliser"),
