@@ -41,8 +41,6 @@ HERE = Path(__file__).resolve().parent
 TOOLS_SERVER = HERE / "mcp_servers" / "tools_server.py"
 CONTEXT = ToolContext(tenant="default", session_id="s1", turn_id=1, call_id="c1")
 
-pytestmark = pytest.mark.slow  # real MCP servers in subprocesses
-
 
 # --------------------------------------------------------------------------- servers
 
@@ -142,6 +140,7 @@ async def _timed(call: Awaitable[Any]) -> tuple[Any, float]:
 # --------------------------------------------------------------------------- the provider
 
 
+@pytest.mark.slow  # real MCP servers in subprocesses
 @pytest.mark.timeout(90)
 async def test_lists_and_calls_the_servers_tools(
     mcp_provider: Callable[..., McpToolProvider],
@@ -172,6 +171,7 @@ async def test_lists_and_calls_the_servers_tools(
         await provider.check_health()
 
 
+@pytest.mark.slow  # real MCP servers in subprocesses
 @pytest.mark.timeout(90)
 async def test_a_tool_that_fails_is_tool_failed(
     mcp_provider: Callable[..., McpToolProvider],
@@ -186,6 +186,7 @@ async def test_a_tool_that_fails_is_tool_failed(
         assert await specs["t_add"].handler({"a": 1, "b": 2}, CONTEXT) == {"result": 3}
 
 
+@pytest.mark.slow  # real MCP servers in subprocesses
 @pytest.mark.timeout(90)
 async def test_a_cancelled_call_returns_at_once_and_is_cancelled_on_the_server(
     mcp_provider: Callable[..., McpToolProvider],
@@ -203,6 +204,7 @@ async def test_a_cancelled_call_returns_at_once_and_is_cancelled_on_the_server(
         }
 
 
+@pytest.mark.slow  # real MCP servers in subprocesses
 @pytest.mark.timeout(90)
 async def test_the_stdio_server_dying_mid_call_is_tool_server_unavailable_then_it_is_restarted() -> (
     None
@@ -231,6 +233,7 @@ async def test_the_stdio_server_dying_mid_call_is_tool_server_unavailable_then_i
         assert await specs["t_add"].handler({"a": 1, "b": 1}, CONTEXT) == {"result": 2}
 
 
+@pytest.mark.slow  # real MCP servers in subprocesses
 @pytest.mark.timeout(90)
 async def test_the_http_server_dying_mid_call_is_tool_server_unavailable_then_it_recovers(
     http_server: HttpServer,
@@ -250,6 +253,7 @@ async def test_the_http_server_dying_mid_call_is_tool_server_unavailable_then_it
         assert await specs["t_add"].handler({"a": 2, "b": 2}, CONTEXT) == {"result": 4}
 
 
+@pytest.mark.slow  # real MCP servers in subprocesses
 @pytest.mark.timeout(90)
 async def test_the_prefix_and_the_tools_filter(
     mcp_provider: Callable[..., McpToolProvider],
@@ -266,6 +270,7 @@ async def test_the_prefix_and_the_tools_filter(
         assert {spec.timeout_s for spec in specs.values()} == {2.5}
 
 
+@pytest.mark.slow  # real MCP servers in subprocesses
 @pytest.mark.timeout(90)
 async def test_the_tools_are_listed_again_when_the_server_says_they_changed(
     mcp_provider: Callable[..., McpToolProvider],
@@ -281,6 +286,7 @@ async def test_the_tools_are_listed_again_when_the_server_says_they_changed(
         assert await extra.handler({}, CONTEXT) == "extra!"
 
 
+@pytest.mark.slow  # real MCP servers in subprocesses
 @pytest.mark.timeout(60)
 async def test_a_server_that_cannot_start_or_be_reached_is_unavailable() -> None:
     missing = McpToolProvider(
@@ -310,6 +316,7 @@ async def test_a_server_that_cannot_start_or_be_reached_is_unavailable() -> None
     await closed.aclose()
 
 
+@pytest.mark.slow  # real MCP servers in subprocesses
 @pytest.mark.timeout(60)
 async def test_closing_stops_the_stdio_server_and_fails_calls_in_flight() -> None:
     provider = _provider(McpServerConfig(command=[sys.executable, str(TOOLS_SERVER)]))
@@ -337,6 +344,7 @@ async def test_closing_stops_the_stdio_server_and_fails_calls_in_flight() -> Non
     await provider.aclose()  # idempotent
 
 
+@pytest.mark.slow  # real MCP servers in subprocesses
 @pytest.mark.timeout(30)
 async def test_open_and_aclose_from_one_task_within_other_cancel_scopes() -> None:
     """As the engine's keeper does: open, then close inside a shielded scope of its own."""
@@ -431,6 +439,7 @@ def _words(text: str) -> list[str]:
     return "".join(c for c in text.lower() if c.isalnum() or c.isspace()).split()
 
 
+@pytest.mark.slow  # real MCP servers in subprocesses
 @pytest.mark.timeout(300)
 async def test_scaivoice_mcp_voices_a_reply_and_transcribes_it_back(tmp_path: Path) -> None:
     pytest.importorskip("faster_whisper")
@@ -481,6 +490,7 @@ async def test_scaivoice_mcp_voices_a_reply_and_transcribes_it_back(tmp_path: Pa
         assert missing.is_error and "cannot read" in missing.content[0].text  # type: ignore[union-attr]
 
 
+@pytest.mark.slow  # real MCP servers in subprocesses
 @pytest.mark.timeout(120)
 async def test_scaivoice_mcp_says_send_text_when_synthesis_is_down(tmp_path: Path) -> None:
     config = tmp_path / "scaivoice.toml"

@@ -620,7 +620,7 @@ class _EndWatch:
     async def __anext__(self) -> SessionMessage | Exception:
         try:
             item: SessionMessage | Exception = await self._inner.__anext__()
-        except StopAsyncIteration:
+        except Exception:  # StopAsyncIteration at the end, or closed, broken
             self._end()
             raise
         return item
