@@ -363,8 +363,12 @@ async def check_tool_cancellation(subject: ToolSubject) -> str:
     slow = subject.arguments("slow")
     scope = trio.CancelScope()
     calls: list[_Call] = []
+
+    async def slow_call() -> None:
+        calls.append(await _call(subject, slow, call=2, scope=scope))
+
     async with trio.open_nursery() as nursery:
-        nursery.start_soon(_record, calls, _call(subject, slow, call=2, scope=scope))
+        nursery.start_soon(slow_call)
         with trio.move_on_after(subject.timeout_s / 2):
             await trio.testing.wait_all_tasks_blocked()  # the handler waits on something
         cancelled_at = trio.current_time()
@@ -378,10 +382,6 @@ async def check_tool_cancellation(subject: ToolSubject) -> str:
     _cancelled(outcome, "a call cancelled mid-way", cancelled_at - outcome.started_at, deadline)
     latency = outcome.returned_at - cancelled_at
     return detail + f"; mid-way: returned {latency * 1000:.0f} ms after the cancel"
-
-
-async def _record(calls: list[_Call], call: Awaitable[_Call]) -> None:
-    calls.append(await call)
 
 
 def _cancelled(outcome: _Call, what: str, cancelled_s: float, deadline_s: float) -> None:
