@@ -35,6 +35,8 @@ from ._contract.features import RecordingDiarizer as RecordingDiarizer
 from ._contract.features import SessionContext as SessionContext
 from ._contract.features import SessionFeature as SessionFeature
 from ._contract.features import SpeakerDirectory as SpeakerDirectory
+from ._contract.features import SpeechPaused as SpeechPaused
+from ._contract.features import SpeechResumed as SpeechResumed
 from ._contract.features import SpeechStarted as SpeechStarted
 from ._contract.features import SpeechStopped as SpeechStopped
 from ._contract.features import TranscribedSpan as TranscribedSpan

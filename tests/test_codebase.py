@@ -70,6 +70,8 @@ PUBLIC_API = {
     "ToolProvider",
     "ToolSpec",
     "SessionFeature",
+    "SpeechPaused",
+    "SpeechResumed",
     "SpeechStarted",
     "SpeechStopped",
     "StreamResampler",

@@ -198,63 +198,51 @@ async def test_early_replies_can_be_turned_off() -> None:
         assert _llm(client).calls == ["book a table"]
 
 
-async def test_an_adopted_reply_nobody_reads_is_cancelled() -> None:
-    from scaivoice.engine import ChatMessage
-    from scaivoice.engine._host.telemetry import Telemetry
-    from scaivoice.engine._session.early_reply import EarlyReplies
-
-    llm = RecordingLlm(RecordingLlm.Options())
-    outcomes: list[str] = []
-    early = EarlyReplies(llm, outcomes.append, counter=Telemetry())
-    request = LlmRequest(messages=(ChatMessage("user", "book a table"),))
-    with trio.fail_after(5):
-        async with trio.open_nursery() as nursery:
-            early.start(nursery, 1, "book a table", request)
-            await llm.called.wait()
-            reply = early.take(1, "book a table", request)
-            assert reply is not None
-            send, receive = trio.open_memory_channel[str](0)
-            receive.close()  # the turn ended before reading
-            assert await reply.forward(send) is None
-            await llm.cancelled_event.wait()
-    assert outcomes == ["adopted"]
-    assert llm.cancelled == ["book a table"]
-
-
-async def test_a_turn_cancelled_before_it_ran_stops_its_early_reply() -> None:
+async def test_a_speculative_turn_withdrawn_leaves_no_trace() -> None:
     from scaivoice.engine import ChatMessage
     from scaivoice.engine._session.agent_turn import AgentTurn
-    from scaivoice.engine._session.early_reply import EarlyReplies
+    from scaivoice.engine._session.speculation import Speculations
     from scaivoice.engine.testing import open_test_engine
 
     from .conftest import host_with
 
-    async def discard(*_: Any) -> None:
-        pass
+    sent: list[Any] = []
+
+    async def record(frame: Any) -> None:
+        sent.append(frame)
 
     config = _config((), "")
     async with open_test_engine(config, host=host_with(*_specs())) as engine:
         llm = engine.llm
         assert isinstance(llm, RecordingLlm)
         request = LlmRequest(messages=(ChatMessage("user", "book a table"),))
-        early = EarlyReplies(llm, counter=engine.telemetry)
+        outcomes: list[tuple[str, str]] = []
+        replies: list[str] = []
+        speculations = Speculations(lambda *o: outcomes.append(o), replies.append)
+        turn = AgentTurn(
+            turn_id=1,
+            request=request,
+            user_text="book a table",
+            config=engine.config.session_defaults(None),
+            engine=engine,
+            emit=record,
+            emit_audio=record,
+            output_started=record,
+            lead_ms=80,
+            speculative=True,
+        )
         with trio.fail_after(5):
             async with trio.open_nursery() as nursery:
-                early.start(nursery, 1, "book a table", request)
+
+                async def run(turn: AgentTurn) -> None:
+                    outcome = await turn.run()
+                    speculations.ended(turn, withdrawn=outcome.withdrawn)
+
+                speculations.start(nursery, turn, run)
                 await llm.called.wait()
-                turn = AgentTurn(
-                    turn_id=1,
-                    request=request,
-                    config=engine.config.session_defaults(None),
-                    engine=engine,
-                    emit=discard,
-                    emit_audio=discard,
-                    output_started=discard,
-                    lead_ms=200,
-                    early_reply=early.take(1, "book a table", request),
-                )
-                turn.cancel()  # barge-in before the turn's task ran it
-                outcome = await turn.run()
+                speculations.withdraw()
                 await llm.cancelled_event.wait()
-    assert outcome.interrupted
+    assert sent == []  # nothing of a withdrawn speculation reached the client
+    assert replies == ["withdrawn"]
+    assert ("llm", "discarded") in outcomes
     assert llm.cancelled == ["book a table"]

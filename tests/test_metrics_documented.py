@@ -49,6 +49,11 @@ MOVES: dict[str, tuple[str, str, str]] = {
     "scaivoice_errors_total": ("before", "after", "the failing LLM call sends llm_failed"),
     "scaivoice_stage_latency_seconds": ("before", "after", "every turn observes its stages"),
     "scaivoice_backend_calls_total": ("before", "after", "stt, llm and tts calls"),
+    "scaivoice_speculative_requests_total": (
+        "before",
+        "after",
+        "the stable interim starts the reply early, and it is adopted",
+    ),
     "scaivoice_backend_failures_total": ("before", "after", "the LLM raises on 'please fail'"),
     "scaivoice_early_replies_total": ("before", "after", "the spoken turn's stable interim"),
     "scaivoice_http_requests_total": ("before", "after", "the scrapes and voice notes"),

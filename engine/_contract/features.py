@@ -33,6 +33,8 @@ __all__ = [
     "SessionContext",
     "SessionFeature",
     "SpeakerDirectory",
+    "SpeechPaused",
+    "SpeechResumed",
     "SpeechStarted",
     "SpeechStopped",
     "TranscribedSpan",
@@ -73,7 +75,32 @@ class WakeDetected:
     after_ms: int = 0
 
 
-FeatureEvent = SpeechStarted | SpeechStopped | WakeDetected
+@dataclass(frozen=True, slots=True)
+class SpeechPaused:
+    """The user went quiet at ``at_ms`` while speaking: a pause, not yet an end of speech.
+
+    Optional for a VAD: sent after a short stretch of silence (about 100 ms), before the hang
+    time that makes it a :class:`SpeechStopped`. The engine starts the reply speculatively
+    (nothing reaches the client) so that it is ready when the turn ends.
+
+    .. versionadded:: 1 (speculative replies)
+    """
+
+    at_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class SpeechResumed:
+    """The user spoke again at ``at_ms`` after a :class:`SpeechPaused`, before it became a
+    :class:`SpeechStopped`: the speculative reply is withdrawn.
+
+    .. versionadded:: 1 (speculative replies)
+    """
+
+    at_ms: int
+
+
+FeatureEvent = SpeechStarted | SpeechStopped | SpeechPaused | SpeechResumed | WakeDetected
 
 
 @dataclass(frozen=True, slots=True)

@@ -91,8 +91,10 @@ class SessionLimits(_Section, frozen=True):
     history_messages: Annotated[int, msgspec.Meta(ge=0)] = 40
     """How many past messages the language model sees."""
     early_replies: bool = True
-    """Start the language model at the user's pause when the STT is sure of the transcript
-    (a stable interim), inside the VAD hang time; a wrong guess is cancelled unseen."""
+    """Speculative replies: at the user's pause, start the reply (a transcription of the turn
+    so far when the STT gives no stable interim, the language model, the first sentence's
+    speech) inside the end-of-turn wait; adopted when the final matches, else cancelled
+    unseen. Costs extra backend requests on wrong guesses (see the operator guide)."""
     system_prompt: str = (
         "You are a helpful voice assistant. Answer briefly, in one to three short sentences, "
         "in plain spoken language without lists or markup."

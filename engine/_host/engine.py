@@ -422,11 +422,14 @@ class Engine:
 
         async def check(component: Component) -> None:
             backend = component.resource
-            if not isinstance(backend, Backend):
+            if not isinstance(backend, Backend | ToolProvider):
                 error = component.error or "not open"
             else:
                 try:
-                    await probe(backend)
+                    if isinstance(backend, ToolProvider):
+                        await _checked(backend)
+                    else:
+                        await probe(backend)
                 except BackendError as exc:
                     error = str(exc)
                 except Exception as exc:  # a backend bug must not break the health endpoint

@@ -58,6 +58,10 @@ class SessionRecord:
     close_reason: str | None = None
     turns: int = 0
     interruptions: int = 0
+    speculative: dict[str, int] = field(
+        default_factory=lambda: {"started": 0, "adopted": 0, "discarded": 0}
+    )
+    """Speculative backend requests (at the user's pause): started, adopted, discarded."""
     errors: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     turn_metrics: deque[dict[str, Any]] = field(default_factory=lambda: deque(maxlen=100))
@@ -79,6 +83,7 @@ class SessionRecord:
             "duration_s": round(end - self.started_at, 3),
             "turns": self.turns,
             "interruptions": self.interruptions,
+            "speculative_requests": dict(self.speculative),
             "errors": len(self.errors),
             "close_code": self.close_code,
         }
@@ -161,6 +166,13 @@ class Telemetry:
             "Replies started at the user's pause, by outcome: adopted by the agent turn, "
             "withdrawn (the user spoke on) or mismatched (the final transcript differed)",
             ["tenant", "outcome"],
+            registry=r,
+        )
+        self.speculative_requests = Counter(
+            "scaivoice_speculative_requests",
+            "Backend requests made speculatively at the user's pause, by kind (stt, llm, tts) "
+            "and outcome (adopted, discarded)",
+            ["kind", "outcome"],
             registry=r,
         )
         self.tool_calls = Counter(
@@ -301,6 +313,13 @@ class Telemetry:
     def early_reply(self, tenant: str, outcome: str) -> None:
         """Count an early reply's outcome (``adopted``, ``withdrawn`` or ``mismatched``)."""
         self.early_replies.labels(tenant, outcome).inc()
+
+    def speculative_request(self, record: SessionRecord, kind: str, outcome: str) -> None:
+        """Count a speculative request that ended: ``kind`` ``stt``, ``llm`` or ``tts``;
+        ``outcome`` ``adopted`` or ``discarded``."""
+        self.speculative_requests.labels(kind, outcome).inc()
+        record.speculative["started"] += 1
+        record.speculative[outcome] += 1
 
     def tool_call(self, source: str, outcome: str) -> None:
         """Count a tool call that ended: ``source`` ``client`` or ``server``; ``outcome``

@@ -45,7 +45,6 @@ from ..frames import (
     SessionConfig,
     WarningFrame,
 )
-from .early_reply import EarlyReply
 from .history import ToolOutcome, TurnStep
 from .playback import PlaybackModel
 from .sentences import SentenceChunker
@@ -92,6 +91,8 @@ class TurnOutcome:
     text: str
     heard_text: str
     interrupted: bool
+    withdrawn: bool = False
+    """A speculative turn that never went live."""
 
 
 @dataclass(slots=True)
@@ -124,8 +125,11 @@ class AgentTurn:
     lexicon: Mapping[str, str] = field(default_factory=dict)
     user_turn_ended: float | None = None
     stt_ms: float | None = None
-    early_reply: EarlyReply | None = None
     user_text: str = ""
+    speculative: bool = False
+    """Started before the user's turn surely ended: nothing reaches the client (frames are
+    kept, audio waits) until :meth:`go_live`; only the first piece is synthesised meanwhile.
+    Cancelled before that, it leaves no trace."""
     say: str | None = None
     """Say this instead of asking the language model (an idle prompt, an unheard rest)."""
     tools: SessionTools | None = None
@@ -145,10 +149,19 @@ class AgentTurn:
     _tts_warned: bool = False
     _filled: bool = False
     _resume: trio.Event | None = None
+    _live: trio.Event = field(default_factory=trio.Event)
+    _kept: list[ServerFrame] = field(default_factory=list)
+    _client_emit: Callable[[ServerFrame], Awaitable[None]] | None = None
+    pieces_synthesised_speculatively: int = 0
+    """Pieces sent to the TTS before the turn went live (the cost of a wrong guess)."""
     _marks: _Marks = field(init=False)
     _scope: trio.CancelScope = field(init=False)
 
     def __post_init__(self) -> None:
+        if self.speculative:
+            self._client_emit, self.emit = self.emit, self._keep
+        else:
+            self._live.set()
         self._scope = trio.CancelScope()
         self.playback = PlaybackModel(lead_ms=self.lead_ms)
         self._marks = _Marks(
@@ -165,6 +178,30 @@ class AgentTurn:
         if self.cancel_requested_at is None:
             self.cancel_requested_at = trio.current_time()
         self._scope.cancel()
+
+    @property
+    def live(self) -> bool:
+        """Whether the client sees this turn (always, unless it is speculative)."""
+        return self._live.is_set()
+
+    async def _keep(self, frame: ServerFrame) -> None:
+        if self._live.is_set():
+            assert self._client_emit is not None
+            await self._client_emit(frame)
+        else:
+            self._kept.append(frame)
+
+    async def go_live(self, *, user_turn_ended: float | None, stt_ms: float | None) -> None:
+        """Adopt a speculative turn: the user's turn ended as guessed. Send what it kept,
+        then let it go on as any turn (its latency counts from ``user_turn_ended``)."""
+        self._marks.user_turn_ended = user_turn_ended
+        self._marks.stt_ms = stt_ms
+        if self._marks.first_text is not None:
+            self._marks.first_text = trio.current_time()  # the client sees it now
+        assert self._client_emit is not None
+        while self._kept:
+            await self._client_emit(self._kept.pop(0))
+        self._live.set()
 
     def hold(self) -> None:
         """Stop sending audio until :meth:`resume` (speech over the agent is being checked).
@@ -197,13 +234,18 @@ class AgentTurn:
             task_status.started(self)
             deltas_send, deltas_recv = trio.open_memory_channel[str | _Flush](64)
             pieces_send, pieces_recv = trio.open_memory_channel[str](8)
-            play_send, play_recv = trio.open_memory_channel[_PlayItem](2)
+            # A speculative turn keeps its first piece's audio until it goes live.
+            play_send, play_recv = trio.open_memory_channel[_PlayItem](
+                2 if self._live.is_set() else 4096
+            )
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(self._generate, deltas_send)
                 nursery.start_soon(self._chunk_text, deltas_recv, pieces_send)
                 nursery.start_soon(self._synthesize, pieces_recv, play_send)
                 await self._play(play_recv)
         interrupted = self._scope.cancelled_caught
+        if not self._live.is_set():  # a speculation withdrawn: the client never saw it
+            return TurnOutcome("".join(self._text), "", interrupted, withdrawn=True)
         with trio.move_on_after(_CLOSE_DEADLINE_S, shield=True):
             if self.tools is not None:
                 self.steps.extend(await self.tools.interrupted(self.turn_id))
@@ -261,25 +303,22 @@ class AgentTurn:
     # ---------------------------------------------------------------- stage 1: LLM
 
     async def _generate(self, deltas: trio.MemorySendChannel[str | _Flush]) -> None:
-        """Generate the reply, or adopt the one started early at the user's pause; with
-        tools, run the model's calls between rounds."""
+        """Generate the reply (or say ``say``); with tools, run the model's calls between
+        rounds."""
         llm = self.engine.llm
         if self.say is not None:
             async with deltas:
                 await deltas.send(self.say)
             return
         offered = OfferedTools({}, {})
-        if self.tools is not None and self.early_reply is None:
+        if self.tools is not None and not self.speculative:
             offered = await self.tools.offer(self.config)
         if offered:
             async with deltas:
                 await self._generate_with_tools(offered, deltas)
             return
-        if self.early_reply is not None:
-            failure = await self.early_reply.forward(deltas)
-        else:
-            call = partial(llm.generate, self.request, deltas)
-            failure = await call_backend(llm, call, deltas, counter=self.engine.telemetry)
+        call = partial(llm.generate, self.request, deltas)
+        failure = await call_backend(llm, call, deltas, counter=self.engine.telemetry)
         if failure is not None:
             await self._report_error("llm_failed", f"language model {llm.name!r} failed: {failure}")
 
@@ -400,8 +439,12 @@ class AgentTurn:
         tts = self.engine.tts[backend_name]
         async with pieces, play:
             async for piece in pieces:
+                if self._piece_ms or self._text_only:
+                    await self._live.wait()  # a speculation synthesises its first piece only
                 if self._marks.first_piece is None:
                     self._marks.first_piece = trio.current_time()
+                if not self._live.is_set():
+                    self.pieces_synthesised_speculatively += 1
                 spoken = await self._normalise(piece)
                 if self._tts_warned or not spoken.strip():
                     await play.send(_TextOnly(piece))
@@ -475,6 +518,7 @@ class AgentTurn:
         resampler: StreamResampler | None = None
         frame_bytes = out_rate * _FRAME_MS // 1000 * 2
         pending = b""
+        await self._live.wait()
         async with play:
             async for item in play:
                 if isinstance(item, AudioChunk):

@@ -24,7 +24,13 @@ from functools import partial
 import trio
 
 from .._contract.backends import ChatMessage, LlmRequest, SttRequest, Transcript
-from .._contract.features import SpeechStarted, SpeechStopped, WakeDetected
+from .._contract.features import (
+    SpeechPaused,
+    SpeechResumed,
+    SpeechStarted,
+    SpeechStopped,
+    WakeDetected,
+)
 from .._errors import ConfigError
 from .._host.config import SessionLimits
 from .._host.engine import Engine
@@ -49,10 +55,10 @@ from ..frames import (
 )
 from .agent_turn import AgentTurn
 from .config import turn_detection, validate_config
-from .early_reply import EarlyReplies
 from .features import SessionFeatures
 from .history import History, TurnRecord
 from .overlap import EndOfTurnPolicy, overlap_verdict, spoken_words
+from .speculation import Speculations, transcribe_snapshot
 from .statemachine import (
     Action,
     AgentInitiated,
@@ -101,6 +107,8 @@ Item = (
     | Event
     | SpeechStarted
     | SpeechStopped
+    | SpeechPaused
+    | SpeechResumed
     | WakeDetected
     | PauseEnded
     | OverlapLong
@@ -120,7 +128,8 @@ class Dialogue:
         config: the session config agreed at ``session.start``.
         outbox: where frames go.
         items: this session's item channel (the reader and the turn tasks send to it).
-        early_reply_outcome: told how each early reply ended (telemetry).
+        early_reply_outcome: told how each speculative reply ended (telemetry).
+        speculative_request: told ``(kind, outcome)`` of each speculative request (telemetry).
         permissions: the session credential's permissions (server tools may require some).
         session_id: the session's id (tools' context; the model's conversation id).
     """
@@ -134,6 +143,7 @@ class Dialogue:
         items: trio.MemorySendChannel[Item],
         early_reply_outcome: Callable[[str], None],
         *,
+        speculative_request: Callable[[str, str], None] = lambda kind, outcome: None,
         permissions: frozenset[str] = frozenset(),
         session_id: str = "",
     ) -> None:
@@ -156,7 +166,11 @@ class Dialogue:
         self._user_turn: UserTurn | None = None  # the turn whose audio is being collected
         self._recognised: dict[int, UserTurn] = {}  # turns recognised, not yet answered
         self._agent_turn: AgentTurn | None = None
-        self._early = EarlyReplies(engine.llm, early_reply_outcome, counter=engine.telemetry)
+        self._speculation = Speculations(speculative_request, early_reply_outcome)
+        self._snapshot: tuple[int, Transcript] | None = (
+            None  # a turn's audio transcribed at a pause
+        )
+        self._snapshot_scope: trio.CancelScope | None = None
         self._taking = TurnTaking(items)
         self._mode = "manual"  # the turn detection in effect (see apply_config)
         self._barge_in_by: int | None = None  # the user turn that cut the last agent turn off
@@ -249,6 +263,14 @@ class Dialogue:
                 await self._speech_started(turns)
             case SpeechStopped():
                 await self._speech_stopped(turns, client=False)
+            case SpeechPaused():
+                if conv.user_turn is not None:
+                    await self._transcribe_at_pause(turns, conv.user_turn)
+            case SpeechResumed():
+                self._taking.speech_resumed()
+                if conv.user_turn is not None:
+                    self._speculation.withdraw_for(conv.user_turn)
+                self._forget_snapshot()
             case PauseEnded(turn_id=turn_id):
                 if conv.user_turn == turn_id:
                     await self._apply(turns, conv.handle(SpeechStop()))
@@ -324,7 +346,8 @@ class Dialogue:
                 case EmitWarning(code=code, message=message):
                     await self._outbox.warn(code, message)
                 case OpenUserTurn(turn_id=turn_id):
-                    self._early.withdraw()  # a guess for an older turn answers nothing now
+                    self._speculation.withdraw()  # a guess for an older turn answers nothing now
+                    self._forget_snapshot()
                     self._user_turn = await turns.start(self._run_user_turn, turns, turn_id)
                 case FinalizeUserTurn(turn_id=turn_id):
                     user_turn = self._user_turn
@@ -333,6 +356,7 @@ class Dialogue:
                         if tail:
                             await user_turn.feed(tail)
                         user_turn.end()
+                        self._adopt_snapshot(user_turn)
                         if user_turn.speaker is not None:
                             user_turn.speaker.start_final(turns)
                         self._user_turn = None
@@ -352,8 +376,18 @@ class Dialogue:
                             )
                         )
                 case StartAgentTurn(turn_id=turn_id, user_text=user_text, say=say):
-                    agent_turn = self._agent_turn_for(turn_id, user_text, say)
-                    self._agent_turn = await turns.start(self._run_agent_turn, agent_turn)
+                    guessed = None
+                    if say is None:
+                        guessed = self._speculation.take(
+                            turn_id, user_text, self.llm_request(user_text)
+                        )
+                    if guessed is not None:
+                        self._agent_turn = guessed
+                        ended, stt_ms = self._user_turn_timing(turn_id)
+                        await guessed.go_live(user_turn_ended=ended, stt_ms=stt_ms)
+                    else:
+                        agent_turn = self._agent_turn_for(turn_id, user_text, say)
+                        self._agent_turn = await turns.start(self._run_agent_turn, agent_turn)
                 case OpenWakeWindow(turn_id=turn_id):
                     turns.start_soon(self._wake_window, turn_id)
                 case CancelAgentTurn(turn_id=turn_id):
@@ -388,7 +422,7 @@ class Dialogue:
             counter=self.engine.telemetry,
             task_status=task_status,
         )
-        self._early.withdraw_guess_for(turn_id, "mismatched", unless_text=text)
+        self._speculation.withdraw_for(turn_id, "mismatched", unless=text)
         if turn.ended_at is None and self._user_turn is turn:
             self._user_turn = None  # ended by the STT itself: later audio opens a new turn
         self._recognised[turn_id] = turn
@@ -404,10 +438,10 @@ class Dialogue:
             except trio.WouldBlock:
                 pass
             return  # no early reply to speech over the agent
-        if result.stable and text and self.limits.early_replies and not self._tools_on():
-            self._early.start(turns, turn_id, text, self.llm_request(text))
+        if result.stable and text:
+            self._speculate(turns, turn_id, text)
             return
-        self._early.withdraw_guess_for(turn_id)
+        self._speculation.withdraw_for(turn_id)
 
     # ================================================================ agent turns
 
@@ -430,16 +464,29 @@ class Dialogue:
             conversation_id=self._session_id or None,
         )
 
-    def _agent_turn_for(self, turn_id: int, user_text: str, say: str | None = None) -> AgentTurn:
-        request = self.llm_request(user_text)
+    def _user_turn_timing(self, turn_id: int) -> tuple[float, float | None]:
+        """When user turn ``turn_id`` ended and its STT time (it is answered now)."""
         user_turn = self._recognised.pop(turn_id, None)
         for older in [k for k in self._recognised if k < turn_id]:
             del self._recognised[older]  # recognised before this one: never answered
+        if user_turn is None or user_turn.ended_at is None:
+            return trio.current_time(), user_turn.stt_ms if user_turn is not None else None
+        return user_turn.ended_at, user_turn.stt_ms
+
+    def _agent_turn_for(
+        self,
+        turn_id: int,
+        user_text: str,
+        say: str | None = None,
+        *,
+        speculative: bool = False,
+    ) -> AgentTurn:
+        request = self.llm_request(user_text)
+        ended, stt_ms = (None, None) if speculative else self._user_turn_timing(turn_id)
         return AgentTurn(
             turn_id=turn_id,
             request=request,
             user_text=user_text,
-            early_reply=None if say is not None else self._early.take(turn_id, user_text, request),
             say=say,
             tools=None if say is not None else self.tools,
             max_tool_rounds=self.engine.config.tools.max_rounds,
@@ -450,19 +497,95 @@ class Dialogue:
             output_started=self._output_started,
             lead_ms=self.limits.audio_lead_ms,
             lexicon=self._lexicon,
-            user_turn_ended=(
-                user_turn.ended_at
-                if user_turn is not None and user_turn.ended_at is not None
-                else trio.current_time()
-            ),
-            stt_ms=user_turn.stt_ms if user_turn is not None else None,
+            user_turn_ended=ended,
+            stt_ms=stt_ms,
+            speculative=speculative,
         )
+
+    # ================================================================ speculation
+
+    def _speculate(self, turns: trio.Nursery, turn_id: int, text: str) -> None:
+        """Start the reply to ``text`` for user turn ``turn_id`` before the turn surely ended."""
+        conv = self._conversation
+        if (
+            not self.limits.early_replies
+            or self._tools_on()  # a guess must never run a tool with side effects
+            or conv.agent_turn is not None
+            or self._taking.overlap is not None
+        ):
+            return
+        turn = self._agent_turn_for(turn_id, text, speculative=True)
+        self._speculation.start(turns, turn, self._run_agent_turn)
+
+    async def _transcribe_at_pause(self, turns: trio.Nursery, turn_id: int) -> None:
+        """The user paused: with a recogniser that cannot tell at a pause (no stable
+        interims), transcribe the turn's audio so far, and speculate on it."""
+        user_turn = self._user_turn
+        if (
+            user_turn is None
+            or user_turn.turn_id != turn_id
+            or not self.limits.early_replies
+            or self.engine.stt.capabilities.interim_results
+            or self._tools_on()
+            or self._conversation.agent_turn is not None
+        ):
+            return
+        self._forget_snapshot()
+        scope = trio.CancelScope()
+        self._snapshot_scope = scope
+        pcm = bytes(user_turn.audio)
+        request = SttRequest(
+            sample_rate=STT_RATE, language=self.config.language, word_timings=False
+        )
+
+        async def run() -> None:
+            with scope:
+                final = await transcribe_snapshot(
+                    self.engine.stt, pcm, request, counter=self.engine.telemetry
+                )
+                if final is None or not final.text.strip():
+                    self._speculation.snapshot(adopted=False)
+                    return
+                self._snapshot = (turn_id, final)
+                self._speculate(turns, turn_id, final.text.strip())
+                ended = self._recognised.get(turn_id) or (
+                    user_turn if user_turn.ended_at is not None else None
+                )
+                if ended is not None:
+                    self._adopt_snapshot(ended)  # the turn ended while it ran
+            if scope.cancelled_caught:
+                self._speculation.snapshot(adopted=False)
+
+        turns.start_soon(run)
+
+    def _adopt_snapshot(self, user_turn: UserTurn) -> None:
+        """The turn ended with nothing said after its pause: its snapshot is its final."""
+        snapshot = self._snapshot
+        if snapshot is not None and snapshot[0] == user_turn.turn_id:
+            self._snapshot = None
+            self._snapshot_scope = None
+            user_turn.adopt(snapshot[1])
+            self._speculation.snapshot(adopted=True)
+
+    def _forget_snapshot(self) -> None:
+        """The user spoke on (or another turn opened): the snapshot is not the final."""
+        if self._snapshot_scope is not None:
+            self._snapshot_scope.cancel()
+            self._snapshot_scope = None
+        if self._snapshot is not None:
+            self._snapshot = None
+            self._speculation.snapshot(adopted=False)
 
     async def _run_agent_turn(
         self, turn: AgentTurn, *, task_status: trio.TaskStatus[AgentTurn] = trio.TASK_STATUS_IGNORED
     ) -> None:
-        """One agent turn; the history keeps what the user heard of it."""
+        """One agent turn; the history keeps what the user heard of it. A speculative turn
+        withdrawn before it went live leaves nothing."""
         outcome = await turn.run(task_status=task_status)
+        if turn.speculative:
+            self._speculation.ended(turn, withdrawn=outcome.withdrawn)
+        if outcome.withdrawn:
+            return
         said_before_tools = "".join(
             s.content for s in turn.steps if isinstance(s, ChatMessage)
         ).strip()

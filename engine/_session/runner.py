@@ -170,6 +170,7 @@ class Session:
             self._outbox,
             self._items_send,
             partial(self.engine.telemetry.early_reply, self.principal.tenant),
+            speculative_request=partial(self.engine.telemetry.speculative_request, self._record),
             permissions=self.principal.permissions,
             session_id=self.session_id,
         )

@@ -123,11 +123,17 @@ class UserTurn:
         self.ended_at: float | None = None
         self.stt_ms: float | None = None
         self.text = ""
+        self.audio = bytearray()
+        """The turn's audio so far (16 kHz PCM16), for a transcription at a pause."""
+        self._adopted: Transcript | None = None
+        self._recognition: trio.CancelScope | None = None
+        self._final: Transcript | None = None  # the recogniser's own final, once it came
 
     async def feed(self, pcm: bytes) -> None:
         """Hand audio to the turn's STT stream; a stream that already ended (it failed and
         reported ``stt_failed``) drops it."""
         self.audio_ms += duration_ms(pcm)
+        self.audio += pcm
         if self.speaker is not None:
             self.speaker.add(pcm)
         try:
@@ -145,6 +151,14 @@ class UserTurn:
         self._audio_send.close()
         if self._scope is not None:
             self._scope.cancel()
+
+    def adopt(self, final: Transcript) -> None:
+        """Take ``final`` (a transcription of this turn's audio made at its last pause, which
+        nothing followed) as the turn's final transcript: the recogniser's own stream stops."""
+        if self._adopted is None and self._final is None:
+            self._adopted = final
+            if self._recognition is not None:
+                self._recognition.cancel()
 
     async def transcribe(
         self,
@@ -176,33 +190,25 @@ class UserTurn:
 
         with trio.CancelScope() as self._scope:
             task_status.started(self)
-            async with trio.open_nursery() as nursery:
-                nursery.start_soon(produce)
-                async with results_recv:
-                    last_interim = ""
-                    async for result in results_recv:
-                        if not result.final:
-                            on_interim(result)
-                            if result.text == last_interim:
-                                continue  # a withdrawal of a stable guess: nothing new to show
-                            last_interim = result.text
-                        speaker: dict[str, Any] = {}
-                        if self.speaker is not None:
-                            if result.final:
-                                await self.speaker.wait_final()
-                            speaker = self.speaker.fields(final=result.final)
-                        await outbox.send(
-                            TranscriptFrame(
-                                turn_id=self.turn_id,
-                                text=result.text,
-                                final=result.final,
-                                start_ms=result.start_ms,
-                                end_ms=result.end_ms,
-                                **speaker,
-                            )
-                        )
-                        if result.final:
-                            final_text = result.text
+            with trio.CancelScope() as self._recognition:
+                if self._adopted is not None:
+                    self._recognition.cancel()
+                await self._recognise(produce, results_recv, outbox, on_interim)
+            final_text = self._final.text if self._final is not None else ""
+            adopted = self._adopted
+            if adopted is not None and self._final is None:
+                failure = None
+                final_text = adopted.text
+                await outbox.send(
+                    TranscriptFrame(
+                        turn_id=self.turn_id,
+                        text=adopted.text,
+                        final=True,
+                        start_ms=adopted.start_ms,
+                        end_ms=adopted.end_ms,
+                        **(await self._speaker_fields(final=True)),
+                    )
+                )
         if failure is not None:
             await outbox.error("stt_failed", f"speech recognition failed: {failure}")
             final_text = ""
@@ -210,3 +216,42 @@ class UserTurn:
             self.stt_ms = round((trio.current_time() - self.ended_at) * 1000, 2)
         self.text = final_text.strip()
         return self.text
+
+    async def _speaker_fields(self, *, final: bool) -> dict[str, Any]:
+        if self.speaker is None:
+            return {}
+        if final:
+            await self.speaker.wait_final()
+        return self.speaker.fields(final=final)
+
+    async def _recognise(
+        self,
+        produce: Callable[[], Any],
+        results_recv: trio.MemoryReceiveChannel[Transcript],
+        outbox: Outbox,
+        on_interim: Callable[[Transcript], None],
+    ) -> None:
+        """Stream the recogniser's results to the client; keep its final."""
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(produce)
+            async with results_recv:
+                last_interim = ""
+                async for result in results_recv:
+                    if not result.final:
+                        on_interim(result)
+                        if result.text == last_interim:
+                            continue  # a withdrawal of a stable guess: nothing new to show
+                        last_interim = result.text
+                    if result.final:
+                        self._final = result  # before sending: an adoption now is too late
+                    speaker = await self._speaker_fields(final=result.final)
+                    await outbox.send(
+                        TranscriptFrame(
+                            turn_id=self.turn_id,
+                            text=result.text,
+                            final=result.final,
+                            start_ms=result.start_ms,
+                            end_ms=result.end_ms,
+                            **speaker,
+                        )
+                    )
