@@ -60,12 +60,14 @@ class _Calls:
         self.answered: dict[str, float] = {}
         self.handled: set[Any] = set()
 
-    async def answer(self, call: Received, **reply: Any) -> None:
-        """Send the ``tool.result`` of ``call``: ``reply`` or the tool's canned result."""
+    async def answer(self, call: Received) -> None:
+        """Send the ``tool.result`` of ``call``: its tool's canned result."""
         call_id = call.get("call_id")
         self.handled.add(call_id)
-        body = reply or {"result": _RESULTS.get(str(call.get("name")), "done")}
-        at = await self.live.conn.send({"type": "tool.result", "call_id": call_id, **body})
+        result = _RESULTS.get(str(call.get("name")), "done")
+        at = await self.live.conn.send(
+            {"type": "tool.result", "call_id": call_id, "result": result}
+        )
         if isinstance(call_id, str):
             self.answered.setdefault(call_id, at)
 
@@ -130,10 +132,9 @@ async def _first_call(live: LiveSession, turn: Turn) -> Received | None:
     return item if item.type == "tool.call" else None
 
 
-def _shape(call: Received, turn: Turn, notes: Notes) -> None:
-    """§2.2 tool.call: the turn's id, a call id, a declared tool, arguments fitting its schema."""
-    if call.get("turn_id") != turn.turn_id:
-        notes.violation(f"tool.call has turn_id {call.get('turn_id')!r}, not {turn.turn_id}")
+def _shape(call: Received, notes: Notes) -> None:
+    """§2.2 tool.call (of the turn asked): a call id, a declared tool, arguments fitting its
+    schema."""
     call_id = call.get("call_id")
     if not isinstance(call_id, str) or not call_id:
         notes.violation(f"tool.call has call_id {call_id!r}, expected a non-empty string")
@@ -234,17 +235,17 @@ async def call_shape(ctx: SuiteContext, notes: Notes) -> None:
                 "(--tool-prompt), or say it cannot (--no-tool-calls)"
             )
         notes.measure("thinking_to_tool_call_ms", (call.t - thinking.t) * 1000.0)
-        _shape(call, turn, notes)
+        _shape(call, notes)
         notes.note(f"tool.call: {call.describe()}")
         done = await calls.answer_until_done(turn)
         if done.get("interrupted") is not False:
-            notes.violation(f"the turn was not interrupted, but {done.describe()}")
+            notes.violation(f"nothing interrupted turn {turn.turn_id}, but {done.describe()}")
         last_answer = max(calls.answered.values(), default=done.t)
         notes.measure("result_to_text_done_ms", (done.t - last_answer) * 1000.0)
         notes.note(f"reply: {str(done.get('text'))[:80]!r}; {len(calls.answered)} call(s)")
         for item in live.items[turn.start :]:
-            if item.type == "tool.call" and item is not call:
-                _shape(item, turn, notes)
+            if _is_call(item, turn) and item is not call:
+                _shape(item, notes)
         await live.end()
         calls.judge(notes)
 
@@ -265,14 +266,14 @@ async def parallel(ctx: SuiteContext, notes: Notes) -> None:
         await live.conn.read_for(_ROUND_S)
         outstanding = [i for i in live.items[turn.start :] if _is_call(i, turn)]
         for call in outstanding:
-            _shape(call, turn, notes)
+            _shape(call, notes)
         ids = [c.get("call_id") for c in outstanding]
         notes.measure("calls_outstanding", len(outstanding))
         for call in reversed(outstanding):  # §5.1: answer them in any order
             await calls.answer(call)
         done = await calls.answer_until_done(turn)
         if done.get("interrupted") is not False:
-            notes.violation(f"the turn was not interrupted, but {done.describe()}")
+            notes.violation(f"nothing interrupted turn {turn.turn_id}, but {done.describe()}")
         await live.end()
         calls.judge(notes)
     if len(outstanding) < 2:
