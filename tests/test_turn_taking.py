@@ -18,6 +18,8 @@ from scaivoice.engine import (
     FeatureSession,
     FeatureSpec,
     SessionFeature,
+    SpeechPaused,
+    SpeechResumed,
     SpeechStarted,
     SpeechStopped,
     hookimpl,
@@ -42,10 +44,12 @@ from .conftest import check_invariants, host_with
 
 LOUD = b"\x00\x10" * 320  # 20 ms of speech at 16 kHz
 QUIET = b"\x00\x00" * 320  # 20 ms of silence
+PAUSE_MS = 100  # the scripted VAD's SpeechPaused comes after this much quiet
 
 
 class LoudnessVad(SessionFeature):
-    """Speech is audio with a peak above 1000; it stops after ``min_silence_ms`` of quiet."""
+    """Speech is audio with a peak above 1000; it pauses after 100 ms of quiet (resuming if
+    speech comes back) and stops after ``min_silence_ms``."""
 
     opened_with: ClassVar[list[Mapping[str, Any]]] = []
 
@@ -63,6 +67,7 @@ class _LoudnessVadSession(FeatureSession):
         self.rate = sample_rate
         self.position_ms = 0.0
         self.speaking = False
+        self.paused = False
         self.quiet_since: float | None = None
 
     async def process(self, pcm: bytes) -> Sequence[FeatureEvent]:
@@ -70,16 +75,20 @@ class _LoudnessVadSession(FeatureSession):
         start = self.position_ms
         self.position_ms += len(pcm) / 2 / self.rate * 1000.0
         if loud:
-            self.quiet_since = None
+            paused, self.quiet_since, self.paused = self.paused, None, False
             if not self.speaking:
                 self.speaking = True
                 return [SpeechStarted(round(start))]
-            return []
+            return [SpeechResumed(round(start))] if paused else []
         if self.speaking:
             self.quiet_since = start if self.quiet_since is None else self.quiet_since
-            if self.position_ms - self.quiet_since >= self.min_silence_ms:
-                self.speaking = False
+            quiet_ms = self.position_ms - self.quiet_since
+            if quiet_ms >= self.min_silence_ms:
+                self.speaking = self.paused = False
                 return [SpeechStopped(round(self.quiet_since))]
+            if quiet_ms >= PAUSE_MS and not self.paused:
+                self.paused = True
+                return [SpeechPaused(round(self.quiet_since))]
         return []
 
 
