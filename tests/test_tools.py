@@ -6,8 +6,10 @@ model (``call NAME with {JSON}`` in the user's text makes it call NAME).
 
 from __future__ import annotations
 
+import sys
 from collections.abc import AsyncIterator, Iterator, Mapping
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any, ClassVar
 
 import pytest
@@ -363,3 +365,39 @@ async def test_the_filler_is_said_while_a_tool_takes_long() -> None:
         seen = await client.receive_until("agent.text.done")
         text = frames_of(seen, AgentTextDone)[-1].text
         assert text.index("One moment.") < text.index("snow")
+
+
+# ---------------------------------------------------------------- MCP tools in a session
+
+
+MCP_SERVER = Path(__file__).parent / "mcp_servers" / "tools_server.py"
+
+
+@pytest.mark.slow
+async def test_an_mcp_servers_tools_are_called_in_a_session_and_a_crash_is_survived() -> None:
+    pytest.importorskip("mcp")
+    overrides = {
+        "tools": {
+            "mcp": {
+                "demo": {
+                    "command": [sys.executable, str(MCP_SERVER)],
+                    "tools": ["weather", "crash", "slow"],
+                }
+            }
+        }
+    }
+    async with tool_session(overrides) as (client, started):
+        assert {"demo_weather", "demo_crash", "demo_slow"} <= set(started.capabilities.tools)
+        assert "demo_echo" not in started.capabilities.tools  # filtered out by `tools`
+        await say(client, 'call demo_weather with {"city": "Oslo"}')
+        seen = await client.receive_until("agent.text.done")
+        assert '"sky": "sunny"' in frames_of(seen, AgentTextDone)[-1].text
+        await say(client, 'call demo_slow with {"seconds": 30}')
+        await client.receive_until("state", state="thinking")
+        await client.send_json({"type": "interrupt"})
+        await client.receive_until("state", state="interrupted")  # the MCP call is cancelled
+        await say(client, "call demo_crash")  # the server dies mid-call
+        seen = await client.receive_until("agent.text.done", turn_id=3)
+        assert "tool_server_unavailable" in [w.code for w in frames_of(seen, WarningFrame)]
+        await say(client, "still there?")
+        await client.receive_until("agent.text.done", turn_id=4)  # the session goes on
