@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import math
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -31,6 +32,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import msgspec
 import numpy as np
+import numpy.typing as npt
 import trio
 
 from scaivoice.engine import (
@@ -47,17 +49,23 @@ from scaivoice.engine import (
 
 from ._whisper_mel import SAMPLE_RATE, WINDOW_SAMPLES, log_mel
 
+SILENCE_DBFS = -50.0
+"""A window whose loudest 20 ms is quieter than this holds no speech: no opinion (``None``).
+The model itself calls silence complete (0.99 for 8 s of zeros)."""
+
 if TYPE_CHECKING:
     import onnxruntime  # type: ignore[import-untyped]
 
 __all__ = [
     "MODEL_FILE",
     "MODEL_SHA256",
+    "SILENCE_DBFS",
     "SmartTurn",
     "SmartTurnModel",
     "SmartTurnOptions",
     "SmartTurnSession",
     "SmartTurnStatistics",
+    "loudest_dbfs",
     "scaivoice_session_features",
 ]
 
@@ -119,12 +127,25 @@ class SmartTurnModel:
         )
         return cls(session)
 
-    def probability(self, pcm16k: bytes) -> float:
-        """The probability (0-1) that the turn in ``pcm16k`` (PCM16LE mono at 16 kHz, its last
-        8 s are heard) is complete. Blocking: run it in a worker thread."""
-        features = log_mel(pcm16_to_float(pcm16k))[None]
+    def probability(self, samples: npt.NDArray[np.float32]) -> float:
+        """The probability (0-1) that the turn in ``samples`` (float, 16 kHz, mono; the last 8 s
+        are heard) is complete. Blocking: run it in a worker thread."""
+        features = log_mel(samples)[None]
         (output,) = self._session.run(None, {self._input: features})
         return float(np.clip(output.reshape(-1)[0], 0.0, 1.0))
+
+
+def loudest_dbfs(samples: npt.NDArray[np.float32]) -> float:
+    """The level of the loudest 20 ms of ``samples`` (float, 16 kHz), in dB below full scale
+    (a sine at full scale: -3 dB; digital silence: -inf)."""
+    frame = SAMPLE_RATE // 50
+    count = len(samples) // frame
+    if count == 0:
+        power = float(np.mean(np.square(samples))) if len(samples) else 0.0
+    else:
+        frames = samples[: count * frame].reshape(count, frame)
+        power = float(np.max(np.mean(np.square(frames, dtype=np.float64), axis=1)))
+    return 10.0 * math.log10(power) if power > 0 else -math.inf
 
 
 @dataclass(frozen=True, slots=True)
@@ -139,10 +160,19 @@ class SmartTurnStatistics:
 
 class SmartTurn(SessionFeature):
     """Smart Turn v3.2: the probability that the user's turn is complete, for sessions whose
-    ``turn_detection`` is ``semantic``."""
+    ``turn_detection`` is ``semantic``.
 
-    def __init__(self, options: SmartTurnOptions | None = None) -> None:
+    Args:
+        options: the operator's options.
+        model: a model already loaded, used instead of loading one in :meth:`open` (to share
+            one model between engines, or a wrapped model in tests).
+    """
+
+    def __init__(
+        self, options: SmartTurnOptions | None = None, *, model: SmartTurnModel | None = None
+    ) -> None:
         self.options = options or SmartTurnOptions()
+        self._given = model
         self._scorer: _Scorer | None = None
 
     @classmethod
@@ -162,6 +192,9 @@ class SmartTurn(SessionFeature):
                 bad file, or a bundled file whose sha256 is not the expected one).
         """
         if self._scorer is not None:
+            return
+        if self._given is not None:
+            self._scorer = _Scorer(self._given)
             return
         path = Path(self.options.model_path).expanduser() if self.options.model_path else None
         threads = self.options.threads
@@ -225,17 +258,26 @@ class _Scorer:
         self.calls = 0
         self.seconds = 0.0
 
-    async def probability(self, pcm16k: bytes) -> float:
-        """One model call in a worker thread, after the calls before it."""
+    async def probability(self, pcm16k: bytes) -> float | None:
+        """One model call in a worker thread, after the calls before it; ``None`` for a window
+        without speech (no model call)."""
 
-        def run() -> tuple[float, float]:
+        def run() -> tuple[float | None, float]:
             start = time.perf_counter()
-            value = self.model.probability(pcm16k)
+            samples = pcm16_to_float(pcm16k)
+            if loudest_dbfs(samples) < SILENCE_DBFS:
+                return None, 0.0
+            value = self.model.probability(samples)
             return value, time.perf_counter() - start
 
-        value, seconds = await trio.to_thread.run_sync(run, limiter=self.limiter)
-        self.calls += 1
-        self.seconds += seconds
+        # Abandoned on cancel: the call has no side effects, and the limiter stays held until
+        # the thread really ends, so an abandoned call still delays the next one.
+        value, seconds = await trio.to_thread.run_sync(
+            run, limiter=self.limiter, abandon_on_cancel=True
+        )
+        if value is not None:
+            self.calls += 1
+            self.seconds += seconds
         return value
 
 
@@ -261,13 +303,14 @@ class SmartTurnSession(FeatureSession):
 
     async def end_of_turn(self) -> float | None:
         """The probability (0-1) that the user's turn is complete, from the last 8 s of audio
-        fed so far; ``None`` before any audio was fed.
+        fed so far; ``None`` when those hold no speech (nothing fed yet, or nothing louder than
+        :data:`SILENCE_DBFS`).
 
         Runs the model in a worker thread, after any other session's call of this engine
         (one at a time). The session's state is not changed: asking twice without feeding
-        audio in between gives the same answer. Cancelling while another call runs returns
-        at once; once this call has started, it returns when the call ends (one model call,
-        tens of milliseconds).
+        audio in between gives the same answer. Cancelling returns at once; a model call
+        already running finishes in its thread (tens of milliseconds), unseen, before the
+        engine's next call starts.
         """
         if not self._audio:
             return None
