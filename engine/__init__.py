@@ -48,6 +48,11 @@ from ._contract.identity import IdentityProvider as IdentityProvider
 from ._contract.identity import IdentityProviderSpec as IdentityProviderSpec
 from ._contract.plugins import LoadedPlugin as LoadedPlugin
 from ._contract.plugins import PluginHost as PluginHost
+from ._contract.tool_schemas import ArgumentsInvalid as ArgumentsInvalid
+from ._contract.tool_schemas import SchemaInvalid as SchemaInvalid
+from ._contract.tool_schemas import check_parameters_schema as check_parameters_schema
+from ._contract.tool_schemas import parse_arguments as parse_arguments
+from ._contract.tool_schemas import result_text as result_text
 from ._contract.tools import ToolCall as ToolCall
 from ._contract.tools import ToolContext as ToolContext
 from ._contract.tools import ToolDefinition as ToolDefinition

@@ -28,6 +28,11 @@ SOURCE_DIRS = {
 }
 
 PUBLIC_API = {
+    "ArgumentsInvalid",
+    "SchemaInvalid",
+    "check_parameters_schema",
+    "parse_arguments",
+    "result_text",
     "API_VERSION",
     "AudioChunk",
     "AuthError",

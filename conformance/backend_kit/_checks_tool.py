@@ -22,17 +22,19 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-import jsonschema  # type: ignore[import-untyped]
 import trio
 import trio.testing
 
 from scaivoice.engine import (
+    ArgumentsInvalid,
     PluginContractError,
     PluginHost,
     ToolContext,
     ToolFailed,
     ToolSpec,
     hookimpl,
+    parse_arguments,
+    result_text,
 )
 
 from ._drive import describe_error
@@ -95,19 +97,13 @@ class ToolSubject:
         """
         given = getattr(self, f"{which}_arguments")
         try:
-            arguments = json.loads(json.dumps(given, allow_nan=False))
+            text = json.dumps(given, allow_nan=False)
         except (TypeError, ValueError) as exc:
             raise Failed(f"the {which} arguments are not JSON: {exc}") from exc
-        if not isinstance(arguments, dict):
-            raise Failed(f"the {which} arguments are not a JSON object: {given!r}")
-        # The engine validates a model's arguments the same way (JSON Schema, Draft 2020-12).
-        validator = jsonschema.Draft202012Validator(self.spec.parameters)
-        errors = sorted(validator.iter_errors(arguments), key=lambda e: list(e.path))
-        if errors:
-            where = "/".join(str(p) for p in errors[0].path) or "(arguments)"
-            raise Failed(
-                f"the {which} arguments do not match the schema: {where}: {errors[0].message}"
-            )
+        try:  # exactly as the engine parses and validates a model's arguments
+            arguments = parse_arguments(text, self.spec.parameters)
+        except ArgumentsInvalid as exc:
+            raise Failed(f"the {which} arguments do not match the schema: {exc}") from exc
         return arguments
 
     def context(self, call: int = 1) -> ToolContext:
@@ -242,17 +238,10 @@ def _outcome(outcome: _Call, what: str) -> str:
             "should hear; anything else is reported as tool_failed and logged as a bug"
         )
     try:
-        text = _result_text(outcome.result)
+        text = result_text(outcome.result)
     except (TypeError, ValueError) as exc:
         raise Failed(f"{what}: the result is not JSON-serialisable: {exc}") from exc
     return f"returned {_clip(text)} ({len(text.encode())} bytes)"
-
-
-def _result_text(result: Any) -> str:
-    """What the model reads: a string as it is, anything else as JSON (as the engine does)."""
-    if isinstance(result, str):
-        return result
-    return json.dumps(result, ensure_ascii=False, allow_nan=False)
 
 
 class _Declares:
