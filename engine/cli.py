@@ -154,6 +154,10 @@ def _cmd_plugins(args: argparse.Namespace) -> int:
         }
     for key, spec in sorted(host.feature_specs().items()):
         report["features"][spec.name] = {"config_key": key, "description": spec.description}
+    report["tools"] = {
+        name: {"description": spec.description, "permissions": sorted(spec.permissions)}
+        for name, spec in sorted(host.tool_specs().items())
+    }
     if args.json:
         print(json.dumps(report, indent=2))
         return 1 if failures else 0
@@ -176,6 +180,12 @@ def _cmd_plugins(args: argparse.Namespace) -> int:
         print(f"  {name:<14} enabled by {info['config_key']}")
     for failure in failures:
         print(f"FAILED: {failure}", file=sys.stderr)
+    print("tools (server skills):")
+    if not report["tools"]:
+        print("  (none)")
+    for name, info in report["tools"].items():
+        needs = f" (needs {', '.join(info['permissions'])})" if info["permissions"] else ""
+        print(f"  {name:<14} {info['description']}{needs}")
     return 1 if failures else 0
 
 
