@@ -15,6 +15,7 @@
     scaivoice bench load [URL] --sessions N                    concurrent sessions, capacity
     scaivoice bench wake [--minutes M]                         wake-word detections, false wakes
     scaivoice bench speakers [--conversations N]               diarization accuracy, embedder cost
+    scaivoice bench latency [--rounds N]                       answer / barge-in latency, idle cost
     scaivoice conformance protocol URL | backend NAME          conformance suites
     scaivoice conformance protocol URL [--api-key K] [--json F] [--junit F]   protocol v1 suite
     scaivoice conformance backend NAME [--option K=V ...] [--json]            backend contract kit
@@ -346,6 +347,12 @@ def _cmd_bench_speakers(args: argparse.Namespace) -> int:
     return run_speaker_benchmark(conversations=args.conversations, only=args.only or ())
 
 
+def _cmd_bench_latency(args: argparse.Namespace) -> int:
+    from scaivoice.conformance.bench.latency.run import run_from_arguments
+
+    return run_from_arguments(args)
+
+
 def _cmd_bench_load(args: argparse.Namespace) -> int:
     from scaivoice.conformance.bench.load import run_load_benchmark
 
@@ -362,6 +369,12 @@ def _cmd_bench_load(args: argparse.Namespace) -> int:
         capacity=args.capacity,
         as_json=args.json,
     )
+
+
+def _add_latency_arguments(parser: argparse.ArgumentParser) -> None:
+    from scaivoice.conformance.bench.latency.run import add_arguments
+
+    add_arguments(parser)
 
 
 def _add_protocol_suite_arguments(parser: argparse.ArgumentParser) -> None:
@@ -545,6 +558,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     b.add_argument("--only", action="append", help="only the sections whose title starts with this")
     b.set_defaults(func=_cmd_bench_speakers)
+    b = bench.add_parser(
+        "latency", help="answer and barge-in latency against an OpenAI-compatible stub, idle cost"
+    )
+    _add_latency_arguments(b)
+    b.set_defaults(func=_cmd_bench_latency)
 
     p = sub.add_parser("conformance", help="conformance suites for backends and servers")
     conformance = p.add_subparsers(dest="conformance_command", required=True)
