@@ -7,19 +7,40 @@ Two thresholds give hysteresis, two durations debounce:
   first frame. A cough or click shorter than ``min_speech_ms`` starts nothing.
 - **stop**: while speaking, a run that begins at a frame below ``neg_threshold`` and lasts
   ``min_silence_ms`` (the hang time) without a frame at or above ``threshold`` stops speech,
-  dated at the run's first frame (where the speech ended).
+  dated where the speech ended.
 
 Frames between the two thresholds neither begin nor break a run. Frame ``i`` covers
 ``[i * frame_ms, (i + 1) * frame_ms)`` of the input audio.
+
+**Where the speech ended.** The model's probability lags the audio: it falls below
+``neg_threshold`` two to six 32 ms frames after the speech ends (later in noise), so a hang
+counted from there made ``min_silence_ms = 300`` a wait of 380 ms after digital silence and
+440-560 ms in room noise. Given the frames' block levels (:func:`._levels.frame_levels`), the
+segmenter dates the end of speech by energy instead: when a silence run begins, it looks back
+(up to :data:`LOOKBACK_FRAMES`) for the last block louder than both the noise and the speech's
+tail, that is louder than ``max(noise + 6 dB, peak - 40 dB)``, where *noise* is a running
+average of the loudest block of the frames the model called silence and *peak* the loudest
+block of the speech. The silence run counts from the end of that block, and speech stops at the
+frame boundary nearest to ``end + min_silence_ms`` (the frame that ends there is complete), so
+the wait after the real end is ``min_silence_ms`` to half a frame. Without levels, or when no
+block is loud enough, the run counts from its first frame (the model's own date). A hang
+shorter than the model's lag stops speech as soon as the run begins.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import collections
+from collections.abc import Iterable, Sequence
 
 from scaivoice.engine import SpeechStarted, SpeechStopped
 
-__all__ = ["SpeechSegmenter"]
+__all__ = ["LOOKBACK_FRAMES", "SpeechSegmenter"]
+
+LOOKBACK_FRAMES = 12
+"""How far back (in frames) a silence run's start looks for the end of speech."""
+_NOISE_MARGIN_DB = 6.0  # the speech's end stands this far above the noise ...
+_TAIL_DB = 40.0  # ... and is at most this far below the speech's loudest block
+_NOISE_SMOOTHING = 0.05  # per silent frame: a time constant of 20 frames (640 ms)
 
 
 class SpeechSegmenter:
@@ -58,43 +79,98 @@ class SpeechSegmenter:
         self.frame_ms = frame_ms
         self._frame = 0
         self._speaking = False
-        self._run_start: int | None = None
+        self._run_start: int | None = None  # start run: its first frame
+        self._silence_from: float | None = None  # silence run: where the speech ended (ms)
+        self._blocks: collections.deque[float] = collections.deque()  # recent block levels
+        self._blocks_per_frame = 0
+        self._noise: float | None = None
+        self._peak = float("-inf")
 
     @property
     def speaking(self) -> bool:
         """Whether speech has started and not stopped."""
         return self._speaking
 
-    def push(self, probability: float) -> SpeechStarted | SpeechStopped | None:
-        """Take the next frame's probability; return the event it completes, if any."""
+    def push(
+        self, probability: float, levels: Sequence[float] = ()
+    ) -> SpeechStarted | SpeechStopped | None:
+        """Take the next frame's probability, and the levels of its blocks in dBFS (oldest
+        first; all frames alike) to date the end of speech by; return the event it completes,
+        if any."""
         index = self._frame
         self._frame += 1
+        if levels:
+            self._note_levels(probability, levels)
         if self._speaking:
-            opens, breaks, needed = (
-                probability < self.neg_threshold,
-                probability >= self.threshold,
-                self.min_silence_ms,
-            )
-        else:
-            opens, breaks, needed = (
-                probability >= self.threshold,
-                probability < self.neg_threshold,
-                self.min_speech_ms,
-            )
-        if breaks:
+            return self._push_speaking(index, probability)
+        if probability < self.neg_threshold:
             self._run_start = None
+            self._peak = float("-inf")
             return None
         if self._run_start is None:
-            if not opens:
+            if probability < self.threshold:
                 return None
             self._run_start = index
-        if (self._frame - self._run_start) * self.frame_ms < needed:
+        if (self._frame - self._run_start) * self.frame_ms < self.min_speech_ms:
             return None
         at_ms = round(self._run_start * self.frame_ms)
         self._run_start = None
-        self._speaking = not self._speaking
-        return SpeechStarted(at_ms) if self._speaking else SpeechStopped(at_ms)
+        self._speaking = True
+        return SpeechStarted(at_ms)
 
-    def push_many(self, probabilities: Iterable[float]) -> list[SpeechStarted | SpeechStopped]:
-        """:meth:`push` each probability; return the events in order."""
-        return [event for p in probabilities if (event := self.push(p)) is not None]
+    def _push_speaking(self, index: int, probability: float) -> SpeechStopped | None:
+        if probability >= self.threshold:
+            self._silence_from = None
+            return None
+        if self._silence_from is None:
+            if probability >= self.neg_threshold:
+                return None
+            self._silence_from = self._end_of_speech(index)
+        # Stop at the frame boundary nearest to end + hang: the wait is the hang to half a frame.
+        if (
+            self._frame * self.frame_ms - self._silence_from
+            < self.min_silence_ms - self.frame_ms / 2
+        ):
+            return None
+        at_ms = round(self._silence_from)
+        self._silence_from = None
+        self._speaking = False
+        self._peak = float("-inf")
+        return SpeechStopped(at_ms)
+
+    def _note_levels(self, probability: float, levels: Sequence[float]) -> None:
+        count = len(levels)
+        if count != self._blocks_per_frame:
+            self._blocks = collections.deque(maxlen=count * LOOKBACK_FRAMES)
+            self._blocks_per_frame = count
+        self._blocks.extend(levels)
+        loudest = max(levels)
+        if probability < self.neg_threshold:
+            noise = self._noise
+            self._noise = loudest if noise is None else noise + _NOISE_SMOOTHING * (loudest - noise)
+        elif probability >= self.threshold:
+            self._peak = max(self._peak, loudest)
+
+    def _end_of_speech(self, index: int) -> float:
+        """Where the speech ended, for a silence run that begins at frame ``index`` (ms)."""
+        if self._noise is None or not self._blocks:
+            return index * self.frame_ms
+        loud = max(self._noise + _NOISE_MARGIN_DB, self._peak - _TAIL_DB)
+        # The last block is frame ``index``'s last: walk back to the last loud one.
+        for back, level in enumerate(reversed(self._blocks)):
+            if level > loud:
+                return (index + 1) * self.frame_ms - back * self.frame_ms / self._blocks_per_frame
+        return index * self.frame_ms
+
+    def push_many(
+        self, probabilities: Iterable[float], levels: Iterable[Sequence[float]] | None = None
+    ) -> list[SpeechStarted | SpeechStopped]:
+        """:meth:`push` each probability (with its frame's block levels, when given); return
+        the events in order."""
+        if levels is None:
+            return [event for p in probabilities if (event := self.push(p)) is not None]
+        return [
+            event
+            for p, frame in zip(probabilities, levels, strict=True)
+            if (event := self.push(p, frame)) is not None
+        ]

@@ -115,6 +115,14 @@ class SileroStream:
         self._context = np.zeros((1, CONTEXT), np.float32)
         self._rate = np.array(SAMPLE_RATE, np.int64)
 
+    def set_context(self, pcm16: bytes) -> None:
+        """Take the PCM16 audio just before the next frame to score as its context (the last
+        64 samples are used): after frames went by unscored (the energy gate)."""
+        tail = np.frombuffer(pcm16[-2 * CONTEXT :], dtype="<i2").astype(np.float32) / 32768.0
+        context = np.zeros((1, CONTEXT), np.float32)
+        context[0, CONTEXT - len(tail) :] = tail
+        self._context = context
+
     def probabilities(self, frames: npt.NDArray[np.float32]) -> list[float]:
         """Speech probability of each row of ``frames`` (shape ``(n, 512)``, float32, 16 kHz)."""
         out: list[float] = []

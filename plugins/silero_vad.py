@@ -9,8 +9,14 @@ which a session's own option table may override::
     threshold = 0.5        # speech probability that starts a speech run
     neg_threshold = 0.35   # below this a frame is silence (default threshold - 0.15)
     min_speech_ms = 250    # shorter bursts (a cough, a click) do not start speech
-    min_silence_ms = 300   # hang time: silence this long stops speech
+    min_silence_ms = 300   # hang time: silence this long after the end of speech stops it
+    energy_gate_dbfs = -50.0  # after 1 s below this level, frames are not scored (-120: off)
     model_path = "..."     # another Silero VAD ONNX file (default: the bundled one)
+
+The hang time counts from where the speech really ended, found from the frames' loudness (see
+:mod:`._segmenter`), not from where the model's probability fell (two to six frames later).
+The energy gate (see :mod:`._levels`) spares the model the frames of a quiet stream: an idle
+session in a quiet room costs no model calls.
 """
 
 from __future__ import annotations
@@ -36,6 +42,7 @@ from scaivoice.engine import (
     pcm16_to_float,
 )
 
+from ._levels import SILENCE_DBFS, EnergyGate, frame_levels
 from ._segmenter import SpeechSegmenter
 from ._silero_model import FRAME, SAMPLE_RATE, SileroModel, SileroStream
 
@@ -61,6 +68,11 @@ _FRAME_BYTES = FRAME * 2
 
 _Probability = Annotated[float, msgspec.Meta(ge=0.0, le=1.0)]
 _Millis = Annotated[int, msgspec.Meta(ge=0)]
+_Dbfs = Annotated[float, msgspec.Meta(ge=SILENCE_DBFS, le=0.0)]
+# The gate scores this many quiet frames in a row (about 1 s: the model's state settles on the
+# quiet) before it skips, and one skipped frame again before the frame that opens it.
+_GATE_SETTLE_FRAMES = 31
+_GATE_PREROLL = 1
 
 
 class SileroVadOptions(BackendOptions, frozen=True):
@@ -70,6 +82,7 @@ class SileroVadOptions(BackendOptions, frozen=True):
     neg_threshold: _Probability | None = None
     min_speech_ms: _Millis = 250
     min_silence_ms: _Millis = 300
+    energy_gate_dbfs: _Dbfs | None = -50.0
     model_path: str | None = None
 
 
@@ -114,12 +127,13 @@ class SileroVad(SessionFeature):
         if self._batcher is not None:
             stats = self._batcher.statistics()
             log.info(
-                "%s: %d frames in %d batches (%.1f chunks a batch, at most %d)",
+                "%s: %d frames in %d batches (%.1f chunks a batch, at most %d), %d skipped",
                 NAME,
                 stats.frames,
                 stats.batches,
                 stats.chunks / max(stats.batches, 1),
                 stats.largest_batch,
+                stats.skipped,
             )
         self._model = None
         self._batcher = None
@@ -127,7 +141,7 @@ class SileroVad(SessionFeature):
     def statistics(self) -> SileroVadStatistics:
         """Batching counters since :meth:`open` (all zero when the feature is not open)."""
         if self._batcher is None:
-            return SileroVadStatistics(0, 0, 0, 0)
+            return SileroVadStatistics(0, 0, 0, 0, 0)
         return self._batcher.statistics()
 
     def open_session(self, *, sample_rate: int, options: Mapping[str, Any]) -> SileroVadSession:
@@ -142,13 +156,17 @@ class SileroVad(SessionFeature):
         if options:
             values = {**msgspec.structs.asdict(self.options), **options}
             merged = SileroVadOptions.from_mapping(values, backend=NAME)
+        gate = EnergyGate(
+            merged.energy_gate_dbfs, settle_frames=_GATE_SETTLE_FRAMES, preroll=_GATE_PREROLL
+        )
         return SileroVadSession(
-            self._model.stream(), _segmenter_for(merged), sample_rate, self._batcher
+            self._model.stream(), _segmenter_for(merged), sample_rate, self._batcher, gate
         )
 
 
 class SileroVadSession(FeatureSession):
-    """One session's VAD: resampling to 16 kHz, 512-sample framing, model state, segmenter."""
+    """One session's VAD: resampling to 16 kHz, 512-sample framing, frame levels, the energy
+    gate, model state, segmenter."""
 
     def __init__(
         self,
@@ -156,13 +174,16 @@ class SileroVadSession(FeatureSession):
         segmenter: SpeechSegmenter,
         sample_rate: int,
         batcher: _Batcher,
+        gate: EnergyGate | None = None,
     ) -> None:
         self._stream = stream
         self._batcher = batcher
         self.segmenter = segmenter
+        self._gate = gate or EnergyGate(None)
         self._resampler = StreamResampler(sample_rate, SAMPLE_RATE)
         self._carry = b""
         self._pending = bytearray()
+        self._recent = b""  # the last frames before this chunk, for a pre-roll and its context
 
     async def process(self, pcm: bytes) -> Sequence[FeatureEvent]:
         """Feed the next chunk; return speech start / stop events it completes.
@@ -181,8 +202,23 @@ class SileroVadSession(FeatureSession):
             return []
         raw = bytes(self._pending[: count * _FRAME_BYTES])
         del self._pending[: count * _FRAME_BYTES]
-        probabilities = await self._batcher.probabilities(self._stream, raw)
-        return self.segmenter.push_many(probabilities)
+        levels, blocks = frame_levels(raw, FRAME)
+        probabilities = [0.0] * count  # frames the gate skips are silence
+        audio = self._recent + raw
+        offset = len(self._recent) // _FRAME_BYTES
+        scored = 0
+        for first, stop, preroll in self._gate.plan(levels):
+            start = offset + first
+            if start > 0:  # right after scored frames too: the same context the stream has
+                self._stream.set_context(audio[(start - 1) * _FRAME_BYTES : start * _FRAME_BYTES])
+            run = audio[start * _FRAME_BYTES : (offset + stop) * _FRAME_BYTES]
+            probabilities[first + preroll : stop] = (
+                await self._batcher.probabilities(self._stream, run)
+            )[preroll:]
+            scored += stop - first - preroll
+        self._batcher.note_skipped(count - scored)
+        self._recent = audio[-(self._gate.preroll + 1) * _FRAME_BYTES :]
+        return self.segmenter.push_many(probabilities, blocks.tolist())
 
 
 @dataclass(frozen=True, slots=True)
@@ -197,6 +233,8 @@ class SileroVadStatistics:
     """512-sample frames scored."""
     largest_batch: int
     """The most chunks in one batch."""
+    skipped: int = 0
+    """512-sample frames the energy gate spared the model (counted as silence)."""
 
 
 @dataclass(slots=True)
@@ -221,10 +259,16 @@ class _Batcher:
         self._model = model
         self._open: _Batch | None = None
         self._limiter = trio.CapacityLimiter(1)
-        self._batches = self._chunks = self._frames = self._largest = 0
+        self._batches = self._chunks = self._frames = self._largest = self._skipped = 0
 
     def statistics(self) -> SileroVadStatistics:
-        return SileroVadStatistics(self._batches, self._chunks, self._frames, self._largest)
+        return SileroVadStatistics(
+            self._batches, self._chunks, self._frames, self._largest, self._skipped
+        )
+
+    def note_skipped(self, frames: int) -> None:
+        """Count frames the energy gate kept from the model."""
+        self._skipped += frames
 
     async def probabilities(self, stream: SileroStream, pcm: bytes) -> list[float]:
         """The speech probability of each 512-sample frame of ``pcm`` (16 kHz PCM16, whole

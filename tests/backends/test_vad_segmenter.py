@@ -98,3 +98,76 @@ def test_default_neg_threshold_is_below_threshold() -> None:
 def test_bad_settings_are_refused(settings: dict[str, float]) -> None:
     with pytest.raises(ValueError):
         SpeechSegmenter(**settings)
+
+
+# ------------------------------------------------- dating the end of speech by the frames' levels
+# Two blocks a frame (5 ms each). ``#`` a loud frame (-20 dBFS), ``-`` a soft tail (-65 dBFS),
+# ``_`` the room (-60 dBFS), `` `` digital silence.
+LEVELS = {"#": -20.0, "-": -65.0, "_": -60.0, " ": -120.0}
+
+
+def levels(pattern: str) -> list[list[float]]:
+    return [[LEVELS[c]] * 2 for c in pattern]
+
+
+def test_the_hang_counts_from_where_the_speech_ended_not_from_the_model() -> None:
+    # The model's probability lags the audio by three frames (30 ms).
+    probs = frames("..SSSSSSS.........")
+    sound = levels("__####____________")
+    seg = segmenter()
+    events = [seg.push(p, frame) for p, frame in zip(probs, sound, strict=True)]
+    # Speech ends at 60 ms (end of frame 5); the hang (50 ms) ends at 110 ms: the frame that
+    # ends nearest to it (frame 10, ending at 110 ms) stops speech, dated at 60 ms.
+    assert events[10] == SpeechStopped(60)
+    assert [e for e in events if e is not None] == [started(2), SpeechStopped(60)]
+    # Without levels, the hang counts from the model's first silent frame (frame 9).
+    assert segmenter().push_many(probs) == [started(2), stopped(9)]
+
+
+def test_the_end_is_dated_to_the_block() -> None:
+    probs = frames("SSSSSS.......")
+    seg = segmenter()
+    sound = [[-20.0, -20.0]] * 3 + [[-20.0, -60.0]] + [[-60.0, -60.0]] * 9
+    events = seg.push_many(probs, sound)
+    assert events == [started(0), SpeechStopped(35)]  # the loud block ends 35 ms in
+
+
+def test_a_soft_tail_far_below_the_speech_is_not_speech() -> None:
+    # After digital silence the noise floor is -120 dBFS: the tail (-65) stands above it, but
+    # more than 40 dB below the speech's loudest block, so the speech ends before the tail.
+    probs = frames("  SSSSSSS........".replace(" ", "."))
+    sound = levels("  ####---        ")
+    assert segmenter().push_many(probs, sound) == [started(2), SpeechStopped(60)]
+
+
+def test_the_noise_sets_the_bar_for_the_end() -> None:
+    # Room noise at -60: a block 3 dB above it is noise, one 10 dB above it is speech.
+    probs = frames("....SSSSSSS.........")
+    quiet = levels("____####____________")
+    assert segmenter().push_many(probs, quiet)[-1] == SpeechStopped(80)
+    louder = [*levels("____####")[:8], [-50.0, -50.0], *levels("_" * 11)]
+    assert segmenter().push_many(probs, louder)[-1] == SpeechStopped(90)
+    noisy = [*levels("____####")[:8], [-57.0, -57.0], *levels("_" * 11)]
+    assert segmenter().push_many(probs, noisy)[-1] == SpeechStopped(80)
+
+
+def test_without_a_loud_block_in_reach_the_model_dates_the_end() -> None:
+    # Speech too soft to stand out of the noise: the run's first silent frame is the end.
+    probs = frames("....SSSS......")
+    sound = levels("______________")
+    assert segmenter().push_many(probs, sound) == [started(4), stopped(8)]
+
+
+def test_a_hang_shorter_than_the_lag_stops_at_the_first_silent_frame() -> None:
+    probs = frames("SSSSSSS....")
+    sound = levels("###________")
+    seg = segmenter(min_silence_ms=10)
+    events = [seg.push(p, frame) for p, frame in zip(probs, sound, strict=True)]
+    assert events[7] == SpeechStopped(30)
+
+
+def test_speech_that_resumes_breaks_the_dated_run() -> None:
+    # A 30 ms pause (shorter than the hang), then speech again that the model hears late.
+    probs = frames("SSSSSS..SSSSSS.........")
+    sound = levels("####___####____________")
+    assert segmenter().push_many(probs, sound) == [started(0), SpeechStopped(110)]
