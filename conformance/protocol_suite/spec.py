@@ -11,6 +11,7 @@ from typing import Final
 __all__ = [
     "CLOSE_CODES",
     "CONFIG_KEYS",
+    "EAGERNESS",
     "ERROR_CODES",
     "MAX_CLIENT_TOOLS",
     "METRIC_KEYS",
@@ -19,6 +20,7 @@ __all__ = [
     "STATES",
     "TEXT_MAX_CHARS",
     "TOOL_CANCEL_REASONS",
+    "TURN_DETECTION_MODES",
     "TURN_FRAMES",
     "WARNING_CODES",
     "FieldKind",
@@ -53,8 +55,20 @@ CONFIG_KEYS: Final = frozenset(
         "tool_timeout_s",
         "tool_filler",
         "tool_filler_after_ms",
+        "turn_detection",
+        "turn_eagerness",
+        "silence_ms",
+        "barge_in_min_words",
+        "resume_after_false_barge_in",
+        "echo_cancellation",
+        "user_idle_timeout_s",
+        "user_idle_prompt",
     }
 )
+
+# §2.3 / §3.3 `turn_detection` values, and `turn_eagerness`.
+TURN_DETECTION_MODES: Final = frozenset({"server_vad", "semantic", "manual"})
+EAGERNESS: Final = frozenset({"low", "medium", "high"})
 
 # §2.3 `tools`: at most this many client tools.
 MAX_CLIENT_TOOLS: Final = 64

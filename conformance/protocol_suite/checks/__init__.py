@@ -15,6 +15,7 @@ ORDER = (
     "bargein",
     "lifecycle",
     "speakers",
+    "turns",
     "tools",
     "shapes",  # last: it judges every frame the other checks recorded
 )
