@@ -10,8 +10,9 @@ The model (``data/smart-turn-v3.2-cpu.onnx``, by Daily, BSD-2-Clause, licence al
 checked by sha256 when loaded) is a Whisper encoder over the last 8 s of 16 kHz audio, int8. It
 runs on onnxruntime; its input features are computed in numpy (:mod:`._whisper_mel`). The model
 is loaded once per engine; every session keeps only the last 8 s of its own audio. One call
-costs about 60-90 ms of CPU on one core, so calls run in a worker thread, one at a time per
-engine (a limiter shared by all sessions), and only when asked: :meth:`SmartTurnSession.process`
+costs about 55 ms of CPU on one core (5 ms of it the features; 50-130 ms of wall time on two
+busy cores), so calls run in a worker thread, one at a time per engine (a limiter shared by all
+sessions), and only when asked: :meth:`SmartTurnSession.process`
 never runs the model. The operator's options (``[backends.feature_options.smart-turn]``)::
 
     threads = 1          # onnxruntime intra-op threads for the model (1 is fastest on 2 cores)
