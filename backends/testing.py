@@ -193,7 +193,7 @@ class TestToolLlm(TestLlm):
         async with output:
             await _wait_ms(self.options.first_token_latency_ms)
             if last is not None and last.role == "tool":
-                results = []
+                results: list[str] = []
                 for message in reversed(request.messages):
                     if message.role != "tool":
                         break
