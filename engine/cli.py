@@ -4,6 +4,7 @@
 
     scaivoice serve [--host H] [--port P] [--config FILE]     run the engine
     scaivoice mcp [--config FILE] [--transport streamable-http --port P]   voice-note MCP tools
+    scaivoice wyoming [--uri tcp://127.0.0.1:10300] [--config FILE]   Wyoming (Home Assistant)
     scaivoice talk FILE.wav [--url URL] [--token T] [--out reply.wav] [--json]
     scaivoice plugins                                          what was discovered
     scaivoice voices [--url URL]                               the voice library
@@ -16,6 +17,7 @@
     scaivoice bench wake [--minutes M]                         wake-word detections, false wakes
     scaivoice bench speakers [--conversations N]               diarization accuracy, embedder cost
     scaivoice bench latency [--rounds N]                       answer / barge-in latency, idle cost
+    scaivoice bench turn-taking [--conversations N]            premature ends, false barge-ins
     scaivoice conformance protocol URL | backend NAME          conformance suites
     scaivoice conformance protocol URL [--api-key K] [--json F] [--junit F]   protocol v1 suite
     scaivoice conformance backend NAME [--option K=V ...] [--json]            backend contract kit
@@ -131,6 +133,20 @@ def _cmd_mcp(args: argparse.Namespace) -> int:
             transport=args.transport,
             bind=args.mcp_host,
             port=args.mcp_port,
+        )
+    )
+    return 0
+
+
+def _cmd_wyoming(args: argparse.Namespace) -> int:
+    from ._wyoming.server import serve_wyoming
+
+    config = _engine_config(args)
+    configure_logging(config.server.log_format)
+    host, _ = _plugin_host()
+    trio.run(
+        lambda: serve_wyoming(
+            config, host, uri=args.uri, allow_remote=args.allow_remote, tenant=args.tenant
         )
     )
     return 0
@@ -347,6 +363,20 @@ def _cmd_bench_speakers(args: argparse.Namespace) -> int:
     return run_speaker_benchmark(conversations=args.conversations, only=args.only or ())
 
 
+def _cmd_bench_turn_taking(args: argparse.Namespace) -> int:
+    from scaivoice.conformance.bench.turn_taking import run_turn_taking_benchmark
+
+    return run_turn_taking_benchmark(
+        per_category=args.conversations,
+        turns=args.turns,
+        modes=args.mode,
+        voices=args.voice,
+        url=args.url,
+        api_key=args.api_key,
+        as_json=args.json,
+    )
+
+
 def _cmd_bench_latency(args: argparse.Namespace) -> int:
     from scaivoice.conformance.bench.latency.run import run_from_arguments
 
@@ -439,6 +469,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--port", dest="mcp_port", type=int, default=8766, help="HTTP: 0 = any free")
     p.add_argument("--data-dir", help="notes go to DATA_DIR/tts (or SCAIVOICE_DATA_DIR)")
     p.set_defaults(func=_cmd_mcp)
+
+    p = sub.add_parser("wyoming", help="speech services for Home Assistant: a Wyoming server")
+    p.add_argument("--uri", default="tcp://127.0.0.1:10300", help="tcp://HOST:PORT or unix://PATH")
+    p.add_argument("--config", help="TOML config file (or SCAIVOICE_CONFIG), as for serve")
+    p.add_argument(
+        "--allow-remote", action="store_true", help="listen beyond loopback (no authentication)"
+    )
+    p.add_argument("--tenant", default="default", help="whose defaults apply (voice, language)")
+    p.set_defaults(func=_cmd_wyoming)
 
     p = sub.add_parser("talk", help="run one session from a WAV file")
     p.add_argument("file", help="16-bit PCM WAV file (any rate; mono or stereo)")
@@ -563,6 +602,27 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_latency_arguments(b)
     b.set_defaults(func=_cmd_bench_latency)
+    b = bench.add_parser(
+        "turn-taking",
+        help="premature turn ends, false and missed interruptions, latency per turn_detection",
+    )
+    b.add_argument("--conversations", type=int, default=5, help="conversations per category")
+    b.add_argument("--turns", type=int, default=3, help="steps per conversation")
+    b.add_argument(
+        "--mode",
+        action="append",
+        choices=["semantic", "server_vad", "manual"],
+        help="turn_detection to measure, repeatable (default: all three)",
+    )
+    b.add_argument(
+        "--voice",
+        action="append",
+        help="backend:voice[@speed], repeatable (default: hibari, piper and espeak voices)",
+    )
+    b.add_argument("--url", help="benchmark this server instead of starting one")
+    b.add_argument("--api-key")
+    b.add_argument("--json", action="store_true", help="print the figures and records as JSON")
+    b.set_defaults(func=_cmd_bench_turn_taking)
 
     p = sub.add_parser("conformance", help="conformance suites for backends and servers")
     conformance = p.add_subparsers(dest="conformance_command", required=True)
