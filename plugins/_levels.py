@@ -22,8 +22,10 @@ The gate depends on the audio alone, so a stream is scored the same way whatever
 
 from __future__ import annotations
 
+import math
+from collections.abc import Sequence
+
 import numpy as np
-import numpy.typing as npt
 
 __all__ = ["BLOCKS", "SILENCE_DBFS", "EnergyGate", "frame_levels"]
 
@@ -32,22 +34,28 @@ BLOCKS = 4
 SILENCE_DBFS = -120.0
 """The level of digital silence (levels are never lower)."""
 
-_FLOOR_POWER = 10.0 ** (SILENCE_DBFS / 10.0)
-_FULL_SCALE = 32768.0
+_FLOOR = 10.0 ** (SILENCE_DBFS / 10.0)
 
 
-def frame_levels(pcm: bytes, frame: int) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]:
+def frame_levels(pcm: bytes, frame: int) -> tuple[list[float], list[list[float]]]:
     """The levels of whole ``frame``-sample frames of PCM16 ``pcm``, in dBFS.
 
     Returns:
-        ``(frames, blocks)``: each frame's level (shape ``(n,)``) and those of its
-        :data:`BLOCKS` blocks (shape ``(n, BLOCKS)``), oldest first.
+        ``(frames, blocks)``: each frame's level and those of its :data:`BLOCKS` blocks, oldest
+        first (plain lists: a chunk holds a frame or two, too few for numpy to pay off beyond
+        the sums of squares).
     """
-    samples = np.frombuffer(pcm, dtype="<i2").astype(np.float32) / _FULL_SCALE
-    blocks = samples.reshape(-1, BLOCKS, frame // BLOCKS)
-    power = np.einsum("nbk,nbk->nb", blocks, blocks, dtype=np.float64) / (frame // BLOCKS)
-    power = np.maximum(power, _FLOOR_POWER)
-    return 10.0 * np.log10(power.mean(axis=1)), 10.0 * np.log10(power)
+    size = frame // BLOCKS
+    samples = np.frombuffer(pcm, dtype="<i2").astype(np.float32).reshape(-1, size)
+    powers = np.einsum("ij,ij->i", samples, samples).tolist()
+    scale = 1.0 / (size * 32768.0 * 32768.0)  # a block's sum of squares to its mean power
+    levels: list[float] = []
+    blocks: list[list[float]] = []
+    for at in range(0, len(powers), BLOCKS):
+        four = [p * scale for p in powers[at : at + BLOCKS]]
+        blocks.append([10.0 * math.log10(max(p, _FLOOR)) for p in four])
+        levels.append(10.0 * math.log10(max(sum(four) / BLOCKS, _FLOOR)))
+    return levels, blocks
 
 
 class EnergyGate:
@@ -79,7 +87,7 @@ class EnergyGate:
         """Whether the last frame planned was skipped."""
         return self._skipped > 0
 
-    def plan(self, levels: npt.NDArray[np.float64]) -> list[tuple[int, int, int]]:
+    def plan(self, levels: Sequence[float]) -> list[tuple[int, int, int]]:
         """Take the next frames' levels; return the runs of frames to score, in order.
 
         Each run is ``(first, stop, preroll)``: frame indices into ``levels`` (``stop``
@@ -92,7 +100,7 @@ class EnergyGate:
             return [(0, len(levels), 0)] if len(levels) else []
         threshold = self.level_dbfs
         runs: list[tuple[int, int, int]] = []
-        for index, level in enumerate(levels.tolist()):
+        for index, level in enumerate(levels):
             if level < threshold:
                 self._quiet += 1
                 if self._quiet > self.settle_frames:

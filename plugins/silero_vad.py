@@ -184,6 +184,7 @@ class SileroVadSession(FeatureSession):
         self._carry = b""
         self._pending = bytearray()
         self._recent = b""  # the last frames before this chunk, for a pre-roll and its context
+        self._in_step = True  # the stream scored the frame before this chunk (or none came)
 
     async def process(self, pcm: bytes) -> Sequence[FeatureEvent]:
         """Feed the next chunk; return speech start / stop events it completes.
@@ -207,18 +208,21 @@ class SileroVadSession(FeatureSession):
         audio = self._recent + raw
         offset = len(self._recent) // _FRAME_BYTES
         scored = 0
+        follows = offset if self._in_step else -1  # the frame the stream's context leads into
         for first, stop, preroll in self._gate.plan(levels):
             start = offset + first
-            if start > 0:  # right after scored frames too: the same context the stream has
+            if start != follows and start > 0:  # frames went by unscored
                 self._stream.set_context(audio[(start - 1) * _FRAME_BYTES : start * _FRAME_BYTES])
             run = audio[start * _FRAME_BYTES : (offset + stop) * _FRAME_BYTES]
             probabilities[first + preroll : stop] = (
                 await self._batcher.probabilities(self._stream, run)
             )[preroll:]
             scored += stop - first - preroll
+            follows = offset + stop
+        self._in_step = follows == offset + count
         self._batcher.note_skipped(count - scored)
         self._recent = audio[-(self._gate.preroll + 1) * _FRAME_BYTES :]
-        return self.segmenter.push_many(probabilities, blocks.tolist())
+        return self.segmenter.push_many(probabilities, blocks)
 
 
 @dataclass(frozen=True, slots=True)
