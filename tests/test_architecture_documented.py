@@ -51,6 +51,7 @@ def test_every_module_the_tree_names_exists() -> None:
         "engine/_host",
         "engine/_session",
         "engine/_server",
+        "engine/_realtime",
         "engine/_voicenotes",
         "backends",
         "plugins",

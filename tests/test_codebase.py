@@ -170,7 +170,8 @@ def test_the_engine_never_imports_backends_or_plugins() -> None:
 #: The engine's layers, top to bottom: server -> session -> host -> contract -> frames, errors,
 #: audio. A part may import the parts below it, never one above it.
 LAYERING = {
-    "_session": {"_server"},
+    "_realtime": {"_server"},
+    "_session": {"_server", "_realtime"},
     "_host": {"_session", "_server"},
     "_contract": {"_session", "_host", "_server"},
     "frames": {"_contract", "_session", "_host", "_server"},

@@ -3,6 +3,8 @@
 Routes::
 
     GET  /v1/session                WebSocket, protocol v1 (API key or ?token=)
+    GET  /v1/realtime               WebSocket, OpenAI Realtime GA events over the same session
+                                    (?model= echoed; API key or ?token=)
     POST /v1/session-tokens         mint a single-use browser session token (scaivoice:use)
     GET  /v1/voices                 the voice library
     POST /v1/audio/transcriptions   OpenAI-compatible: an audio file in, its transcript out
@@ -41,6 +43,7 @@ from .._host.auth import (
     bearer_from_headers,
 )
 from .._host.engine import Engine
+from .._realtime.transport import REALTIME_PATH, RealtimeTransport
 from .._session.runner import Session
 from .._session.transport import CloseCode, Transport
 from .._voicenotes.api import VoiceNotes
@@ -109,7 +112,12 @@ class ScaiVoiceApp:
         ``scope`` carries the request's ``headers`` and ``query_string`` (the credentials). A
         refusal (draining, credentials, limits) is an ``error`` frame and a close code. Returns
         once the session ended and its socket was closed (the connection drains what follows).
+        On ``/v1/realtime`` the socket speaks OpenAI Realtime events: the same session runs over
+        a translating transport, refusals included.
         """
+        if scope.get("path") == REALTIME_PATH:
+            model = _query_value(scope, "model") or "scaivoice"
+            transport = RealtimeTransport(transport, model=model)
         if self.engine.sessions.draining:
             await _refuse(
                 transport,
@@ -375,8 +383,13 @@ def _token_request(body: bytes, content_type: str | None) -> _TokenRequest:
 
 def _query_token(scope: Scope) -> str | None:
     """The ``token`` of the request's query string, if any."""
+    return _query_value(scope, "token")
+
+
+def _query_value(scope: Scope, name: str) -> str | None:
+    """The first ``name`` of the request's query string, if any."""
     query = urllib.parse.parse_qs(bytes(scope.get("query_string", b"")).decode("latin-1"))
-    values = query.get("token")
+    values = query.get(name)
     return values[0] if values else None
 
 

@@ -11,7 +11,9 @@
 The HTTP API is the ASGI app, served through a small bridge (h11 does the HTTP/1.1 framing).
 Session WebSockets skip the ASGI layer: a voice session is about 50 small messages a second in
 each direction, and per message this path parses one frame header and unmasks the payload,
-with the session's reader reading the socket itself. Other WebSocket paths are refused with 403.
+with the session's reader reading the socket itself. ``/v1/realtime`` takes the same path (its
+session speaks OpenAI Realtime events through a translating transport). Other WebSocket paths
+are refused with 403.
 
 Each connection is one task of the server's nursery. Stopping (:func:`serve_http`'s
 ``shutdown_trigger``) closes the listeners and idle keep-alive connections at once and gives the
@@ -33,7 +35,7 @@ before anything is read from it, and closed. A client hanging up mid-request is 
 away (one debug line), not an error.
 
 The session handshake is RFC 6455 section 4.2.1, strictly: a ``GET`` over HTTP/1.1 to exactly
-``/v1/session`` (no percent-encoding), ``Host``, ``Upgrade: websocket`` and
+``/v1/session`` or ``/v1/realtime`` (no percent-encoding), ``Host``, ``Upgrade: websocket`` and
 ``Connection: Upgrade`` as tokens of their lists, a ``Sec-WebSocket-Key`` of 16 bytes in base64,
 no body (``400`` otherwise), ``Sec-WebSocket-Version: 13`` (else ``426`` naming it).
 """
@@ -55,6 +57,7 @@ import trio
 
 from .._errors import SessionClosed
 from .._host.config import ServerConfig
+from .._realtime.transport import REALTIME_PATH
 from .app import ScaiVoiceApp
 from .http import HttpProblem, Message, Scope
 from .websocket import (
@@ -345,7 +348,7 @@ class _Connection:
         headers = _headers(request)
         target = request.target.decode("latin-1")
         path, _, query = target.partition("?")
-        if path != _SESSION_PATH:
+        if path not in (_SESSION_PATH, REALTIME_PATH):
             await self._simple(403, "no WebSocket endpoint here")
             return
         refusal = _handshake_refusal(request)
@@ -383,7 +386,7 @@ class _Connection:
         )
         scope: Scope = {
             "type": "websocket",
-            "path": _SESSION_PATH,
+            "path": path,
             "raw_path": path.encode("latin-1"),
             "query_string": query.encode("latin-1"),
             "headers": headers,

@@ -1,0 +1,103 @@
+"""The ``/v1/realtime`` endpoint's socket: a session :class:`Transport` that speaks OpenAI
+Realtime events to its client (the trio shell around :class:`.RealtimeTranslator`).
+
+::
+
+    Realtime client ◄──► inner Transport (the WebSocket) ◄──► RealtimeTransport ◄──► Session
+
+The session reads and writes protocol v1 frames as it does on ``/v1/session``; this transport
+translates each message on the way. Events that answer a client event at once (an ``error``,
+``input_audio_buffer.cleared``, ``conversation.item.added`` ...) are sent by the task that read
+it. Each message's events are translated and sent under one lock, so they reach the client in
+the order they were translated and never interleave with another message's.
+
+A response whose tool calls are out is ended once the session has sent nothing for
+``quiet_s``: :meth:`RealtimeTransport.receive` waits on the socket with that deadline, so no
+task of its own is needed.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+
+import trio
+
+from .._session.transport import Transport
+from .translator import RealtimeTranslator
+
+__all__ = ["REALTIME_PATH", "RealtimeTransport"]
+
+REALTIME_PATH = "/v1/realtime"
+"""The WebSocket path of the OpenAI Realtime-compatible endpoint."""
+
+QUIET_S = 0.3
+"""How long the session must send nothing before a response whose tool calls are out ends."""
+
+
+class RealtimeTransport:
+    """A :class:`Transport` for :class:`~scaivoice.engine._session.runner.Session` over a
+    socket whose client speaks the OpenAI Realtime API.
+
+    Args:
+        inner: the client's socket (text messages: Realtime events).
+        model: the connection's ``?model=``, echoed in the session object.
+        quiet_s: see the module docs.
+    """
+
+    def __init__(self, inner: Transport, *, model: str, quiet_s: float = QUIET_S) -> None:
+        self._inner = inner
+        self.translator = RealtimeTranslator(model)
+        self._to_session: deque[str | bytes] = deque([self.translator.start()])
+        self._lock = trio.Lock()
+        self._quiet_s = quiet_s
+        self._last_output = trio.current_time()
+
+    async def receive(self) -> str | bytes:
+        """The session's next message: translated from the client's events (one event may
+        be several messages, or none). Raises ``SessionClosed`` when the client went away;
+        cancelling abandons the wait."""
+        translator = self.translator
+        while True:
+            if translator.pending_to_engine:
+                self._to_session.extend(translator.pending_to_engine)
+                translator.pending_to_engine.clear()
+            if self._to_session:
+                return self._to_session.popleft()
+            message: str | bytes | None = None
+            if translator.awaiting_quiet:
+                with trio.move_on_at(self._last_output + self._quiet_s):
+                    message = await self._inner.receive()
+                if message is None:
+                    await self._quiet()
+                    continue
+            else:
+                message = await self._inner.receive()
+            async with self._lock:
+                translated = translator.from_client(message)
+                for event in translated.to_client:
+                    await self._inner.send_text(event)
+            self._to_session.extend(translated.to_engine)
+
+    async def _quiet(self) -> None:
+        async with self._lock:
+            if trio.current_time() < self._last_output + self._quiet_s:
+                return  # the session sent something meanwhile
+            for event in self.translator.quiet():
+                await self._inner.send_text(event)
+
+    async def send_text(self, text: str) -> None:
+        """Send a v1 frame of the session, as the Realtime events it becomes."""
+        async with self._lock:
+            self._last_output = trio.current_time()
+            for event in self.translator.from_engine(text):
+                await self._inner.send_text(event)
+
+    async def send_bytes(self, data: bytes) -> None:
+        """Send agent audio as ``response.output_audio.delta``."""
+        async with self._lock:
+            self._last_output = trio.current_time()
+            for event in self.translator.from_engine_audio(data):
+                await self._inner.send_text(event)
+
+    async def close(self, code: int, reason: str = "") -> None:
+        await self._inner.close(code, reason)
