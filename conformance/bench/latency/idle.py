@@ -2,14 +2,19 @@
 
 Each session (``vad_enabled: true``) streams noise in real time in 20 ms frames, so the server
 runs its VAD on every frame and never hears speech. The sessions connect at about 50 a second;
-after a warm-up the server process's CPU time (``/proc/PID/stat``, all threads) is read over a
-window, and its resident set (``VmRSS``) at the window's end:
+after a warm-up, the server process's CPU time (``/proc/PID/stat``, all threads) is read
+between two markers, and its resident set (``VmRSS``) at the end:
 
-- **CPU per session-second**: the server's CPU time over the window / (sessions x window);
-- **audio-path lag**: every second each session sends an empty ``session.update``, which the
-  server handles in order with the audio before it, so its answer is as late as the audio is.
-  A lag that grows means the server fell behind real time: it then did less work than the
-  sessions asked for, and its CPU figure is a lower bound.
+- **markers**: an empty ``session.update`` that every session sends after one of its audio
+  frames. The server handles it in order with the audio before it, so once every session's
+  marker is answered, the server has handled all the audio sent before it. The CPU time
+  between the answers to the first and the second marker (sent when the window ends, after
+  the last frame) is the cost of the audio sent between them, even when the server runs
+  behind real time on a busy machine;
+- **CPU per session-second**: that CPU time / the seconds of audio sent between the markers
+  (all sessions together);
+- **audio-path lag**: every second each session also sends an empty ``session.update`` and
+  times its answer. A p99 above 100 ms means the server could not keep up in real time.
 
 The client is lean (the load generator's wire: wsproto over non-blocking sockets, one ticker
 sending every session's due frame) so that it takes little from the server on a small machine;
@@ -18,6 +23,7 @@ its own CPU is reported too.
 
 from __future__ import annotations
 
+import collections
 import heapq
 import socket
 import statistics
@@ -39,6 +45,7 @@ _CONNECT_PER_S = 50.0
 _CONNECT_TIMEOUT_S = 30.0
 _PROBE_EVERY_S = 1.0
 _LAG_LIMIT_MS = 100.0
+_CATCH_UP_S = 60.0
 _START = msgspec.json.encode(
     {"type": "session.start", "protocol": frames.PROTOCOL_VERSION, "config": {"vad_enabled": True}}
 ).decode()
@@ -91,15 +98,43 @@ class _Session:
     wire: Wire | None = None
     due: float = 0.0
     next_probe: float = 0.0
-    probes: list[float] = field(default_factory=list)
+    frames: int = 0
+    """Audio frames sent."""
+    marked: list[int] = field(default_factory=list)
+    """``frames`` when each marker was sent."""
+    pending: collections.deque[tuple[float, int | None]] = field(default_factory=collections.deque)
+    """Updates not answered yet: (when sent, marker number or None for a lag probe)."""
     streaming: bool = False
 
 
 @dataclass(slots=True)
-class _Tally:
+class _Run:
+    """What the sessions share: the markers asked for and answered, the tallies."""
+
+    audio: bool = True
+    markers: int = 0
+    """Markers asked for so far; each session sends the ones it has not sent at its next tick."""
+    answers: list[int] = field(default_factory=list)
+    done: list[trio.Event] = field(default_factory=list)
+    expected: list[int] = field(default_factory=list)
     lags_ms: list[float] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
     measuring: bool = False
+
+    def ask_marker(self, sessions: int) -> trio.Event:
+        self.markers += 1
+        self.answers.append(0)
+        self.expected.append(sessions)
+        event = trio.Event()
+        self.done.append(event)
+        if sessions == 0:
+            event.set()
+        return event
+
+    def answered(self, marker: int) -> None:
+        self.answers[marker] += 1
+        if self.answers[marker] >= self.expected[marker]:
+            self.done[marker].set()
 
 
 async def measure_idle(
@@ -118,14 +153,13 @@ async def measure_idle(
     """
     host, port, path = target(url, None)
     host_header = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-    tally = _Tally()
+    run = _Run()
     ready: list[_Session] = []
     wake = trio.Event()
     frame_s = FRAME_MS / 1000
     ramp_s = sessions / _CONNECT_PER_S
 
     async def drive(session: _Session, task_status: trio.TaskStatus[None]) -> None:
-        nonlocal wake
         sock: socket.socket | None = None
         try:
             try:
@@ -137,7 +171,7 @@ async def measure_idle(
                     await wire.flush()
                     await _until_started(wire)
             except (trio.TooSlowError, OSError, WireClosed, _Refused) as exc:
-                tally.errors.append(f"connect: {exc or type(exc).__name__}")
+                run.errors.append(f"connect: {exc or type(exc).__name__}")
                 task_status.started()
                 return
             now = trio.current_time()
@@ -147,12 +181,26 @@ async def measure_idle(
             ready.append(session)
             wake.set()
             task_status.started()
-            await _read(session, tally)
+            await _read(session, run)
         finally:
             session.streaming = False
             if sock is not None:
                 trio.lowlevel.notify_closing(sock)
                 sock.close()
+
+    def tick(session: _Session, now: float) -> None:
+        assert session.wire is not None
+        if run.audio:
+            session.wire.send_bytes(session.noise.next())
+            session.frames += 1
+            if now >= session.next_probe:
+                session.pending.append((now, None))
+                session.wire.send_text(_PROBE)
+                session.next_probe += _PROBE_EVERY_S
+        while len(session.marked) < run.markers:
+            session.pending.append((now, len(session.marked)))
+            session.marked.append(session.frames)
+            session.wire.send_text(_PROBE)
 
     async def ticker(stop: trio.Event) -> None:
         nonlocal wake
@@ -167,13 +215,9 @@ async def measure_idle(
                 if not session.streaming or session.wire is None:
                     continue
                 try:
-                    session.wire.send_bytes(session.noise.next())
-                    if now >= session.next_probe:
-                        session.probes.append(now)
-                        session.wire.send_text(_PROBE)
-                        session.next_probe += _PROBE_EVERY_S
+                    tick(session, now)
                 except WireClosed:
-                    tally.errors.append("closed while streaming")
+                    run.errors.append("closed while streaming")
                     continue
                 session.due += frame_s
                 heapq.heappush(heap, (session.due, index, session))
@@ -191,11 +235,14 @@ async def measure_idle(
             await nursery.start(drive, session)
         connected = sum(s.streaming for s in all_sessions)
         await trio.sleep(warmup_s)
+        first = await _marker(run, connected)
         ticks0 = process_ticks(server_pid) if server_pid is not None else None
         wall0, cpu0 = time.perf_counter(), time.process_time()
-        tally.measuring = True
+        run.measuring = True
         await trio.sleep(window_s)
-        tally.measuring = False
+        run.measuring = False
+        run.audio = False
+        second = first and await _marker(run, connected)
         ticks1 = process_ticks(server_pid) if server_pid is not None else None
         wall = time.perf_counter() - wall0
         client_cores = (time.process_time() - cpu0) / wall
@@ -211,22 +258,33 @@ async def measure_idle(
             while any(s.streaming for s in all_sessions):
                 await trio.sleep(0.05)
         nursery.cancel_scope.cancel()
-    cpu_s = (ticks1 - ticks0) / CLOCK_TICKS if ticks0 is not None and ticks1 is not None else None
-    lags = sorted(tally.lags_ms)
+    if not second:
+        run.errors.append(f"the server did not catch up within {_CATCH_UP_S:g} s")
+    audio_s = frame_s * sum(s.marked[1] - s.marked[0] for s in all_sessions if len(s.marked) == 2)
+    cpu_s = None
+    if second and ticks0 is not None and ticks1 is not None:
+        cpu_s = (ticks1 - ticks0) / CLOCK_TICKS
+    lags = sorted(run.lags_ms)
     return IdleFigures(
         sessions=sessions,
         connected=connected,
         window_s=wall,
-        cpu_ms_per_session_s=cpu_s * 1000 / (connected * wall)
-        if cpu_s is not None and connected
-        else None,
+        cpu_ms_per_session_s=cpu_s * 1000 / audio_s if cpu_s is not None and audio_s else None,
         server_cores=cpu_s / wall if cpu_s is not None else None,
         client_cores=client_cores,
         rss_mib=rss,
         lag_p50_ms=statistics.median(lags) if lags else None,
         lag_p99_ms=lags[min(len(lags) - 1, int(0.99 * len(lags)))] if lags else None,
-        errors=tuple(sorted(set(tally.errors))),
+        errors=tuple(sorted(set(run.errors))),
     )
+
+
+async def _marker(run: _Run, sessions: int) -> bool:
+    """Ask every session for a marker and wait until all are answered (False: not in time)."""
+    done = run.ask_marker(sessions)
+    with trio.move_on_after(_CATCH_UP_S):
+        await done.wait()
+    return done.is_set()
 
 
 class _Refused(Exception):
@@ -247,8 +305,8 @@ async def _until_started(wire: Wire) -> None:
             raise _Refused(f"{frame.code}: {frame.message}")
 
 
-async def _read(session: _Session, tally: _Tally) -> None:
-    """Read the session's messages until it closes: probe answers, errors."""
+async def _read(session: _Session, run: _Run) -> None:
+    """Read the session's messages until it closes: answers to updates, errors."""
     assert session.wire is not None
     while True:
         try:
@@ -261,9 +319,11 @@ async def _read(session: _Session, tally: _Tally) -> None:
             continue
         frame = frames.decode_server_frame(payload)
         if isinstance(frame, frames.SessionUpdated):
-            if session.probes:
-                sent = session.probes.pop(0)
-                if tally.measuring:
-                    tally.lags_ms.append((trio.current_time() - sent) * 1000)
+            if session.pending:
+                sent, marker = session.pending.popleft()
+                if marker is not None:
+                    run.answered(marker)
+                elif run.measuring:
+                    run.lags_ms.append((trio.current_time() - sent) * 1000)
         elif isinstance(frame, frames.ErrorFrame | frames.WarningFrame):
-            tally.errors.append(f"{frame.code}")
+            run.errors.append(f"{frame.code}")

@@ -72,6 +72,8 @@ class LatencyReport:
     the rounds, summed over tenants: ``name{label="value"}`` -> count."""
     cpu: CpuShares | None = None
     idle_rss_after_start_mib: float | None = None
+    idle_server_cpu_ms_per_s: float | None = None
+    """The fresh server's own CPU time per second with no session open."""
     idle: list[IdleFigures] = field(default_factory=list)
 
     @property
@@ -126,6 +128,7 @@ class LatencyReport:
                 "others": self.cpu.others,
             },
             "idle_rss_after_start_mib": self.idle_rss_after_start_mib,
+            "idle_server_cpu_ms_per_s": self.idle_server_cpu_ms_per_s,
             "idle": [figures.to_json() for figures in self.idle],
         }
 
@@ -193,12 +196,13 @@ class LatencyReport:
         sys.stdout.flush()
 
     def print_idle_header(self) -> None:
-        rss = self.idle_rss_after_start_mib
-        at_start = f"{rss:.1f} MiB" if rss is not None else "?"
+        rss, cpu = self.idle_rss_after_start_mib, self.idle_server_cpu_ms_per_s
+        fresh = [f"{rss:.1f} MiB" if rss is not None else "RSS ?"]
+        if cpu is not None:
+            fresh.append(f"{cpu:.1f} ms of CPU a second without sessions")
         print(
             f"idle sessions streaming noise ({self.settings['noise_dbfs']:g} dBFS) in real time, "
-            f"server VAD on (a fresh server: {at_start} "
-            "after start-up):\n"
+            f"server VAD on; a fresh server after start-up: {', '.join(fresh)}\n"
             f"  {'sessions':>8s} {'CPU/session-s':>14s} {'server CPU':>11s} {'RSS':>10s} "
             f"{'lag p50/p99':>14s} {'client CPU':>11s}",
             flush=True,
@@ -241,7 +245,7 @@ def print_idle(figures: IdleFigures) -> None:
     if figures.connected < figures.sessions:
         line += f" | only {figures.connected} connected"
     if not figures.kept_up:
-        line += " | FELL BEHIND real time: the CPU figure is a lower bound"
+        line += " | fell behind real time (lag p99 > 100 ms)"
     if figures.errors:
         line += f" | {', '.join(figures.errors[:5])}"
     print(line, flush=True)

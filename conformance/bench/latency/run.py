@@ -15,7 +15,7 @@ import trio
 
 from scaivoice.engine import PluginHost
 
-from .._proc import machine_ticks, process_ticks, rss_mib
+from .._proc import CLOCK_TICKS, machine_ticks, process_ticks, rss_mib
 from .._server import local_server
 from .audio import NoiseLoop, Question, noise_frames, render_question
 from .idle import measure_idle
@@ -102,9 +102,12 @@ def measure_latency(options: LatencyOptions, *, verbose: bool = False) -> Latenc
             if verbose:
                 report.print_rounds_summary()
         if options.idle_sessions:
-            with local_server(config) as server:
+            # Every session comes from one address: no per-address connection limit.
+            idle_config = config + "\n[server]\nmax_connections_per_ip = 0\n"
+            with local_server(idle_config) as server:
                 time.sleep(_SETTLE_S)
                 report.idle_rss_after_start_mib = rss_mib(server.pid)
+                report.idle_server_cpu_ms_per_s = _cpu_ms_per_s(server.pid, options.idle_window_s)
                 if verbose:
                     report.print_idle_header()
                 for sessions in options.idle_sessions:
@@ -185,6 +188,16 @@ def _server_counters(http_url: str) -> dict[str, float]:
     except httpx.HTTPError:
         return {}
     return parse_counters(metrics, _COUNTERS)
+
+
+def _cpu_ms_per_s(pid: int, seconds: float) -> float | None:
+    """A process's CPU time per second over the next ``seconds``."""
+    before, start = process_ticks(pid), time.perf_counter()
+    time.sleep(seconds)
+    after = process_ticks(pid)
+    if before is None or after is None:
+        return None
+    return (after - before) / CLOCK_TICKS * 1000 / (time.perf_counter() - start)
 
 
 _Ticks = tuple[int, int, int, int, int]
