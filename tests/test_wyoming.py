@@ -47,7 +47,18 @@ from wyoming.tts import (
 from wyoming.wake import Detect, Detection
 
 from scaivoice.backends.echo_llm import EchoLlm
-from scaivoice.engine import BackendSpec, ConfigError, PluginHost
+from scaivoice.backends.testing import TestStt, TestTts
+from scaivoice.engine import AudioChunk as BackendAudio
+from scaivoice.engine import (
+    BackendRejected,
+    BackendSpec,
+    BackendUnavailable,
+    ConfigError,
+    PluginHost,
+    SttRequest,
+    TtsRequest,
+)
+from scaivoice.engine import Transcript as BackendTranscript
 from scaivoice.engine._host.config import config_from_mapping
 from scaivoice.engine._wyoming.audio import AudioFormat, PcmConverter
 from scaivoice.engine._wyoming.framing import (
@@ -301,6 +312,68 @@ async def test_bad_input_gets_error_events_and_the_connection_goes_on() -> None:
     assert "nobody:nothing" in errors[2].text
     assert received[-1].event.data == {"text": "still there?"}
     assert types(received) == ["error"] * len(errors) + ["pong"]
+
+
+class BreakingTts(TestTts):
+    """test-tts whose voice server goes away after the first chunk of a piece saying "Break"."""
+
+    async def synthesize(
+        self, request: TtsRequest, audio: trio.MemorySendChannel[BackendAudio]
+    ) -> None:
+        if "Break" not in request.text:
+            await super().synthesize(request, audio)
+            return
+        async with audio:
+            await audio.send(BackendAudio(b"\x10\x00" * 2400, 24000))
+            raise BackendUnavailable("the voice server went away", backend=self.name)
+
+
+class RefusingStt(TestStt):
+    """test-stt that refuses the audio once it has some."""
+
+    async def transcribe(
+        self,
+        request: SttRequest,
+        audio: trio.MemoryReceiveChannel[bytes],
+        results: trio.MemorySendChannel[BackendTranscript],
+    ) -> None:
+        async with audio, results:
+            await audio.receive()
+            raise BackendRejected("this recogniser does not speak Klingon", backend=self.name)
+
+
+async def test_a_backend_failing_mid_request_is_an_error_event() -> None:
+    host = host_with(
+        BackendSpec.for_class(EchoLlm, name="echo"),
+        BackendSpec.for_class(BreakingTts, name="breaking-tts"),
+        BackendSpec.for_class(RefusingStt, name="refusing-stt"),
+    )
+    config = {"backends": {"stt": "refusing-stt", "tts": "breaking-tts"}}
+    async with wyoming_server(config, host) as port:
+        once = await exchange(
+            port, [Synthesize(text="Hello. Break. Never said.").event()], "audio-stop"
+        )
+        streamed = await exchange(
+            port,
+            [
+                SynthesizeStart().event(),
+                SynthesizeChunk(text="Hello there. Break now. Never said. ").event(),
+                SynthesizeStop().event(),
+            ],
+            "synthesize-stopped",
+        )
+        heard = await exchange(port, [*audio_events(tone(1.0), 16000), Ping().event()], "pong")
+    # what was said so far, the error, then the audio closed
+    assert types(once)[-2:] == ["error", "audio-stop"]
+    error = Error.from_event(once[-2].event)
+    assert error.code == "backend_unavailable" and "went away" in error.text
+    kinds = types(streamed)
+    assert (
+        kinds.count("audio-start") == kinds.count("audio-stop") == 2
+    )  # "Hello there." and the broken piece
+    assert kinds[-3:] == ["error", "audio-stop", "synthesize-stopped"]
+    assert types(heard) == ["error", "pong"]  # one error, though the audio kept coming
+    assert Error.from_event(heard[0].event).code == "backend_rejected"
 
 
 async def test_too_much_audio_or_text_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -197,6 +197,9 @@ class _AudioIn:
     feed: Callable[[bytes], Awaitable[None]]
     finish: Callable[[], Awaitable[None]]
     abandon: Callable[[], None]
+    settle: Callable[[], Awaitable[None]] = field(default=lambda: _nothing())
+    """At the ``audio-stop`` of a stream that was dropped: wait for its job to end (its error
+    comes before whatever the client asks next)."""
     discarding: bool = False
     """After an error: the rest of the stream is read and dropped, up to its ``audio-stop``."""
 
@@ -240,7 +243,12 @@ class _AudioOut:
             await self._send(event)
             self.ms += len(piece) * 1000 // (2 * self.rate)
 
-    async def close(self) -> None:
+    async def close(self, *, empty_rate: int | None = None) -> None:
+        """End the audio: ``audio-stop`` when audio was sent; with ``empty_rate``, an empty
+        ``audio-start`` / ``audio-stop`` at that rate when none was."""
+        if self.rate is None and empty_rate is not None:
+            self.rate = empty_rate
+            await self._send(AudioStart(rate=self.rate, width=2, channels=1, timestamp=0).event())
         if self.rate is not None:
             await self._send(AudioStop(timestamp=self.ms).event())
 
@@ -399,6 +407,7 @@ class WyomingConnection:
         if audio is None:
             raise Refused("unexpected_event", "audio-stop without an audio stream")
         if audio.discarding:
+            await audio.settle()
             return
         assert audio.converter is not None
         tail = audio.converter.flush()
@@ -444,7 +453,12 @@ class WyomingConnection:
             audio_send.close()
             job.scope.cancel()
 
-        stream = _AudioIn(converter, feed, finish, abandon)
+        async def settle() -> None:
+            audio_send.close()
+            with trio.move_on_after(_STT_DEADLINE_S):
+                await job.done.wait()
+
+        stream = _AudioIn(converter, feed, finish, abandon, settle)
         return stream
 
     async def _transcribe(
@@ -554,9 +568,9 @@ class WyomingConnection:
     # ---------------------------------------------------------------- synthesis
 
     async def _on_synthesize(self, event: Event) -> None:
-        request = _parse(Synthesize.from_event, event)
         if self._speaking is not None:
             return  # the compatibility copy of a streamed request: its text came in chunks
+        request = _parse(Synthesize.from_event, event)
         _check_format(request.text_format)
         _check_voice(request.voice)
         if not isinstance(request.text, str) or not request.text.strip():
@@ -566,9 +580,14 @@ class WyomingConnection:
         chunker = SentenceChunker()
         pieces = [*chunker.feed(request.text), *chunker.flush()]
         out = _AudioOut(self._send)
-        for piece in pieces:
-            await self._speak(voice, piece, out)
-        await out.close()
+        try:
+            for piece in pieces:
+                await self._speak(voice, piece, out)
+        except Refused as exc:
+            if out.rate is None:
+                raise
+            await self._error(exc.code, str(exc))  # mid-audio: the audio is closed after it
+        await out.close(empty_rate=self._rate_of(voice))
 
     async def _on_synthesize_start(self, event: Event) -> None:
         if self._speaking is not None:
@@ -627,12 +646,25 @@ class WyomingConnection:
                 async with texts:
                     async for text in texts:
                         out = _AudioOut(self._send)
-                        await self._speak(voice, text, out)
+                        try:
+                            await self._speak(voice, text, out)
+                        except Refused as exc:
+                            await self._error(exc.code, str(exc))
+                            await out.close()  # mid-audio: closed after the error
+                            return  # the rest is not spoken
                         await out.close()
-        except Refused as exc:
-            await self._error(exc.code, str(exc))
         finally:
             job.done.set()
+
+    def _rate_of(self, voice: tuple[str, str | None]) -> int:
+        """The sample rate ``voice`` speaks at (for audio that turned out empty)."""
+        backend, local = voice
+        entry = self._engine.voices.get(f"{backend}:{local}")
+        if entry is not None:
+            return entry.voice.sample_rate
+        tts = self._engine.tts.get(backend)
+        rates = tts.capabilities.sample_rates if tts is not None else ()
+        return rates[0] if rates else 24000
 
     def _check_length(self, text: str) -> None:
         limit = self._service.max_text_chars
