@@ -64,6 +64,9 @@ class ServerConfig(_Section, frozen=True):
     max_connections_per_ip: Annotated[int, msgspec.Meta(ge=0)] = 256
     """Open connections from one client address; one more is answered 503 and closed. 0: no
     per-address limit (behind a reverse proxy every client has the proxy's address)."""
+    playground: bool | None = None
+    """Serve the browser playground at ``/playground``. Unset: on in open mode (no credential
+    configured, loopback only), off otherwise."""
 
 
 class SessionLimits(_Section, frozen=True):

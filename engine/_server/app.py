@@ -7,6 +7,8 @@ Routes::
                                     (?model= echoed; API key or ?token=)
     POST /v1/session-tokens         mint a single-use browser session token (scaivoice:use)
     GET  /v1/voices                 the voice library
+    GET  /client/scaivoice.js       the browser client, an ES module (static.py)
+    GET  /playground                the browser playground, when enabled ([server] playground)
     POST /v1/audio/transcriptions   OpenAI-compatible: an audio file in, its transcript out
     POST /v1/audio/speech           OpenAI-compatible: text in, audio (an OGG/Opus note...) out
     GET  /v1/models                 the models those two answer to
@@ -63,6 +65,7 @@ from .http import (
     send_problem,
 )
 from .speakers import SPEAKERS, SpeakersApi
+from .static import CLIENT_PATH, PLAYGROUND_PATH, WebAssets, send_static
 
 __all__ = ["ScaiVoiceApp"]
 
@@ -94,7 +97,11 @@ class ScaiVoiceApp:
             ("GET", "/metrics"): self._metrics,
             ("GET", "/livez"): self._liveness,
             ("GET", "/readyz"): self._readiness,
+            ("GET", CLIENT_PATH): self._client_script,
         }
+        self.web = WebAssets.load(engine.config)
+        if self.web.playground is not None:
+            self._routes = {**self._routes, ("GET", PLAYGROUND_PATH): self._playground}
         self.admin = AdminApi(engine)
         self.speakers = SpeakersApi(engine)
 
@@ -305,6 +312,13 @@ class ScaiVoiceApp:
 
     async def _metrics(self, scope: Scope, receive: Receive, send: Send) -> None:
         await self.admin.metrics(send)
+
+    async def _client_script(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await send_static(scope, send, self.web.client)
+
+    async def _playground(self, scope: Scope, receive: Receive, send: Send) -> None:
+        assert self.web.playground is not None  # routed only when enabled
+        await send_static(scope, send, self.web.playground)
 
     async def _liveness(self, scope: Scope, receive: Receive, send: Send) -> None:
         await send_json(send, 200, {"live": True})
