@@ -66,8 +66,8 @@ from scaivoice.engine._wyoming.framing import (
     FramingError,
     encode_event,
 )
-from scaivoice.engine._wyoming.handler import ERROR_CODES
 from scaivoice.engine._wyoming.server import parse_uri, serve_wyoming
+from scaivoice.engine._wyoming.service import ERROR_CODES
 
 from .conftest import host_with, spoken_ms
 

@@ -17,13 +17,11 @@ Requests and what they get (``→`` from the client, ``←`` to it):
   ``synthesize-stop`` ← the rest, then ``synthesize-stopped``.
 
 Anything else, or a request that cannot be served, is answered with an ``error`` event (a
-stable ``code``, see :data:`ERROR_CODES`) and the connection goes on; only bytes that are not
+stable ``code``, see :data:`.service.ERROR_CODES`) and the connection goes on; only bytes that are not
 Wyoming events end it (after an ``error``). A client that goes away mid-stream ends its
 connection quietly: its recognition or synthesis is cancelled.
 
-Backends are driven as the voice-note API drives them: each streaming call through
-:func:`~scaivoice.engine._contract.calls.call_backend` (channels closed, failures mapped and
-counted), voices resolved from the engine's library, text normalised with the tenant's defaults.
+The engine's side (recognition, synthesis, voices) is :class:`~.service.WyomingService`.
 """
 
 from __future__ import annotations
@@ -31,7 +29,6 @@ from __future__ import annotations
 import logging
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from functools import partial
 from types import MappingProxyType
 from typing import Any, TypeVar
 
@@ -52,140 +49,38 @@ from wyoming.tts import (
 from wyoming.wake import Detect, Detection, NotDetected
 
 from .._audio import resample_pcm16
-from .._contract.backends import AudioChunk, NormaliseRequest, SttRequest, TtsRequest
-from .._contract.backends import Transcript as SttTranscript
-from .._contract.calls import call_backend
+from .._contract.backends import AudioChunk, SttRequest
 from .._contract.features import (
     FeatureSession,
     SessionContext,
     WakeDetected,
     open_feature_session,
 )
-from .._errors import BackendError, BackendRejected, ConfigError, ScaiVoiceError
-from .._host.engine import Engine
+from .._errors import ConfigError, ScaiVoiceError
 from .._session.sentences import SentenceChunker
 from .audio import AudioFormat, PcmConverter, UnsupportedAudio, pcm_chunks
 from .framing import EventDecoder, FramingError, encode_event
 from .info import PROGRAM, describe, wake_feature, wake_keywords
+from .service import Refused, Voice, WyomingService
 
-__all__ = ["ERROR_CODES", "ClientTooSlow", "Refused", "WyomingConnection", "WyomingService"]
+__all__ = ["ClientTooSlow", "WyomingConnection"]
 
 log = logging.getLogger("scaivoice.wyoming")
 _T = TypeVar("_T")
-
-ERROR_CODES = frozenset(
-    {
-        "invalid_event",  # bytes that are not an event, or an event missing a required field
-        "event_too_large",  # a header, data or payload over the limits (the connection closes)
-        "unknown_event",  # an event type this server does not serve
-        "unexpected_event",  # an event out of order (audio-stop with no audio, ...)
-        "unknown_program",  # select-program names a program this server does not have
-        "unsupported_audio_format",  # rate / width / channels that cannot be converted
-        "audio_too_long",  # more audio than [voice_notes] max_audio_s in one stream
-        "unknown_voice",  # a voice that is not in the library
-        "unsupported_text_format",  # text_format other than "text"
-        "input_too_long",  # more text than [voice_notes] max_input_chars
-        "wake_word_unavailable",  # detect without a server-side wake-word feature
-        "unknown_wake_word",  # detect names a wake word the feature does not offer
-        "backend_unavailable",  # the recogniser / voice is down (retry later)
-        "backend_rejected",  # the backend refused this input
-        "backend_failed",  # the backend failed
-        "timeout",  # recognition or synthesis took too long
-        "busy",  # the server serves too many connections (this one is closed)
-    }
-)
-"""The ``code`` of every ``error`` event this server sends."""
 
 STT_RATE = 16000
 """Audio goes to the recogniser and the wake-word detector as 16 kHz mono PCM16."""
 _STT_DEADLINE_S = 300.0
 _TTS_DEADLINE_S = 120.0
+"""A streamed synthesis must end this long after its ``synthesize-stop``."""
 _SEND_TIMEOUT_S = 30.0
 _RECEIVE_BYTES = 65536
 _AUDIO_QUEUE = 16
 _TEXT_QUEUE = 64
 
 
-class Refused(ScaiVoiceError):
-    """A request this connection answers with an ``error`` event (``code`` in ERROR_CODES)."""
-
-    def __init__(self, code: str, message: str) -> None:
-        super().__init__(message)
-        self.code = code
-
-
 class ClientTooSlow(ScaiVoiceError):
     """The client did not read what was sent to it for a long time: the connection ends."""
-
-
-class WyomingService:
-    """What every connection shares: the open engine and whose defaults apply.
-
-    Args:
-        engine: an open engine.
-        tenant: whose session defaults (voice, language, text normalisation, lexicon) apply.
-    """
-
-    def __init__(self, engine: Engine, *, tenant: str = "default") -> None:
-        self.engine = engine
-        self.tenant = tenant
-        settings = engine.config.voice_notes
-        self.max_audio_ms = settings.max_audio_s * 1000
-        self.max_text_chars = settings.max_input_chars
-
-    def voice(self, asked: SynthesizeVoice | None) -> tuple[str, str | None]:
-        """(TTS backend, backend-local voice) for a request's ``voice``: by name (a library id
-        such as ``hibari:heart``, or a voice name only one backend has), else the default voice
-        when it speaks the asked language, else the first library voice that does.
-
-        Raises:
-            Refused: ``unknown_voice``.
-        """
-        engine = self.engine
-        default_id = engine.config.session_defaults(self.tenant).voice_id
-        try:
-            if asked is not None and asked.name:
-                return engine.resolve_voice(asked.name)
-            default = engine.resolve_voice(default_id)
-        except ConfigError as exc:
-            raise Refused("unknown_voice", str(exc)) from exc
-        language = _primary(asked.language) if asked is not None and asked.language else None
-        if language is None:
-            return default
-        speaking = [e for e in engine.voices.values() if _primary(e.voice.language) == language]
-        if not speaking or any(
-            (e.backend, e.voice.id) == default or (e.backend, None) == default for e in speaking
-        ):
-            return default
-        return speaking[0].backend, speaking[0].voice.id
-
-    async def normalise(self, text: str) -> str:
-        """``text`` as the tenant's text normalisation speaks it (unchanged when it is off)."""
-        engine = self.engine
-        defaults = engine.config.session_defaults(self.tenant)
-        if engine.normaliser is None or not defaults.normalize_text:
-            return text
-        request = NormaliseRequest(
-            language=defaults.language, lexicon=engine.config.lexicon_for(self.tenant)
-        )
-        try:
-            return await engine.normaliser.normalise(text, request)
-        except Exception as exc:  # speak the text as written rather than fail the request
-            log.warning("normalisation failed, speaking the text as written: %s", exc)
-            return text
-
-
-def _primary(language: str) -> str:
-    """``en-US`` / ``en_US`` / ``EN`` -> ``en``."""
-    return language.replace("_", "-").split("-", 1)[0].lower()
-
-
-def _backend_refusal(what: str, exc: BackendError) -> Refused:
-    if isinstance(exc, BackendRejected):
-        return Refused("backend_rejected", f"{what} refused the input: {exc}")
-    if exc.retryable:
-        return Refused("backend_unavailable", f"{what} is unavailable: {exc}")
-    return Refused("backend_failed", f"{what} failed: {exc}")
 
 
 @dataclass
@@ -422,10 +317,7 @@ class WyomingConnection:
     # ---------------------------------------------------------------- transcription
 
     def _open_transcription(self, request: Transcribe | None, converter: PcmConverter) -> _AudioIn:
-        language = _primary(request.language) if request and request.language else None
-        if language is None:
-            default = self._engine.config.session_defaults(self._service.tenant).language
-            language = _primary(default) if default else None
+        language = self._service.language(request.language if request else None)
         audio_send, audio_recv = trio.open_memory_channel[bytes](_AUDIO_QUEUE)
         job = _Job()
         assert self._nursery is not None
@@ -475,40 +367,24 @@ class WyomingConnection:
     async def _recognise(
         self, request: SttRequest, audio: trio.MemoryReceiveChannel[bytes]
     ) -> None:
-        stt = self._engine.stt
-        streaming = stt.capabilities.interim_results
-        results_send, results_recv = trio.open_memory_channel[SttTranscript](_AUDIO_QUEUE)
-        failure: BackendError | None = None
-        final: SttTranscript | None = None
+        """The transcript events of one stream: with a recogniser that gives interim results,
+        ``transcript-start``, a ``transcript-chunk`` per new text, then ``transcript`` and
+        ``transcript-stop``; without, ``transcript`` alone."""
+        streaming = self._engine.stt.capabilities.interim_results
         started = False
         last = ""
 
-        async def recognise() -> None:
-            nonlocal failure
-            call = partial(stt.transcribe, request, audio, results_send)
-            failure = await call_backend(
-                stt, call, results_send, audio, counter=self._engine.telemetry
-            )
+        async def interim(text: str) -> None:
+            nonlocal started, last
+            if not streaming:
+                return
+            if not started:
+                started = True
+                await self._send(TranscriptStart(language=request.language).event())
+            last = text
+            await self._send(TranscriptChunk(text=text).event())
 
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(recognise)
-            async with results_recv:
-                async for result in results_recv:
-                    if result.final:
-                        final = result
-                        continue
-                    text = result.text.strip()
-                    if not streaming or not text or text == last:
-                        continue
-                    if not started:
-                        started = True
-                        await self._send(TranscriptStart(language=request.language).event())
-                    last = text
-                    await self._send(TranscriptChunk(text=text).event())
-        if failure is not None:
-            raise _backend_refusal("speech recognition", failure)
-        if final is None:
-            raise Refused("backend_failed", "the recogniser produced no final transcript")
+        final = await self._service.recognise(request, audio, interim)
         text = final.text.strip()
         language = final.language or request.language
         if streaming:
@@ -582,12 +458,12 @@ class WyomingConnection:
         out = _AudioOut(self._send)
         try:
             for piece in pieces:
-                await self._speak(voice, piece, out)
+                await self._service.speak(voice, piece, out.write)
         except Refused as exc:
             if out.rate is None:
                 raise
             await self._error(exc.code, str(exc))  # mid-audio: the audio is closed after it
-        await out.close(empty_rate=self._rate_of(voice))
+        await out.close(empty_rate=self._service.sample_rate(voice))
 
     async def _on_synthesize_start(self, event: Event) -> None:
         if self._speaking is not None:
@@ -639,7 +515,7 @@ class WyomingConnection:
             pass
 
     async def _speak_stream(
-        self, voice: tuple[str, str | None], texts: trio.MemoryReceiveChannel[str], job: _Job
+        self, voice: Voice, texts: trio.MemoryReceiveChannel[str], job: _Job
     ) -> None:
         try:
             with job.scope:
@@ -647,7 +523,7 @@ class WyomingConnection:
                     async for text in texts:
                         out = _AudioOut(self._send)
                         try:
-                            await self._speak(voice, text, out)
+                            await self._service.speak(voice, text, out.write)
                         except Refused as exc:
                             await self._error(exc.code, str(exc))
                             await out.close()  # mid-audio: closed after the error
@@ -656,49 +532,10 @@ class WyomingConnection:
         finally:
             job.done.set()
 
-    def _rate_of(self, voice: tuple[str, str | None]) -> int:
-        """The sample rate ``voice`` speaks at (for audio that turned out empty)."""
-        backend, local = voice
-        entry = self._engine.voices.get(f"{backend}:{local}")
-        if entry is not None:
-            return entry.voice.sample_rate
-        tts = self._engine.tts.get(backend)
-        rates = tts.capabilities.sample_rates if tts is not None else ()
-        return rates[0] if rates else 24000
-
     def _check_length(self, text: str) -> None:
         limit = self._service.max_text_chars
         if len(text) > limit:
             raise Refused("input_too_long", f"text is limited to {limit} characters")
-
-    async def _speak(self, voice: tuple[str, str | None], text: str, out: _AudioOut) -> None:
-        """Synthesise one piece of text into ``out``."""
-        backend, local = voice
-        tts = self._engine.tts.get(backend)
-        if tts is None:
-            raise Refused("backend_unavailable", f"the voices of {backend!r} are not available")
-        spoken = await self._service.normalise(text)
-        if not spoken.strip():
-            return
-        request = TtsRequest(text=spoken, voice_id=local)
-        send, recv = trio.open_memory_channel[AudioChunk](8)
-        failure: BackendError | None = None
-
-        async def produce() -> None:
-            nonlocal failure
-            call = partial(tts.synthesize, request, send)
-            failure = await call_backend(tts, call, send, counter=self._engine.telemetry)
-
-        with trio.move_on_after(_TTS_DEADLINE_S) as deadline:
-            async with trio.open_nursery() as nursery:
-                nursery.start_soon(produce)
-                async with recv:
-                    async for chunk in recv:
-                        await out.write(chunk)
-        if deadline.cancelled_caught:
-            raise Refused("timeout", "speech synthesis took too long")
-        if failure is not None:
-            raise _backend_refusal("speech synthesis", failure)
 
 
 _Handler = Callable[[WyomingConnection, Event], Awaitable[None]]

@@ -44,7 +44,8 @@ except ImportError as exc:  # pragma: no cover - the extra is part of the test i
 from wyoming.error import Error
 
 from .framing import encode_event
-from .handler import ClientTooSlow, WyomingConnection, WyomingService
+from .handler import ClientTooSlow, WyomingConnection
+from .service import WyomingService
 
 __all__ = ["DEFAULT_URI", "WyomingAddress", "parse_uri", "serve_wyoming"]
 
