@@ -18,6 +18,7 @@
     scaivoice bench speakers [--conversations N]               diarization accuracy, embedder cost
     scaivoice bench latency [--rounds N]                       answer / barge-in latency, idle cost
     scaivoice bench turn-taking [--conversations N]            premature ends, false barge-ins
+    scaivoice bench realtime [--rounds N] [--stack embedded]   /v1/realtime vs native latency
     scaivoice conformance protocol URL | backend NAME          conformance suites
     scaivoice conformance protocol URL [--api-key K] [--json F] [--junit F]   protocol v1 suite
     scaivoice conformance backend NAME [--option K=V ...] [--json]            backend contract kit
@@ -377,6 +378,14 @@ def _cmd_bench_turn_taking(args: argparse.Namespace) -> int:
     )
 
 
+def _cmd_bench_realtime(args: argparse.Namespace) -> int:
+    from scaivoice.conformance.bench.realtime import run_realtime_benchmark
+
+    return run_realtime_benchmark(
+        rounds=args.rounds, stack=args.stack, url=args.url, api_key=args.api_key
+    )
+
+
 def _cmd_bench_latency(args: argparse.Namespace) -> int:
     from scaivoice.conformance.bench.latency.run import run_from_arguments
 
@@ -597,6 +606,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     b.add_argument("--only", action="append", help="only the sections whose title starts with this")
     b.set_defaults(func=_cmd_bench_speakers)
+    b = bench.add_parser(
+        "realtime", help="end of turn -> first audio through /v1/realtime and the native protocol"
+    )
+    b.add_argument("--rounds", type=int, default=20, help="turns per client")
+    b.add_argument("--stack", choices=["test", "embedded"], default="test")
+    b.add_argument("--url", help="http://host:port of a server to use instead of starting one")
+    b.add_argument("--api-key")
+    b.set_defaults(func=_cmd_bench_realtime)
     b = bench.add_parser(
         "latency", help="answer and barge-in latency against an OpenAI-compatible stub, idle cost"
     )

@@ -105,6 +105,8 @@ _CONFIG_ERRORS = frozenset(
     }
 )
 
+_SERVER_VAD = {"turn_detection": "server_vad", "vad_enabled": True}
+
 _encode = msgspec.json.Encoder().encode
 
 
@@ -162,8 +164,7 @@ class RealtimeTranslator:
         self._text_only = False
         self._voice: str | None = None
         self._updates: deque[_PendingUpdate] = deque()
-        self.pending_to_engine: list[str] = []
-        """Messages for the session that no client message caused (the first update)."""
+        self._vad_pending = False  # server VAD is the default, not asked of the session yet
         # input
         self._received_ms = 0.0  # audio streamed to the session
         self._held = bytearray()  # the input buffer without turn detection
@@ -204,7 +205,11 @@ class RealtimeTranslator:
             {
                 "type": "session.start",
                 "protocol": 1,
-                "config": {"input_sample_rate": SAMPLE_RATE, "output_sample_rate": SAMPLE_RATE},
+                "config": {
+                    "input_sample_rate": SAMPLE_RATE,
+                    "output_sample_rate": SAMPLE_RATE,
+                    "turn_detection": "manual",  # until the first event: see _on_started
+                },
             }
         ).decode()
 
@@ -236,6 +241,8 @@ class RealtimeTranslator:
                     f"{', '.join(sorted(_CLIENT_EVENTS))}",
                     param="type",
                 )
+            if self._vad_pending and doc["type"] != "session.update":
+                self._ask_server_vad(out)
             handler(self, doc, out)
         except RealtimeInputError as exc:
             out.to_client.append(self._error(exc, event_id or exc.event_id))
@@ -247,6 +254,10 @@ class RealtimeTranslator:
         if self.session is None:  # pragma: no cover - the reader starts after session.started
             raise RealtimeInputError("not_started", "the session has not started yet")
         change = apply_session_update(self.session, doc)
+        if self._vad_pending:
+            self._vad_pending = False
+            if "turn_detection" not in change.patch:
+                change.patch.update(_SERVER_VAD)
         previous = self.session
         self._adopt(change.session)
         self._updates.append(_PendingUpdate(doc.get("event_id"), change, previous))
@@ -461,17 +472,16 @@ class RealtimeTranslator:
             self.model, frame.session_id, self._voice, server_vad=server_vad
         )
         self._mode = session_mode(self.session)
-        if server_vad:  # OpenAI's default: server VAD that interrupts; done before any input
-            self._updates.append(_PendingUpdate(None, None, None))
-            self.pending_to_engine.append(
-                _encode(
-                    {
-                        "type": "session.update",
-                        "config": {"turn_detection": "server_vad", "vad_enabled": True},
-                    }
-                ).decode()
-            )
+        # OpenAI's default is server VAD that interrupts. It is asked of the session with the
+        # client's first event (merged into it when that is a session.update), so that a client
+        # that turns detection off at once never has the session segment its audio by voice.
+        self._vad_pending = server_vad
         return [self._event("session.created", session=self.session)]
+
+    def _ask_server_vad(self, out: Translated) -> None:
+        self._vad_pending = False
+        self._updates.append(_PendingUpdate(None, None, None))
+        out.to_engine.append(_encode({"type": "session.update", "config": _SERVER_VAD}).decode())
 
     def _on_updated(self) -> list[str]:
         if not self._updates:  # pragma: no cover - the session answers updates only
@@ -652,7 +662,10 @@ class RealtimeTranslator:
         events, message = self._message(frame.turn_id)
         assert self._response is not None
         self._response.awaiting_quiet = False  # the model speaks again: its tools answered
-        message.text.append(frame.delta)
+        delta = frame.delta if message.text else frame.delta.lstrip()  # a round's space
+        if not delta:
+            return events
+        message.text.append(delta)
         kind = (
             "response.output_text.delta"
             if self._text_only
@@ -665,7 +678,7 @@ class RealtimeTranslator:
                 item_id=message.item_id,
                 output_index=message.output_index,
                 content_index=0,
-                delta=frame.delta,
+                delta=delta,
             )
         )
         return events

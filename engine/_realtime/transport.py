@@ -12,8 +12,9 @@ it. Each message's events are translated and sent under one lock, so they reach 
 the order they were translated and never interleave with another message's.
 
 A response whose tool calls are out is ended once the session has sent nothing for
-``quiet_s``: :meth:`RealtimeTransport.receive` waits on the socket with that deadline, so no
-task of its own is needed.
+``quiet_s``: :meth:`RealtimeTransport.receive` waits on the socket under a cancel scope whose
+deadline each message of the session moves, so no task of its own is needed (cancelling the
+socket's ``receive`` only abandons its wait).
 """
 
 from __future__ import annotations
@@ -51,6 +52,7 @@ class RealtimeTransport:
         self._lock = trio.Lock()
         self._quiet_s = quiet_s
         self._last_output = trio.current_time()
+        self._waiting: trio.CancelScope | None = None  # the wait for the client's next message
 
     async def receive(self) -> str | bytes:
         """The session's next message: translated from the client's events (one event may
@@ -58,20 +60,19 @@ class RealtimeTransport:
         cancelling abandons the wait."""
         translator = self.translator
         while True:
-            if translator.pending_to_engine:
-                self._to_session.extend(translator.pending_to_engine)
-                translator.pending_to_engine.clear()
             if self._to_session:
                 return self._to_session.popleft()
-            message: str | bytes | None = None
-            if translator.awaiting_quiet:
-                with trio.move_on_at(self._last_output + self._quiet_s):
+            with trio.CancelScope() as waiting:
+                self._waiting = waiting
+                if translator.awaiting_quiet:
+                    waiting.deadline = self._last_output + self._quiet_s
+                try:
                     message = await self._inner.receive()
-                if message is None:
-                    await self._quiet()
-                    continue
-            else:
-                message = await self._inner.receive()
+                finally:
+                    self._waiting = None
+            if waiting.cancelled_caught:
+                await self._quiet()
+                continue
             async with self._lock:
                 translated = translator.from_client(message)
                 for event in translated.to_client:
@@ -88,16 +89,25 @@ class RealtimeTransport:
     async def send_text(self, text: str) -> None:
         """Send a v1 frame of the session, as the Realtime events it becomes."""
         async with self._lock:
-            self._last_output = trio.current_time()
-            for event in self.translator.from_engine(text):
+            events = self.translator.from_engine(text)
+            self._output()
+            for event in events:
                 await self._inner.send_text(event)
 
     async def send_bytes(self, data: bytes) -> None:
         """Send agent audio as ``response.output_audio.delta``."""
         async with self._lock:
-            self._last_output = trio.current_time()
-            for event in self.translator.from_engine_audio(data):
+            events = self.translator.from_engine_audio(data)
+            self._output()
+            for event in events:
                 await self._inner.send_text(event)
+
+    def _output(self) -> None:
+        """The session sent something: the quiet period starts again (and the wait for the
+        client's next message ends with it, when a response waits for it)."""
+        self._last_output = trio.current_time()
+        if self._waiting is not None and self.translator.awaiting_quiet:
+            self._waiting.deadline = self._last_output + self._quiet_s
 
     async def close(self, code: int, reason: str = "") -> None:
         await self._inner.close(code, reason)
