@@ -426,6 +426,15 @@ async def test_a_client_leaving_mid_stream_ends_only_its_connection(
     assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
 
 
+async def test_an_idle_connection_is_closed(autojump_clock: Any) -> None:
+    async with wyoming_server() as port:
+        stream = await trio.open_tcp_stream("127.0.0.1", port)
+        async with stream:
+            started = trio.current_time()
+            assert await stream.receive_some(4096) == b""  # closed by the server
+        assert trio.current_time() - started == pytest.approx(300, abs=1)
+
+
 async def test_listening_beyond_loopback_needs_allow_remote() -> None:
     config = config_from_mapping(TEST_BACKENDS)
     with pytest.raises(ConfigError, match="allow-remote"):

@@ -124,7 +124,7 @@ class EventDecoder:
         if extra:
             try:
                 merged = json.loads(extra)
-            except ValueError as exc:
+            except (ValueError, RecursionError) as exc:
                 raise FramingError("invalid_event", f"the event's data is not JSON: {exc}") from exc
             if not isinstance(merged, dict):
                 raise FramingError("invalid_event", "the event's data is not a JSON object")

@@ -74,6 +74,9 @@ _STT_DEADLINE_S = 300.0
 _TTS_DEADLINE_S = 120.0
 """A streamed synthesis must end this long after its ``synthesize-stop``."""
 _SEND_TIMEOUT_S = 30.0
+_IDLE_TIMEOUT_S = 300.0
+"""A connection that sends nothing for this long is closed (it holds one of the server's
+connection slots)."""
 _RECEIVE_BYTES = 65536
 _AUDIO_QUEUE = 16
 _TEXT_QUEUE = 64
@@ -97,6 +100,8 @@ class _AudioIn:
     comes before whatever the client asks next)."""
     discarding: bool = False
     """After an error: the rest of the stream is read and dropped, up to its ``audio-stop``."""
+    limited: bool = True
+    """Limited to ``max_audio_s`` (a transcription); a wake-word stream may last for hours."""
 
 
 async def _nothing(pcm: bytes = b"") -> None:
@@ -176,7 +181,11 @@ class WyomingConnection:
                     except FramingError as exc:
                         await self._error(exc.code, str(exc))
                         return
-                    data = await self._stream.receive_some(_RECEIVE_BYTES)
+                    with trio.move_on_after(_IDLE_TIMEOUT_S) as idle:
+                        data = await self._stream.receive_some(_RECEIVE_BYTES)
+                    if idle.cancelled_caught:
+                        log.info("wyoming: closing a connection idle for %g s", _IDLE_TIMEOUT_S)
+                        return
                     if not data:
                         return
                     decoder.feed(data)
@@ -289,7 +298,7 @@ class WyomingConnection:
             self._discard(audio)
             raise Refused("unsupported_audio_format", str(exc)) from exc
         pcm = audio.converter.convert(event.payload or b"", fmt)
-        if audio.converter.ms_in > self._service.max_audio_ms:
+        if audio.limited and audio.converter.ms_in > self._service.max_audio_ms:
             self._discard(audio)
             raise Refused(
                 "audio_too_long",
@@ -439,7 +448,7 @@ class WyomingConnection:
             if not detections:
                 await self._send(NotDetected().event())
 
-        return _AudioIn(converter, feed, finish, lambda: None)
+        return _AudioIn(converter, feed, finish, lambda: None, limited=False)
 
     # ---------------------------------------------------------------- synthesis
 
