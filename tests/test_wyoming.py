@@ -203,6 +203,7 @@ async def test_describe_lists_the_recogniser_and_every_voice_of_the_library() ->
     voices = {v.name: v for v in info.tts[0].voices}
     assert set(voices) == {"test-tts:tone-a", "test-tts:tone-b"}
     assert all(v.languages == ["en"] and v.installed for v in voices.values())
+    assert voices["test-tts:tone-a"].description == "Test tone 440 Hz (test-tts)"
     assert info.tts[0].supports_synthesize_streaming
     assert info.wake == []  # no wake-word feature in this host
 

@@ -90,7 +90,7 @@ def describe(engine: Engine) -> Info:
             name=entry.id,
             attribution=_ATTRIBUTION,
             installed=True,
-            description=entry.voice.description or entry.voice.name,
+            description=f"{entry.voice.name} ({entry.backend})",  # what a voice picker shows
             version=release,
             languages=[entry.voice.language],
             speakers=None,
