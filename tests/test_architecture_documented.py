@@ -53,6 +53,7 @@ def test_every_module_the_tree_names_exists() -> None:
         "engine/_server",
         "engine/_realtime",
         "engine/_voicenotes",
+        "engine/_wyoming",
         "backends",
         "plugins",
     ],
