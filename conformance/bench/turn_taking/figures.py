@@ -70,6 +70,10 @@ class ModeFigures:
     """Overlaps not counted: the reply had ended before them."""
     no_reply: int
     """Turns that got no reply within 30 s."""
+    other_cpu_share: float | None = None
+    """The share of the machine's CPU time that other processes (not the server, not the
+    benchmark) used meanwhile: on a small machine it shows up in every latency. None against a
+    server given by URL."""
 
 
 @dataclass(slots=True)
@@ -231,6 +235,14 @@ def print_report(report: TurnTakingReport) -> None:
         ("  metrics.llm_first_token_ms, p50", [_ms(m.llm_first_token_p50_ms) for m in columns], ""),
         ("  metrics.tts_first_audio_ms, p50", [_ms(m.tts_first_audio_p50_ms) for m in columns], ""),
         ("overlaps void (reply already over)", [str(m.void_overlaps) for m in columns], ""),
+        (
+            "CPU used by other processes meanwhile",
+            [
+                "n/a" if m.other_cpu_share is None else f"{100 * m.other_cpu_share:.0f}%"
+                for m in columns
+            ],
+            "",
+        ),
         ("turns without a reply", [str(m.no_reply) for m in columns], ""),
     ]
     width = max(len(title) for title, _, _ in rows) + 2

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import sys
 from collections.abc import Callable, Sequence
@@ -123,9 +124,16 @@ def _measure_all(
         overlaps = [r for r in records if isinstance(r, OverlapRecord)]
         report.turns += turns
         report.overlaps += overlaps
-        report.modes.append(mode_figures(mode, in_use, turns, overlaps))
+        after = cpu_sample(pid)
+        figures = mode_figures(mode, in_use, turns, overlaps)
+        if pid is not None and before is not None and after is not None:
+            others = after.busy - before.busy - (after.client - before.client)
+            others -= after.server - before.server
+            share = others / max(after.total - before.total, 1)
+            figures = dataclasses.replace(figures, other_cpu_share=max(share, 0.0))
+        report.modes.append(figures)
         if on_mode is not None:
-            print_cpu(before, cpu_sample(pid), server=pid is not None)
+            print_cpu(before, after, server=pid is not None)
 
 
 async def _warm_up(url: str, api_key: str | None, conversations: Sequence[Conversation]) -> None:
