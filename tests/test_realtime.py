@@ -12,10 +12,13 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import sys
 import time
+import wave
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from functools import partial
+from pathlib import Path
 from typing import Any, TypeVar
 
 import numpy as np
@@ -25,7 +28,14 @@ from openai import AsyncOpenAI
 from openai.resources.realtime.realtime import AsyncRealtimeConnection
 
 from scaivoice.conformance.bench.realtime import measure_realtime
-from scaivoice.engine import PluginHost, config_from_mapping, float_to_pcm16, hash_key, serve
+from scaivoice.engine import (
+    PluginHost,
+    config_from_mapping,
+    float_to_pcm16,
+    frames,
+    hash_key,
+    serve,
+)
 from scaivoice.engine.testing import test_engine_config
 
 from .backends._wer import word_errors
@@ -276,6 +286,7 @@ async def test_a_function_tool_round_trip() -> None:
     assert [item.type for item in first.output] == ["message", "function_call"]
     assert first.output[0].content[0].transcript == "Calling get_weather."
     assert first.output[1].call_id == call.call_id
+    assert "error" not in types(answer)  # response.create after the result: accepted
     assert answer[0].type == "conversation.item.added"
     assert answer[0].item.type == "function_call_output"
     second = answer[-1].response
@@ -346,6 +357,41 @@ async def test_bad_input_gets_error_events_and_the_connection_stays_up() -> None
     assert reply[-1].response.status == "completed"
 
 
+async def test_text_only_output_and_the_voice_mapping() -> None:
+    async def scenario(c: AsyncRealtimeConnection) -> tuple[list[Any], list[Any], list[Any]]:
+        await c.session.update(
+            session={
+                **MANUAL,
+                "output_modalities": ["text"],
+                "audio": {"input": {"turn_detection": None}, "output": {"voice": "alloy"}},
+            }
+        )
+        stock = await until(c, "session.updated")
+        await c.conversation.item.create(item=user_text("hello"))
+        await c.response.create()
+        text = await until(c, "response.done")
+        await c.session.update(
+            session={"output_modalities": ["audio"], "audio": {"output": {"voice": "tone-b"}}}
+        )
+        chosen = await until(c, "session.updated")
+        return stock, text, chosen
+
+    async with realtime_server() as url:
+        stock, text, chosen = await run_client(url, scenario)
+
+    assert stock[-1].session.audio.output.voice == "alloy"  # echoed; the default voice speaks
+    kinds = types(text)
+    assert "response.output_audio.delta" not in kinds
+    assert "".join(e.delta for e in text if e.type == "response.output_text.delta") == (
+        "You said: hello."
+    )
+    done = next(e for e in text if e.type == "response.output_text.done")
+    assert done.text == "You said: hello."
+    assert text[-1].response.output[0].content[0].type == "output_text"
+    assert chosen[-1].session.audio.output.voice == "tone-b"
+    assert chosen[-1].session.output_modalities == ["audio"]
+
+
 async def test_truncate_reports_what_was_played() -> None:
     async def scenario(c: AsyncRealtimeConnection) -> list[Any]:
         await c.session.update(session=MANUAL)
@@ -371,6 +417,34 @@ async def test_the_benchmark_times_both_protocols_on_one_server() -> None:
         native, realtime = await measure_realtime(http_url, api_key=None, rounds=3, stack="test")
     assert len(native) == len(realtime) == 3
     assert all(0 < value < 5 for value in native + realtime)
+
+
+EXAMPLE = Path(__file__).resolve().parent.parent / "docs" / "examples" / "realtime_client.py"
+
+
+@pytest.mark.slow  # two Python processes importing the SDK
+async def test_the_documented_example_runs(tmp_path: Path) -> None:
+    question = tmp_path / "question.wav"
+    with wave.open(str(question), "wb") as wav:  # 16 kHz stereo: the example converts it
+        wav.setnchannels(2)
+        wav.setsampwidth(2)
+        wav.setframerate(16000)
+        mono = np.frombuffer(tone(600), "<i2")[::3]
+        wav.writeframes(np.repeat(mono, 2).tobytes())
+    overrides = {"backends": {"options": {"test-stt": {"transcripts": ["what time is it"]}}}}
+    async with realtime_server(overrides) as url:
+        runs = []
+        for arguments in (["--text", "hello"], [str(question)]):
+            command = [sys.executable, str(EXAMPLE), *arguments, "--url", url]
+            command += ["--out", str(tmp_path / "reply.wav")]
+            with trio.fail_after(30):
+                done = await trio.run_process(command, capture_stdout=True, capture_stderr=True)
+            runs.append(done.stdout.decode())
+            with wave.open(str(tmp_path / "reply.wav"), "rb") as wav:
+                assert wav.getframerate() == RATE and wav.getnframes() > RATE // 2
+    assert "agent: You said: hello." in runs[0] and "(completed," in runs[0]
+    assert "you: what time is it" in runs[1]
+    assert "agent: You said: what time is it." in runs[1]
 
 
 async def test_refused_credentials_are_an_error_event_and_a_close() -> None:
@@ -401,6 +475,136 @@ async def test_refused_credentials_are_an_error_event_and_a_close() -> None:
     assert created.type == "session.created"
 
 
+# --------------------------------------------------------------------------- the translator alone
+
+
+def _translator() -> Any:
+    from scaivoice.engine._realtime.translator import RealtimeTranslator
+
+    translator = RealtimeTranslator(MODEL, id_prefix="t")
+    started = frames.SessionStarted(
+        session_id="sess_1",
+        protocol=1,
+        config=frames.SessionConfig(),
+        audio=frames.AudioFormats(
+            input=frames.AudioFormat(sample_rate=RATE), output=frames.AudioFormat(sample_rate=RATE)
+        ),
+        capabilities=frames.Capabilities(features=["vad_enabled"]),
+    )
+    assert _events(translator, started)[0]["type"] == "session.created"
+    return translator
+
+
+def _events(translator: Any, *items: Any) -> list[dict[str, Any]]:
+    """What the translator sends the client for the session's ``items`` (frames, or PCM)."""
+    out: list[str] = []
+    for item in items:
+        if isinstance(item, bytes):
+            out += translator.from_engine_audio(item)
+        else:
+            out += translator.from_engine(frames.encode_server_frame(item).decode())
+    return [json.loads(event) for event in out]
+
+
+def test_a_spoken_turn_becomes_speech_events_an_item_and_transcription_deltas() -> None:
+    t = _translator()
+    sent = t.from_client(json.dumps({"type": "input_audio_buffer.append", "audio": ""}))
+    assert json.loads(sent.to_engine[0])["config"]["turn_detection"] == "server_vad"
+    events = _events(
+        t,
+        frames.State(state="listening", turn_id=1),
+        frames.TranscriptFrame(turn_id=1, text="what", final=False, start_ms=0, end_ms=500),
+        frames.TranscriptFrame(turn_id=1, text="what time", final=False, start_ms=0, end_ms=900),
+        frames.TranscriptFrame(turn_id=1, text="what tim", final=False, start_ms=0, end_ms=950),
+        frames.State(state="thinking", turn_id=1),
+        frames.TranscriptFrame(
+            turn_id=1, text="What time is it?", final=True, start_ms=0, end_ms=1200
+        ),
+    )
+    kinds = [e["type"] for e in events]
+    assert kinds == [
+        "input_audio_buffer.speech_started",
+        "conversation.item.input_audio_transcription.delta",
+        "conversation.item.input_audio_transcription.delta",
+        "input_audio_buffer.speech_stopped",
+        "input_audio_buffer.committed",
+        "conversation.item.added",
+        "conversation.item.input_audio_transcription.completed",
+    ]
+    assert [e["delta"] for e in events if "delta" in e] == ["what", " time"]
+    assert len({e.get("item_id") or e["item"]["id"] for e in events}) == 1
+    assert events[-1]["transcript"] == "What time is it?"
+    assert events[-1]["usage"] == {"type": "duration", "seconds": 1.2}
+
+
+def test_speech_heard_over_the_agent_is_an_item_without_speech_events() -> None:
+    t = _translator()
+    events = _events(
+        t, frames.TranscriptFrame(turn_id=3, text="uh-huh", final=True, start_ms=0, end_ms=400)
+    )
+    assert [e["type"] for e in events] == [
+        "input_audio_buffer.committed",
+        "conversation.item.added",
+        "conversation.item.input_audio_transcription.completed",
+    ]
+
+
+def test_a_tool_round_ends_its_response_when_the_session_goes_quiet() -> None:
+    t = _translator()
+    pcm = b"\1\0" * 960  # 40 ms
+    events = _events(
+        t,
+        frames.AgentText(turn_id=1, delta="Calling f."),
+        frames.AgentAudioStart(turn_id=1, sample_rate=RATE),
+        pcm,
+        frames.ToolCallFrame(turn_id=1, call_id="c1", name="f", arguments={"x": 1}),
+    )
+    assert t.awaiting_quiet
+    done = t.quiet()
+    assert not t.awaiting_quiet and t.quiet() == []
+    response = json.loads(done[-1])["response"]
+    assert response["status"] == "completed"
+    assert [i["type"] for i in response["output"]] == ["message", "function_call"]
+    assert response["output"][1]["arguments"] == '{"x":1}'
+    # The answer after the result is a new response; its audio is later in the same turn.
+    later = _events(t, frames.AgentText(turn_id=1, delta=" It is one."), pcm)
+    assert later[0]["type"] == "response.created"
+    assert later[0]["response"]["id"] != response["id"]
+    transcript = next(e for e in later if e["type"] == "response.output_audio_transcript.delta")
+    assert transcript["delta"] == "It is one."
+    # Truncating the second item counts the turn's audio before it.
+    item = later[1]["item"]["id"]
+    sent = t.from_client(
+        json.dumps({"type": "conversation.item.truncate", "item_id": item, "audio_end_ms": 20})
+    )
+    assert json.loads(sent.to_engine[-1]) == {"type": "playback", "turn_id": 1, "played_ms": 60}
+    assert events[0]["type"] == "response.created"
+
+
+def test_a_failed_model_fails_the_response() -> None:
+    t = _translator()
+    events = _events(
+        t,
+        frames.AgentText(turn_id=1, delta="Well"),
+        frames.ErrorFrame(code="llm_failed", message="the model is down"),
+        frames.AgentTextDone(turn_id=1, text="Well", interrupted=False, heard_text="Well"),
+    )
+    assert events[-2]["type"] == "response.output_item.done"
+    error = next(e for e in events if e["type"] == "error")["error"]
+    assert error["type"] == "server_error" and error["code"] == "llm_failed"
+    done = events[-1]["response"]
+    assert done["status"] == "failed"
+    assert done["status_details"]["error"]["message"] == "the model is down"
+
+
+def test_a_reply_with_no_output_still_has_a_response() -> None:
+    t = _translator()
+    events = _events(t, frames.AgentTextDone(turn_id=2, text="", interrupted=True, heard_text=""))
+    assert [e["type"] for e in events] == ["response.created", "response.done"]
+    assert events[-1]["response"]["status"] == "cancelled"
+    assert events[-1]["response"]["status_details"]["reason"] == "turn_detected"
+
+
 # --------------------------------------------------------------------------- the embedded models
 
 QUESTION = "Hello, my name is Alice and I would like to book a table for two people."
@@ -426,7 +630,8 @@ EMBEDDED = {"backends": {"stt": "whisper", "llm": "echo", "tts": "hibari"}}
 
 
 async def speak_live(c: AsyncRealtimeConnection, pcm: bytes, silence_ms: int = 1500) -> float:
-    """Stream ``pcm`` then silence in real-time 20 ms appends; returns when speech ended."""
+    """Stream ``pcm`` then silence in real-time 20 ms appends; returns when its speech ended
+    (its last sample louder than 2 % of full scale was sent)."""
     audio = pcm + b"\0\0" * (RATE * silence_ms // 1000)
     step = RATE * 2 * 20 // 1000
     start = time.monotonic()
@@ -435,7 +640,8 @@ async def speak_live(c: AsyncRealtimeConnection, pcm: bytes, silence_ms: int = 1
         await c.input_audio_buffer.append(
             audio=base64.b64encode(audio[offset : offset + step]).decode()
         )
-    return start + len(pcm) / 2 / RATE
+    loud = np.flatnonzero(np.abs(np.frombuffer(pcm, "<i2").astype(np.int32)) > 655)
+    return start + (int(loud[-1]) + 1 if loud.size else len(pcm) // 2) / RATE
 
 
 @pytest.mark.slow

@@ -37,7 +37,7 @@ __all__ = ["measure_realtime", "run_realtime_benchmark"]
 
 _RATE = 24000
 _FRAME = _RATE * 2 * 20 // 1000  # 20 ms
-_QUESTION = "Could you tell me how long the walk to the old harbour takes from here?"
+_QUESTION = "What time does the museum open on Sunday?"
 _TURN_TIMEOUT_S = 60.0
 
 _CONFIGS = {
@@ -84,7 +84,7 @@ async def measure_realtime(
     the end of each turn to its first audio, (native, Realtime)."""
     ws_url = http_url.replace("http://", "ws://", 1).replace("https://", "wss://", 1)
     if stack == "embedded":
-        speech = await _spoken_question(http_url, api_key)
+        speech = _trim(await _spoken_question(http_url, api_key))
         config: dict[str, Any] = {"turn_detection": "server_vad", "vad_enabled": True}
     else:
         t = np.arange(_RATE // 5) / _RATE  # 200 ms
@@ -92,7 +92,7 @@ async def measure_realtime(
         config = {"turn_detection": "manual"}
     native: list[float] = []
     realtime: list[float] = []
-    headers = [("authorization", f"Bearer {api_key}")] if api_key else []
+    headers = [(b"authorization", f"Bearer {api_key}".encode())] if api_key else []
     async with (
         connect(
             ws_url + "/v1/session", api_key=api_key, config={"input_sample_rate": _RATE, **config}
@@ -120,6 +120,13 @@ async def _spoken_question(http_url: str, api_key: str | None) -> bytes:
         )
         response.raise_for_status()
         return response.content
+
+
+def _trim(pcm: bytes) -> bytes:
+    """``pcm`` without its trailing quiet: the end of speech is its last loud sample."""
+    samples = np.abs(np.frombuffer(pcm, "<i2").astype(np.int32))
+    loud = np.flatnonzero(samples > 0.02 * 32768)
+    return pcm[: 2 * (int(loud[-1]) + 1)] if loud.size else pcm
 
 
 async def _stream(send: Any, pcm: bytes, silence_ms: int = 1500) -> float:
