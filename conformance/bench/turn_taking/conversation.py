@@ -366,23 +366,31 @@ async def _step(
         turn.note = "cut at a pause"
     else:
         turn.latency_ms = (first[0] - played.speech_end) * 1000
-    if first is not None and reply_turn is not None and step.over is not None:
-        if mode != "manual":
-            records.append(
-                await _overlap(listener, mic, mode, conversation, step.over, reply_turn, first[0], rng)
-            )  # fmt: skip
+    overlap_at = math.inf
+    if first is not None and reply_turn is not None and step.over is not None and mode != "manual":
+        over = await _overlap(
+            listener, mic, mode, conversation, step.over, reply_turn, first[0], rng
+        )
+        records.append(over)
+        if over.valid:
+            overlap_at = first[0] + over.into_reply_ms / 1000
     await _settle(session, listener)
-    _fill_turn(turn, listener.since(start), played, reply_turn)
+    _fill_turn(turn, listener.since(start), played, reply_turn, overlap_at)
     return records
 
 
 def _fill_turn(
-    turn: TurnRecord, log: list[tuple[float, Event]], played: Played, reply_turn: int | None
+    turn: TurnRecord,
+    log: list[tuple[float, Event]],
+    played: Played,
+    reply_turn: int | None,
+    overlap_at: float,
 ) -> None:
-    """What the log says of the turn: transcripts, the reply's text, state and metrics."""
+    """What the log says of the turn: transcripts (until the overlap's onset), the reply's
+    text, state and metrics."""
     for at, event in log:
-        if isinstance(event, frames.TranscriptFrame) and event.final and at >= played.onset:
-            if reply_turn is None or event.turn_id <= reply_turn:
+        if isinstance(event, frames.TranscriptFrame) and event.final:
+            if played.onset <= at < overlap_at:
                 turn.heard.append(event.text)
         elif reply_turn is None or getattr(event, "turn_id", None) != reply_turn:
             continue
