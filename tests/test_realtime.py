@@ -26,6 +26,7 @@ import pytest
 import trio
 from openai import AsyncOpenAI
 from openai.resources.realtime.realtime import AsyncRealtimeConnection
+from trio_websocket import ConnectionClosed, open_websocket_url
 
 from scaivoice.conformance.bench.realtime import measure_realtime
 from scaivoice.engine import (
@@ -390,6 +391,24 @@ async def test_text_only_output_and_the_voice_mapping() -> None:
     assert text[-1].response.output[0].content[0].type == "output_text"
     assert chosen[-1].session.audio.output.voice == "tone-b"
     assert chosen[-1].session.output_modalities == ["audio"]
+
+
+async def test_a_flood_of_events_ends_the_session_with_rate_limited() -> None:
+    codes: list[str] = []
+    async with (
+        realtime_server() as url,
+        open_websocket_url(url + "/realtime?model=flood") as socket,
+    ):
+        assert json.loads(await socket.get_message())["type"] == "session.created"
+        for _ in range(300):  # events the endpoint answers itself count as control frames
+            await socket.send_message('{"type": "input_audio_buffer.clear"}')
+        with trio.fail_after(20), pytest.raises(ConnectionClosed) as closed:
+            while True:
+                event = json.loads(await socket.get_message())
+                if event["type"] == "error":
+                    codes.append(event["error"]["code"])
+    assert codes == ["rate_limited"]
+    assert closed.value.reason.code == 4429
 
 
 async def test_truncate_reports_what_was_played() -> None:

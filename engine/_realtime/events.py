@@ -180,6 +180,10 @@ def parse_item(doc: dict[str, Any]) -> UserText | ToolOutput:
     kind = _get(item, "type", str, "item.type") or "message"
     if kind == "function_call_output":
         call_id = _required(item, "call_id", str, "item.call_id")
+        if not 0 < len(call_id) <= 128:
+            raise RealtimeInputError(
+                "invalid_value", "item.call_id is 1 to 128 characters", param="item.call_id"
+            )
         output = _get(item, "output", str, "item.output") or ""
         return ToolOutput(item_id, call_id, output)
     if kind != "message":

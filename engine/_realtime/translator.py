@@ -162,7 +162,6 @@ class RealtimeTranslator:
         """The Realtime session object, once the session started."""
         self._mode = "manual"
         self._text_only = False
-        self._voice: str | None = None
         self._updates: deque[_PendingUpdate] = deque()
         self._vad_pending = False  # server VAD is the default, not asked of the session yet
         # input
@@ -467,9 +466,8 @@ class RealtimeTranslator:
 
     def _on_started(self, frame: SessionStarted) -> list[str]:
         server_vad = "vad_enabled" in frame.capabilities.features
-        self._voice = frame.config.voice_id
         self.session = default_session(
-            self.model, frame.session_id, self._voice, server_vad=server_vad
+            self.model, frame.session_id, frame.config.voice_id, server_vad=server_vad
         )
         self._mode = session_mode(self.session)
         # OpenAI's default is server VAD that interrupts. It is asked of the session with the
@@ -509,7 +507,20 @@ class RealtimeTranslator:
                 "input_audio_buffer_commit_empty",
                 "nothing to commit: no speech has been detected since the last turn",
             )
-            return [self._error(error, None)]
+            events = [self._error(error, None)]
+            if self._sent_audio:  # held audio that opened no turn: its items stay empty
+                usage = {"type": "duration", "seconds": 0.0}
+                for item_id in self._sent_audio.popleft():
+                    events.append(
+                        self._event(
+                            "conversation.item.input_audio_transcription.completed",
+                            item_id=item_id,
+                            content_index=0,
+                            transcript="",
+                            usage=usage,
+                        )
+                    )
+            return events
         return [self._error(RealtimeInputError(frame.code, frame.message), None, kind="warning")]
 
     def _error(
@@ -528,6 +539,8 @@ class RealtimeTranslator:
 
     def _on_state(self, frame: State) -> list[str]:
         self._state = frame.state
+        if frame.state in ("interrupted", "idle"):
+            self._cancel_reason = None  # a cancel that found no reply is spent
         turn = frame.turn_id
         if turn is None:
             return []
