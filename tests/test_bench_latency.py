@@ -97,13 +97,13 @@ async def test_the_stub_answers_the_openai_backends_after_its_delays() -> None:
 
 async def test_a_request_given_up_by_its_client_counts_as_abandoned() -> None:
     async with trio.open_nursery() as nursery:
-        url, stats = await nursery.start(serve_stub, StubConfig(stt_delay_ms=10_000))
-        with trio.move_on_after(0.2):
-            await _transcribe(url)
-        with trio.fail_after(5):
-            while stats.stt.abandoned == 0:  # the stub notices the closed connection
-                await trio.sleep(0.01)
-        assert (stats.stt.requests, stats.stt.completed) == (1, 0)
+        url, stats = await nursery.start(serve_stub, StubConfig(stt_delay_ms=60_000))
+        async with trio.open_nursery() as client:
+            client.start_soon(_transcribe, url)
+            await stats.wait_until(lambda s: s.stt.requests == 1)
+            client.cancel_scope.cancel()  # the backend closes its connection
+        await stats.wait_until(lambda s: s.stt.abandoned == 1)
+        assert stats.stt.completed == 0
         nursery.cancel_scope.cancel()
 
 
@@ -168,6 +168,14 @@ def test_the_servers_speculative_counters_are_read_from_its_metrics() -> None:
     assert parse_counters(text, ("scaivoice_speculative",)) == {
         'scaivoice_speculative_requests_total{outcome="adopted"}': 5.0
     }
+    nothing_yet = (
+        "# HELP scaivoice_speculative_requests_total x\n"
+        "# TYPE scaivoice_speculative_requests_total counter\n"
+    )
+    assert parse_counters(nothing_yet, ("scaivoice_speculative",)) == {
+        "scaivoice_speculative_requests_total": 0.0
+    }
+    assert parse_counters(nothing_yet, ("scaivoice_tools",)) == {}
 
 
 def test_the_command_lines_knobs() -> None:

@@ -171,14 +171,8 @@ class LatencyReport:
                 + ", ".join(f"{name} {n:.2f}" for name, n in per_turn.items())
                 + f"; abandoned by the server (cancelled): {abandoned}"
             )
-        speculative = {k: v for k, v in self.server_counters.items() if "speculative" in k}
-        if speculative:
-            print(f"speculative requests (server metrics), per user turn ({self.user_turns}):")
-            for name, value in sorted(speculative.items()):
-                print(f"  {name}: {value:g} ({value / max(self.user_turns, 1):.2f} per turn)")
-        else:
-            print("speculative requests: the server reports none (no scaivoice_speculative metric)")
-        early = {k: v for k, v in self.server_counters.items() if "early_replies" in k}
+        self._print_speculative()
+        early = {k: v for k, v in self.server_counters.items() if "early_replies" in k and v}
         if early:
             print(
                 "early replies (server metrics): "
@@ -194,6 +188,29 @@ class LatencyReport:
             if c.others > 0.1:
                 print("  WARNING: other processes were busy: the latencies above are pessimistic")
         sys.stdout.flush()
+
+    def _print_speculative(self) -> None:
+        counters = {k: v for k, v in self.server_counters.items() if "speculative" in k}
+        if not counters:
+            print("speculative requests: the server has no scaivoice_speculative metric")
+            return
+        turns = max(self.user_turns, 1)
+        outcomes: dict[str, float] = {}
+        for key, value in counters.items():
+            outcome = key.split('outcome="', 1)[1].split('"', 1)[0] if "outcome=" in key else ""
+            if outcome:
+                outcomes[outcome] = outcomes.get(outcome, 0.0) + value
+        started = sum(outcomes.values())
+        print(
+            f"speculative requests (server metrics, {self.user_turns} user turns): started "
+            f"{started:g} ({started / turns:.2f} per turn), "
+            + ", ".join(
+                f"{name} {n:g} ({n / turns:.2f} per turn)" for name, n in sorted(outcomes.items())
+            )
+        )
+        for key, value in sorted(counters.items()):
+            if value:
+                print(f"  {key}: {value:g}")
 
     def print_idle_header(self) -> None:
         rss, cpu = self.idle_rss_after_start_mib, self.idle_server_cpu_ms_per_s
@@ -252,13 +269,16 @@ def print_idle(figures: IdleFigures) -> None:
 
 
 def parse_counters(metrics_text: str, prefixes: Sequence[str]) -> dict[str, float]:
-    """The counters whose names start with one of ``prefixes``, summed over tenants."""
+    """The counters whose names start with one of ``prefixes``, summed over tenants (a counter
+    that has counted nothing yet, so has no labelled sample, is ``name_total``: 0)."""
     from prometheus_client.parser import text_string_to_metric_families
 
     counters: dict[str, float] = {}
     for family in text_string_to_metric_families(metrics_text):
         if not family.name.startswith(tuple(prefixes)):
             continue
+        if not family.samples:  # a labelled counter before its first count
+            counters[family.name + ("_total" if family.type == "counter" else "")] = 0.0
         for sample in family.samples:
             if sample.name.endswith("_created"):
                 continue

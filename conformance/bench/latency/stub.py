@@ -36,7 +36,7 @@ import selectors
 import struct
 import subprocess
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -107,6 +107,19 @@ class StubStats:
     stt: RouteStats = field(default_factory=RouteStats)
     llm: RouteStats = field(default_factory=RouteStats)
     tts: RouteStats = field(default_factory=RouteStats)
+    _changed: trio.Event = field(default_factory=trio.Event, compare=False, repr=False)
+
+    def count(self, route: str, what: str) -> None:
+        """Count a request (``what``: ``requests``, ``completed`` or ``abandoned``)."""
+        stats = self.route(route)
+        setattr(stats, what, getattr(stats, what) + 1)
+        self._changed.set()
+        self._changed = trio.Event()
+
+    async def wait_until(self, predicate: Callable[[StubStats], bool]) -> None:
+        """Return once ``predicate(self)`` holds (checked after each count)."""
+        while not predicate(self):
+            await self._changed.wait()
 
     def route(self, name: str) -> RouteStats:
         stats: RouteStats = getattr(self, name)
@@ -267,16 +280,15 @@ async def _connection(stub: _Stub, stream: trio.SocketStream) -> None:
                     return
                 method, path, body = request
                 route, answer = stub.answer(method, path, body)
-                stats = stub.stats.route(route) if route is not None else None
-                if stats is not None:
-                    stats.requests += 1
+                if route is not None:
+                    stub.stats.count(route, "requests")
                 delay = stub.config.delay_s(route) if route is not None else 0.0
                 if not await _respond(connection, stream, answer, delay):
-                    if stats is not None:
-                        stats.abandoned += 1
+                    if route is not None:
+                        stub.stats.count(route, "abandoned")
                     return
-                if stats is not None:
-                    stats.completed += 1
+                if route is not None:
+                    stub.stats.count(route, "completed")
                 if connection.our_state is not h11.DONE or connection.their_state is not h11.DONE:
                     return
                 connection.start_next_cycle()
