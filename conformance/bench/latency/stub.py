@@ -127,24 +127,25 @@ class StubStats:
 
     def minus(self, earlier: StubStats) -> StubStats:
         """The requests since ``earlier``."""
-        return StubStats(
-            **{
-                name: RouteStats(
-                    *(
-                        getattr(self.route(name), f) - getattr(earlier.route(name), f)
-                        for f in ("requests", "completed", "abandoned")
-                    )
-                )
-                for name in ("stt", "llm", "tts")
-            }
-        )
+
+        def since(name: str) -> RouteStats:
+            now, then = self.route(name), earlier.route(name)
+            return RouteStats(
+                now.requests - then.requests,
+                now.completed - then.completed,
+                now.abandoned - then.abandoned,
+            )
+
+        return StubStats(stt=since("stt"), llm=since("llm"), tts=since("tts"))
 
     def to_json(self) -> dict[str, dict[str, int]]:
         return {name: asdict(self.route(name)) for name in ("stt", "llm", "tts")}
 
     @classmethod
     def from_json(cls, doc: dict[str, Any]) -> StubStats:
-        return cls(**{name: RouteStats(**doc[name]) for name in ("stt", "llm", "tts")})
+        return cls(
+            stt=RouteStats(**doc["stt"]), llm=RouteStats(**doc["llm"]), tts=RouteStats(**doc["tts"])
+        )
 
 
 # ====================================================================== answers
