@@ -337,3 +337,14 @@ async def test_a_silent_user_is_asked_once() -> None:
         await client.send_json({"type": "text", "text": "yes"})
         seen = await client.receive_until("agent.text.done", turn_id=3)
         assert of(seen, AgentTextDone)[-1].text == "You said: yes."
+
+
+async def test_switching_to_manual_mid_session_opens_turns_at_the_first_audio() -> None:
+    async with session(end_of_turn=False) as (client, started):
+        assert started.config.turn_detection == "server_vad"
+        await client.send_json({"type": "session.update", "config": {"turn_detection": "manual"}})
+        await client.receive_until("session.updated")
+        await speak(client, 0, then_quiet_ms=200)  # quiet audio: still a turn, push-to-talk
+        await client.receive_until("state", state="listening")
+        await client.send_json({"type": "audio.commit"})
+        await client.receive_until("transcript", final=True)

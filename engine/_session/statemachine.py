@@ -284,7 +284,7 @@ class Conversation:
     def configure(self, *, wake_word_mode: bool, vad_segmentation: bool) -> list[Action]:
         """Apply a config change; takes effect for the next user turn."""
         self.wake_word_mode = wake_word_mode
-        self.vad_segmentation = vad_segmentation or self.vad_segmentation
+        self.vad_segmentation = vad_segmentation
         if not wake_word_mode:
             self.awake = False
         return []
