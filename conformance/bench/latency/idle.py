@@ -5,12 +5,12 @@ runs its VAD on every frame and never hears speech. The sessions connect at abou
 after a warm-up, the server process's CPU time (``/proc/PID/stat``, all threads) is read
 between two markers, and its resident set (``VmRSS``) at the end:
 
-- **markers**: an empty ``session.update`` that every session sends after one of its audio
-  frames. The server handles it in order with the audio before it, so once every session's
-  marker is answered, the server has handled all the audio sent before it. The CPU time
-  between the answers to the first and the second marker (sent when the window ends, after
-  the last frame) is the cost of the audio sent between them, even when the server runs
-  behind real time on a busy machine;
+- **markers**: an empty ``session.update`` that every session sends after its last audio
+  frame. The server handles it in order with the audio before it, so once every session's
+  marker is answered, the server has handled all the audio sent. The sessions pause their
+  audio for the first marker, so the server starts the window with nothing queued (even when
+  it ran behind real time on a busy machine), and stop it for the second: the server's CPU
+  time between the two answers is the cost of exactly the audio sent in between;
 - **CPU per session-second**: that CPU time / the seconds of audio sent between the markers
   (all sessions together);
 - **audio-path lag**: every second each session also sends an empty ``session.update`` and
@@ -42,7 +42,7 @@ from .audio import FRAME_MS, NoiseLoop
 __all__ = ["IdleFigures", "measure_idle"]
 
 _CONNECT_PER_S = 50.0
-_CONNECT_TIMEOUT_S = 30.0
+_CONNECT_TIMEOUT_S = 60.0
 _PROBE_EVERY_S = 1.0
 _LAG_LIMIT_MS = 100.0
 _CATCH_UP_S = 60.0
@@ -159,7 +159,18 @@ async def measure_idle(
     frame_s = FRAME_MS / 1000
     ramp_s = sessions / _CONNECT_PER_S
 
-    async def drive(session: _Session, task_status: trio.TaskStatus[None]) -> None:
+    settled = 0
+    all_settled = trio.Event()
+
+    def settle() -> None:
+        nonlocal settled
+        settled += 1
+        if settled == sessions:
+            all_settled.set()
+
+    async def drive(session: _Session, opened: float) -> None:
+        """Connect in the session's slot of the ramp, then read until the session closes."""
+        await trio.sleep_until(opened + ramp_s * session.index / sessions)
         sock: socket.socket | None = None
         try:
             try:
@@ -171,8 +182,8 @@ async def measure_idle(
                     await wire.flush()
                     await _until_started(wire)
             except (trio.TooSlowError, OSError, WireClosed, _Refused) as exc:
-                run.errors.append(f"connect: {exc or type(exc).__name__}")
-                task_status.started()
+                run.errors.append(f"connect: {str(exc) or type(exc).__name__}")
+                settle()
                 return
             now = trio.current_time()
             session.due = now
@@ -180,7 +191,7 @@ async def measure_idle(
             session.streaming = True
             ready.append(session)
             wake.set()
-            task_status.started()
+            settle()
             await _read(session, run)
         finally:
             session.streaming = False
@@ -196,7 +207,8 @@ async def measure_idle(
             if now >= session.next_probe:
                 session.pending.append((now, None))
                 session.wire.send_text(_PROBE)
-                session.next_probe += _PROBE_EVERY_S
+                while session.next_probe <= now:  # one probe a second, also after a pause
+                    session.next_probe += _PROBE_EVERY_S
         while len(session.marked) < run.markers:
             session.pending.append((now, len(session.marked)))
             session.marked.append(session.frames)
@@ -231,11 +243,14 @@ async def measure_idle(
         nursery.start_soon(ticker, stop)
         opened = trio.current_time()
         for session in all_sessions:
-            await trio.sleep_until(opened + ramp_s * session.index / max(sessions, 1))
-            await nursery.start(drive, session)
+            nursery.start_soon(drive, session, opened)
+        if sessions:
+            await all_settled.wait()  # each connects or fails within its timeout
         connected = sum(s.streaming for s in all_sessions)
         await trio.sleep(warmup_s)
+        run.audio = False  # the server catches up, and the window starts with nothing queued
         first = await _marker(run, connected)
+        run.audio = True
         ticks0 = process_ticks(server_pid) if server_pid is not None else None
         wall0, cpu0 = time.perf_counter(), time.process_time()
         run.measuring = True
