@@ -122,7 +122,7 @@ REAL_BACKENDS = [
     pytest.param("espeak", {}, {}, "espeakng_loader", id="espeak"),
     pytest.param("piper", {}, {}, "piper", id="piper"),
     pytest.param("whisper", {}, {"check_content": True}, "faster_whisper", id="whisper"),
-    pytest.param("llama-cpp", {"temperature": 0.0, "seed": 1}, {}, "llama_cpp", id="llama-cpp"),
+    pytest.param("llama-cpp", {"temperature": 0.0, "seed": 1}, {}, "xllamacpp", id="llama-cpp"),
 ]
 
 

