@@ -233,6 +233,7 @@ def test_one_short_run_prints_and_returns_every_figure(capsys: pytest.CaptureFix
     for title, _ in ROWS.values():
         assert title in out
     assert "backend requests per user turn (stub, 2 turns): stt " in out
+    assert "speculative requests (server metrics, 2 user turns): started " in out
     assert "idle sessions streaming noise (-58 dBFS)" in out
     doc = report.to_json()
     assert doc["summary"]["onset_to_interrupted_ms"]["count"] == 1  # type: ignore[index]

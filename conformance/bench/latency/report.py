@@ -201,12 +201,13 @@ class LatencyReport:
             if outcome:
                 outcomes[outcome] = outcomes.get(outcome, 0.0) + value
         started = sum(outcomes.values())
+        parts = [f"started {started:g} ({started / turns:.2f} per turn)"]
+        parts += [
+            f"{name} {n:g} ({n / turns:.2f} per turn)" for name, n in sorted(outcomes.items())
+        ]
         print(
-            f"speculative requests (server metrics, {self.user_turns} user turns): started "
-            f"{started:g} ({started / turns:.2f} per turn), "
-            + ", ".join(
-                f"{name} {n:g} ({n / turns:.2f} per turn)" for name, n in sorted(outcomes.items())
-            )
+            f"speculative requests (server metrics, {self.user_turns} user turns): "
+            + ", ".join(parts)
         )
         for key, value in sorted(counters.items()):
             if value:
