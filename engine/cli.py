@@ -2,7 +2,7 @@
 
 ::
 
-    scaivoice serve [--host H] [--port P] [--config FILE]     run the engine
+    scaivoice serve [--host H] [--port P] [--config FILE] [--workers N]   run the engine
     scaivoice mcp [--config FILE] [--transport streamable-http --port P]   voice-note MCP tools
     scaivoice wyoming [--uri tcp://127.0.0.1:10300] [--config FILE]   Wyoming (Home Assistant)
     scaivoice talk FILE.wav [--url URL] [--token T] [--out reply.wav] [--json]
@@ -25,7 +25,8 @@
 
 Environment: ``SCAIVOICE_CONFIG`` (config file), ``SCAIVOICE_HOST``, ``SCAIVOICE_PORT``,
 ``SCAIVOICE_LOG_FORMAT`` (text | json), ``SCAIVOICE_DISABLE_PLUGIN_AUTOLOAD=1`` (built-ins only),
-``SCAIVOICE_API_KEY`` (client commands), ``SCAIVOICE_DATA_DIR`` (``scaivoice mcp``'s notes).
+``SCAIVOICE_API_KEY`` (client commands), ``SCAIVOICE_DATA_DIR`` (``scaivoice mcp``'s notes),
+``SCAIVOICE_WORKERS`` (``serve``'s processes).
 """
 
 from __future__ import annotations
@@ -65,7 +66,9 @@ def _engine_config(args: argparse.Namespace) -> EngineConfig:
     overrides: dict[str, Any] = {}
     server: dict[str, Any] = {}
     host = getattr(args, "host", None) or os.environ.get("SCAIVOICE_HOST")
-    port = getattr(args, "port", None) or os.environ.get("SCAIVOICE_PORT")
+    port = getattr(args, "port", None)
+    if port is None:  # --port 0 (any free port) is a port too
+        port = os.environ.get("SCAIVOICE_PORT")
     if host:
         server["host"] = host
     if port is not None:
@@ -109,13 +112,45 @@ def _gateway_environment() -> dict[str, Any]:
 
 
 def _cmd_serve(args: argparse.Namespace) -> int:
-    from ._server.service import serve
+    from ._server.service import refuse_open_exposure, serve
+    from ._server.workers import WorkerPlan, available_cores, run_worker, supervise
 
     config = _engine_config(args)
     configure_logging(config.server.log_format)
-    host, _ = _plugin_host()
-    trio.run(serve, config, host)
-    return 0
+    if args.worker_ready_fd is not None:  # a worker of `serve --workers N`
+        host, _ = _plugin_host()
+        metrics_dir = os.environ.get("PROMETHEUS_MULTIPROC_DIR") or None
+        run_worker(config, host, ready_fd=args.worker_ready_fd, metrics_dir=metrics_dir)
+        return 0
+    workers = args.workers or int(os.environ.get("SCAIVOICE_WORKERS") or 0) or available_cores()
+    if workers == 1:
+        host, _ = _plugin_host()
+        trio.run(serve, config, host)
+        return 0
+    refuse_open_exposure(config)
+    base = [sys.executable, "-m", "scaivoice.engine.cli", "serve", "--workers", "1"]
+    base += ["--host", config.server.host] + (["--config", args.config] if args.config else [])
+
+    def command(port: int, ready_fd: int) -> list[str]:
+        return [*base, "--port", str(port), "--worker-ready-fd", str(ready_fd)]
+
+    plan = WorkerPlan(
+        workers=workers,
+        host=config.server.host,
+        port=config.server.port,
+        drain_timeout_s=config.server.drain_timeout_s,
+        command=command,
+        env=dict(os.environ),
+    )
+    return trio.run(supervise, plan)
+
+
+def _worker_count(text: str) -> int:
+    if not text.isdigit() or not 1 <= int(text) <= 1024:
+        raise argparse.ArgumentTypeError(
+            f"expected a number of processes (1 to 1024), not {text!r}"
+        )
+    return int(text)
 
 
 def _cmd_mcp(args: argparse.Namespace) -> int:
@@ -482,6 +517,13 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("wyoming", help="speech services for Home Assistant: a Wyoming server")
     p.add_argument("--uri", default="tcp://127.0.0.1:10300", help="tcp://HOST:PORT or unix://PATH")
     p.add_argument("--config", help="TOML config file (or SCAIVOICE_CONFIG), as for serve")
+    p.add_argument(
+        "--workers",
+        type=_worker_count,
+        metavar="N",
+        help="server processes on the port (or SCAIVOICE_WORKERS; default: one per core)",
+    )
+    p.add_argument("--worker-ready-fd", type=int, help=argparse.SUPPRESS)  # internal
     p.add_argument(
         "--allow-remote", action="store_true", help="listen beyond loopback (no authentication)"
     )

@@ -67,7 +67,7 @@ def local_server(config_text: str, *, start_timeout_s: float = 60.0) -> Iterator
         log_path = Path(tmp) / "server.log"
         port = _free_port()
         command = [sys.executable, "-m", "scaivoice.engine.cli", "serve", "--config", str(config)]
-        command += ["--host", _HOST, "--port", str(port)]
+        command += ["--host", _HOST, "--port", str(port), "--workers", "1"]  # one pid to measure
         env = {**os.environ, "SCAIVOICE_DISABLE_PLUGIN_AUTOLOAD": "1"}
         with log_path.open("wb") as log:
             server = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT)

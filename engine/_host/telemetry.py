@@ -18,6 +18,7 @@ from typing import Any
 
 import trio
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.multiprocess import MultiProcessCollector
 
 from ..frames import (
     AgentTextDone,
@@ -130,8 +131,13 @@ class Telemetry:
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
         self.sessions_active = Gauge(
-            "scaivoice_sessions_active", "Live sessions", ["tenant"], registry=r
+            "scaivoice_sessions_active",
+            "Live sessions",
+            ["tenant"],
+            registry=r,
+            multiprocess_mode="livesum",  # workers: the live ones' sum (a dead one's drop out)
         )
+        self._processes_dir: str | None = None
         self.sessions_total = Counter(
             "scaivoice_sessions", "Sessions opened", ["tenant"], registry=r
         )
@@ -349,8 +355,23 @@ class Telemetry:
         return record if record is not None and record.tenant == tenant else None
 
     def prometheus(self) -> bytes:
-        """The metrics in Prometheus' text format."""
-        return generate_latest(self.registry)
+        """The metrics in Prometheus' text format (of every worker, see
+        :meth:`aggregate_processes`)."""
+        if self._processes_dir is None:
+            return generate_latest(self.registry)
+        registry = CollectorRegistry()
+        MultiProcessCollector(registry, path=self._processes_dir)  # type: ignore[no-untyped-call]
+        return generate_latest(registry)
+
+    def aggregate_processes(self, directory: str) -> None:
+        """Serve the metrics of every process writing to ``directory`` from now on.
+
+        For ``scaivoice serve --workers N``: each worker was started with
+        ``PROMETHEUS_MULTIPROC_DIR=directory``, so prometheus_client keeps its values in files
+        there; :meth:`prometheus` sums the counters and histograms of every worker (those that
+        exited included) and the live sessions of the live ones.
+        """
+        self._processes_dir = directory
 
     # ---------------------------------------------------------------- live events
 

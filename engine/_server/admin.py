@@ -15,6 +15,7 @@ import trio
 from .._host.auth import PERMISSION_ADMIN, Principal
 from .._host.engine import Engine
 from .http import HttpProblem, Receive, Send, send_bytes, send_json
+from .runtime import RuntimeMonitor
 
 __all__ = ["AdminApi"]
 
@@ -26,6 +27,8 @@ class AdminApi:
 
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
+        self.monitor = RuntimeMonitor()
+        """Samples the event-loop lag while its ``run`` task runs (the server starts it)."""
 
     async def sessions(self, principal: Principal, send: Send, query: dict[str, str]) -> None:
         """``GET /v1/admin/sessions[?status=live|ended]``: the tenant's sessions, newest first."""
@@ -84,6 +87,15 @@ class AdminApi:
         )
 
     async def readiness(self, send: Send) -> None:
+    async def runtime(self, principal: Principal, send: Send) -> None:
+        """``GET /v1/admin/runtime``: this server process's tasks, memory, descriptors, lag.
+
+        With several workers it is the worker that answered (``pid``).
+        """
+        principal.require(PERMISSION_ADMIN)
+        sessions_live = len(self.engine.sessions.live)
+        await send_json(send, 200, self.monitor.snapshot(sessions_live=sessions_live))
+
         """``GET /readyz``: 200 when taking sessions; 503 while draining or a backend is down."""
         draining = self.engine.sessions.draining
         backends = await self.engine.health()

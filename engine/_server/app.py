@@ -17,6 +17,7 @@ Routes::
     GET  /metrics                   Prometheus metrics
     GET  /v1/admin/sessions[/{id}]  the caller's tenant's sessions (scaivoice:admin)
     GET  /v1/admin/events           live session events, server-sent (scaivoice:admin)
+    GET  /v1/admin/runtime          this process's tasks, memory, descriptors, loop lag (admin)
     POST /v1/speakers               enrol a speaker for recognition (scaivoice:admin)
     GET  /v1/speakers               the tenant's enrolled speakers (scaivoice:admin)
     DELETE /v1/speakers/{id}        delete an enrolled speaker for good (scaivoice:admin)
@@ -93,6 +94,7 @@ class ScaiVoiceApp:
             ("GET", "/v1/admin/sessions"): self._admin_sessions,
             ("GET", "/v1/admin/events"): self._admin_events,
             ("POST", SPEAKERS): self._enrol_speaker,
+            ("GET", "/v1/admin/runtime"): self._admin_runtime,
             ("GET", SPEAKERS): self._list_speakers,
             ("GET", "/metrics"): self._metrics,
             ("GET", "/livez"): self._liveness,
@@ -305,6 +307,10 @@ class ScaiVoiceApp:
     async def _list_speakers(self, scope: Scope, receive: Receive, send: Send) -> None:
         principal = await self._user(scope, PERMISSION_ADMIN)
         await send_json(send, 200, await self.speakers.speakers(principal))
+
+    async def _admin_runtime(self, scope: Scope, receive: Receive, send: Send) -> None:
+        principal = await self._user(scope, PERMISSION_ADMIN)
+        await self.admin.runtime(principal, send)
 
     async def _forget_speaker(self, scope: Scope, receive: Receive, send: Send) -> None:
         principal = await self._user(scope, PERMISSION_ADMIN)

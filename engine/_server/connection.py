@@ -719,9 +719,13 @@ async def serve_http(
     shutdown_trigger: Callable[[], Awaitable[None]],
     settings: ServerConfig | None = None,
     graceful_timeout_s: float = 5.0,
+    listeners: list[trio.SocketListener] | None = None,
     task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Serve ``app`` on ``host:port`` until ``shutdown_trigger`` returns.
+
+    ``listeners``, when given, are served instead (already listening: a worker's sockets that
+    share the port); they are closed on shutdown like those this opens.
 
     ``settings`` gives the deadlines and connection limits (``host`` and ``port`` are the
     arguments'); unset, the defaults. Reports the bound URLs (``http://host:port``, the real
@@ -729,7 +733,8 @@ async def serve_http(
     connections close, and requests and sessions still running get ``graceful_timeout_s``
     before they are cancelled. Cancelling ``serve_http`` cancels every connection at once.
     """
-    listeners = await trio.open_tcp_listeners(port, host=host)
+    if listeners is None:
+        listeners = await trio.open_tcp_listeners(port, host=host)
     state = _ServerState(settings if settings is not None else ServerConfig())
 
     async def handle(stream: trio.SocketStream) -> None:

@@ -18,6 +18,7 @@ from .._host.config import EngineConfig
 from .._host.engine import Engine
 from .app import ScaiVoiceApp
 from .connection import serve_http
+from .reuseport import open_shared_listeners
 
 __all__ = ["RunningServer", "serve", "wait_for_termination"]
 
@@ -56,17 +57,36 @@ def is_loopback(host: str) -> bool:
         return False
 
 
+def refuse_open_exposure(config: EngineConfig) -> None:
+    """Refuse to serve without API keys on anything but a loopback address.
+
+    Raises:
+        ConfigError: no API key is configured and the host is not a loopback address.
+    """
+    if config.open_mode and not is_loopback(config.server.host):
+        raise ConfigError(
+            f"no API keys are configured, so the server is open; it refuses to listen on "
+            f"{config.server.host!r}. Configure [tenants.NAME] keys (scaivoice keys new) or bind "
+            "to 127.0.0.1"
+        )
+
+
 async def serve(
     config: EngineConfig,
     host: PluginHost,
     *,
     shutdown_trigger: Callable[[], Awaitable[None]] = wait_for_termination,
     tracer: Any = None,
+    reuse_port: bool = False,
+    metrics_dir: str | None = None,
     task_status: trio.TaskStatus[RunningServer] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Open the engine and serve it until ``shutdown_trigger`` returns, then drain.
 
-    ``tracer`` overrides the OpenTelemetry tracer ``[telemetry]`` would build.
+    ``tracer`` overrides the OpenTelemetry tracer ``[telemetry]`` would build. A worker of
+    ``scaivoice serve --workers N`` listens with ``reuse_port`` (its port shared with the other
+    workers, see :mod:`.reuseport`) and serves ``/metrics`` summed over every worker's files in
+    ``metrics_dir`` (prometheus_client's multiprocess mode).
 
     A backend or feature that is unavailable at start (its upstream does not answer, its model
     does not load) does not stop it: the server listens with it down, reports it in ``/health``
@@ -81,12 +101,7 @@ async def serve(
             backend or feature is not installed or badly configured.
     """
     server = config.server
-    if config.open_mode and not is_loopback(server.host):
-        raise ConfigError(
-            f"no API keys are configured, so the server is open; it refuses to listen on "
-            f"{server.host!r}. Configure [tenants.NAME] keys (scaivoice keys new) or bind "
-            "to 127.0.0.1"
-        )
+    refuse_open_exposure(config)
     tracer = tracer if tracer is not None else _tracer(config)
     async with Engine.open(config, host, tracer=tracer) as engine:
         if config.open_mode:
@@ -95,18 +110,25 @@ async def serve(
                 "(loopback only). Configure tenants with keys before exposing it.",
                 server.host,
             )
+        if metrics_dir is not None:
+            engine.telemetry.aggregate_processes(metrics_dir)
         stop_http = trio.Event()
+        app = ScaiVoiceApp(engine)
+        listeners = await open_shared_listeners(server.host, server.port) if reuse_port else None
+        sampling = trio.CancelScope()
         async with trio.open_nursery() as nursery:
+            nursery.start_soon(_run_in, sampling, app.admin.monitor.run)
             binds = await nursery.start(
                 partial(
                     serve_http,
-                    ScaiVoiceApp(engine),
+                    app,
                     host=server.host,
                     port=server.port,
                     max_message_bytes=config.session.max_frame_bytes * 4,
                     shutdown_trigger=stop_http.wait,
                     settings=server,
                     graceful_timeout_s=5.0,
+                    listeners=listeners,
                 )
             )
             url = binds[0]
@@ -119,6 +141,7 @@ async def serve(
             await shutdown_trigger()
             await drain(engine, config.server.drain_timeout_s)
             stop_http.set()
+            sampling.cancel()
 
 
 async def drain(engine: Engine, timeout_s: float) -> None:
@@ -133,6 +156,11 @@ async def drain(engine: Engine, timeout_s: float) -> None:
         sessions.close_all()
         with trio.move_on_after(5):
             await sessions.wait_empty()
+
+
+async def _run_in(scope: trio.CancelScope, function: Callable[[], Awaitable[None]]) -> None:
+    with scope:
+        await function()
 
 
 def _tracer(config: EngineConfig) -> Any:
