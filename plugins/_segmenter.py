@@ -9,6 +9,11 @@ Two thresholds give hysteresis, two durations debounce:
   ``min_silence_ms`` (the hang time) without a frame at or above ``threshold`` stops speech,
   dated where the speech ended.
 
+**Pauses.** While speaking, a silence run that reaches ``pause_ms`` (shorter than the hang) is a
+*pause*: ``SpeechPaused`` (dated where the speech ended) lets the session start its reply
+speculatively; speech before the hang is over is ``SpeechResumed``. A silence run that lasts
+the hang stops speech without a ``SpeechResumed``.
+
 Frames between the two thresholds neither begin nor break a run. Frame ``i`` covers
 ``[i * frame_ms, (i + 1) * frame_ms)`` of the input audio.
 
@@ -32,9 +37,11 @@ from __future__ import annotations
 import collections
 from collections.abc import Iterable, Sequence
 
-from scaivoice.engine import SpeechStarted, SpeechStopped
+from scaivoice.engine import SpeechPaused, SpeechResumed, SpeechStarted, SpeechStopped
 
-__all__ = ["LOOKBACK_FRAMES", "SpeechSegmenter"]
+__all__ = ["LOOKBACK_FRAMES", "SegmenterEvent", "SpeechSegmenter"]
+
+SegmenterEvent = SpeechStarted | SpeechStopped | SpeechPaused | SpeechResumed
 
 LOOKBACK_FRAMES = 12
 """How far back (in frames) a silence run's start looks for the end of speech."""
@@ -52,6 +59,8 @@ class SpeechSegmenter:
             ``threshold - 0.15`` (at least 0.01).
         min_speech_ms: how long speech must last before it counts.
         min_silence_ms: how long silence must last before speech stops (hang time).
+        pause_ms: silence after which a pause is reported (``SpeechPaused``); ``None`` or not
+            shorter than the hang: no pause events.
         frame_ms: the duration of one frame (512 samples at 16 kHz: 32 ms).
 
     Raises:
@@ -65,6 +74,7 @@ class SpeechSegmenter:
         neg_threshold: float | None = None,
         min_speech_ms: float = 250.0,
         min_silence_ms: float = 300.0,
+        pause_ms: float | None = 100.0,
         frame_ms: float = 32.0,
     ) -> None:
         low = max(threshold - 0.15, 0.01) if neg_threshold is None else neg_threshold
@@ -76,7 +86,9 @@ class SpeechSegmenter:
         self.neg_threshold = low
         self.min_speech_ms = min_speech_ms
         self.min_silence_ms = min_silence_ms
+        self.pause_ms = pause_ms if pause_ms is not None and pause_ms < min_silence_ms else None
         self.frame_ms = frame_ms
+        self._paused = False
         self._frame = 0
         self._speaking = False
         self._run_start: int | None = None  # start run: its first frame
@@ -91,9 +103,7 @@ class SpeechSegmenter:
         """Whether speech has started and not stopped."""
         return self._speaking
 
-    def push(
-        self, probability: float, levels: Sequence[float] = ()
-    ) -> SpeechStarted | SpeechStopped | None:
+    def push(self, probability: float, levels: Sequence[float] = ()) -> SegmenterEvent | None:
         """Take the next frame's probability, and the levels of its blocks in dBFS (oldest
         first; all frames alike) to date the end of speech by; return the event it completes,
         if any."""
@@ -118,22 +128,29 @@ class SpeechSegmenter:
         self._speaking = True
         return SpeechStarted(at_ms)
 
-    def _push_speaking(self, index: int, probability: float) -> SpeechStopped | None:
+    def _push_speaking(
+        self, index: int, probability: float
+    ) -> SpeechStopped | SpeechPaused | SpeechResumed | None:
         if probability >= self.threshold:
             self._silence_from = None
+            if self._paused:
+                self._paused = False
+                return SpeechResumed(round(index * self.frame_ms))
             return None
         if self._silence_from is None:
             if probability >= self.neg_threshold:
                 return None
             self._silence_from = self._end_of_speech(index)
         # Stop at the frame boundary nearest to end + hang: the wait is the hang to half a frame.
-        if (
-            self._frame * self.frame_ms - self._silence_from
-            < self.min_silence_ms - self.frame_ms / 2
-        ):
+        quiet_ms = self._frame * self.frame_ms - self._silence_from
+        if quiet_ms < self.min_silence_ms - self.frame_ms / 2:
+            if self.pause_ms is not None and not self._paused and quiet_ms >= self.pause_ms:
+                self._paused = True
+                return SpeechPaused(round(self._silence_from))
             return None
         at_ms = round(self._silence_from)
         self._silence_from = None
+        self._paused = False
         self._speaking = False
         self._peak = float("-inf")
         return SpeechStopped(at_ms)
@@ -164,7 +181,7 @@ class SpeechSegmenter:
 
     def push_many(
         self, probabilities: Iterable[float], levels: Iterable[Sequence[float]] | None = None
-    ) -> list[SpeechStarted | SpeechStopped]:
+    ) -> list[SegmenterEvent]:
         """:meth:`push` each probability (with its frame's block levels, when given); return
         the events in order."""
         if levels is None:

@@ -10,6 +10,8 @@ which a session's own option table may override::
     neg_threshold = 0.35   # below this a frame is silence (default threshold - 0.15)
     min_speech_ms = 250    # shorter bursts (a cough, a click) do not start speech
     min_silence_ms = 300   # hang time: silence this long after the end of speech stops it
+    pause_ms = 100         # a silence this long while speaking is a pause (SpeechPaused): replies
+                           # start speculatively there; SpeechResumed if speech comes back
     energy_gate_dbfs = -50.0  # after 1 s below this level, frames are not scored (-120: off)
     model_path = "..."     # another Silero VAD ONNX file (default: the bundled one)
 
@@ -82,6 +84,9 @@ class SileroVadOptions(BackendOptions, frozen=True):
     neg_threshold: _Probability | None = None
     min_speech_ms: _Millis = 250
     min_silence_ms: _Millis = 300
+    pause_ms: _Millis | None = 100
+    """A silence this long while speaking is a pause (``SpeechPaused``): the session starts
+    its reply speculatively; ``None``: no pause events."""
     energy_gate_dbfs: _Dbfs | None = -50.0
     model_path: str | None = None
 
@@ -320,6 +325,7 @@ def _segmenter_for(options: SileroVadOptions) -> SpeechSegmenter:
             neg_threshold=options.neg_threshold,
             min_speech_ms=options.min_speech_ms,
             min_silence_ms=options.min_silence_ms,
+            pause_ms=options.pause_ms,
             frame_ms=FRAME * 1000 / SAMPLE_RATE,
         )
     except ValueError as exc:

@@ -12,6 +12,8 @@ from scaivoice.engine import (
     ConfigError,
     FeatureEvent,
     FeatureSession,
+    SpeechPaused,
+    SpeechResumed,
     SpeechStarted,
     SpeechStopped,
     float_to_pcm16,
@@ -24,12 +26,38 @@ from ._support import Speech, chunks, silence
 LEAD_MS = 1000
 
 
-async def run(session: FeatureSession, pieces: Sequence[bytes]) -> list[FeatureEvent]:
+async def run(
+    session: FeatureSession, pieces: Sequence[bytes], *, pauses: bool = False
+) -> list[FeatureEvent]:
+    """The session's events for ``pieces``: starts and stops (and pauses, resumptions)."""
     events: list[FeatureEvent] = []
     with trio.fail_after(30):
         for piece in pieces:
             events.extend(await session.process(piece))
-    return events
+    if pauses:
+        return events
+    return [e for e in events if isinstance(e, SpeechStarted | SpeechStopped)]
+
+
+@pytest.mark.slow
+async def test_a_pause_in_speech_is_reported_and_speech_after_it_resumes(
+    vad: SileroVad, speech: Speech
+) -> None:
+    pcm = silence(LEAD_MS) + speech[0] + silence(200) + speech[1] + silence(1500)
+    events = await run(
+        vad.open_session(sample_rate=16000, options={"min_silence_ms": 1400}),
+        chunks(pcm, 20),
+        pauses=True,
+    )
+    kinds = [type(e) for e in events]
+    assert kinds[0] is SpeechStarted and kinds[-1] is SpeechStopped
+    assert kinds.count(SpeechStarted) == 1  # one turn: the 200 ms gap was only a pause
+    paused = [e for e in events if isinstance(e, SpeechPaused)]
+    resumed = [e for e in events if isinstance(e, SpeechResumed)]
+    assert len(paused) == len(resumed) + 1  # every pause but the last was resumed
+    assert kinds.index(SpeechPaused) < kinds.index(SpeechResumed)
+    gap_end = LEAD_MS + len(speech[0]) / 32 + 200  # the clip (with its own tail) and the gap
+    assert any(LEAD_MS < p.at_ms < gap_end for p in paused)  # a pause between the two clips
 
 
 def noise_burst(ms: int, amplitude: float = 0.3) -> bytes:
@@ -92,7 +120,7 @@ async def test_sessions_keep_their_own_state(vad: SileroVad, speech: Speech) -> 
     for piece in chunks(pcm, 20):
         together.extend(await first.process(piece))
         other.extend(await second.process(noise_burst(20, 0.05)))
-    assert together == alone
+    assert [e for e in together if isinstance(e, SpeechStarted | SpeechStopped)] == alone
     assert other == []
 
 
@@ -113,8 +141,8 @@ async def test_large_chunks_give_the_same_events(vad: SileroVad, speech: Speech)
 async def test_a_session_may_override_the_hang_time(vad: SileroVad, speech: Speech) -> None:
     pcm = silence(LEAD_MS) + speech[0] + silence(1500)
     session = vad.open_session(sample_rate=16000, options={"min_silence_ms": 3000})
-    events = await run(session, chunks(pcm, 20))
-    assert [type(e) for e in events] == [SpeechStarted]
+    events = await run(session, chunks(pcm, 20), pauses=True)
+    assert [type(e) for e in events] == [SpeechStarted, SpeechPaused]
     with pytest.raises(ConfigError, match="silero-vad"):
         vad.open_session(sample_rate=16000, options={"treshold": 0.4})
 

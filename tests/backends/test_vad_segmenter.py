@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from scaivoice.engine import SpeechStarted, SpeechStopped
+from scaivoice.engine import SpeechPaused, SpeechResumed, SpeechStarted, SpeechStopped
 from scaivoice.plugins.silero_vad import SpeechSegmenter
 
 # 10 ms frames keep the tables readable: min_speech 30 ms = 3 frames, min_silence 50 ms = 5.
@@ -75,9 +75,24 @@ def test_zero_min_speech_starts_on_the_first_speech_frame() -> None:
 
 
 def test_hang_time_is_configurable() -> None:
-    long_hang = segmenter(min_silence_ms=200)
+    long_hang = segmenter(min_silence_ms=200, pause_ms=None)
     assert long_hang.push_many(frames("SSS" + "." * 19)) == [SpeechStarted(0)]
     assert long_hang.push(0.0) == SpeechStopped(30)
+
+
+def test_a_pause_is_reported_and_speech_after_it_resumes() -> None:
+    seg = segmenter(min_silence_ms=200, pause_ms=50)
+    assert seg.push_many(frames("SSS" + "." * 5 + "SS")) == [
+        SpeechStarted(0),
+        SpeechPaused(30),  # dated where the speech ended
+        SpeechResumed(80),
+    ]
+    assert seg.push_many(frames("." * 20)) == [SpeechPaused(100), SpeechStopped(100)]
+
+
+def test_no_pause_events_when_the_pause_is_not_shorter_than_the_hang() -> None:
+    seg = segmenter(min_silence_ms=50, pause_ms=80)
+    assert seg.push_many(frames("SSS" + "." * 10)) == [SpeechStarted(0), SpeechStopped(30)]
 
 
 def test_default_neg_threshold_is_below_threshold() -> None:
