@@ -15,6 +15,7 @@
     scaivoice bench stack [--turns N]                          the embedded stack's latency
     scaivoice bench load [URL] --sessions N                    concurrent sessions, capacity
     scaivoice bench wake [--minutes M]                         wake-word detections, false wakes
+    scaivoice bench soak [URL] [--sessions N] [--minutes M]    long run: does anything grow
     scaivoice bench speakers [--conversations N]               diarization accuracy, embedder cost
     scaivoice bench latency [--rounds N]                       answer / barge-in latency, idle cost
     scaivoice bench turn-taking [--conversations N]            premature ends, false barge-ins
@@ -421,6 +422,22 @@ def _cmd_bench_realtime(args: argparse.Namespace) -> int:
     )
 
 
+def _cmd_bench_soak(args: argparse.Namespace) -> int:
+    from scaivoice.conformance.bench.soak import run_soak_benchmark
+
+    return run_soak_benchmark(
+        url=args.url,
+        sessions=args.sessions,
+        minutes=args.minutes,
+        interval_s=args.interval,
+        session_s=args.session_seconds,
+        stack=args.stack,
+        frame_ms=args.frame_ms,
+        api_key=args.api_key or os.environ.get("SCAIVOICE_API_KEY"),
+        as_json=args.json,
+    )
+
+
 def _cmd_bench_latency(args: argparse.Namespace) -> int:
     from scaivoice.conformance.bench.latency.run import run_from_arguments
 
@@ -504,6 +521,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--host", help="address to bind (default 127.0.0.1)")
     p.add_argument("--port", type=int, help="port (default 8765; 0 = any free port)")
     p.add_argument("--config", help="TOML config file (or SCAIVOICE_CONFIG)")
+    p.add_argument(
+        "--workers",
+        type=_worker_count,
+        metavar="N",
+        help="server processes on the port (or SCAIVOICE_WORKERS; default: one per core)",
+    )
+    p.add_argument("--worker-ready-fd", type=int, help=argparse.SUPPRESS)  # internal
     p.set_defaults(func=_cmd_serve)
 
     p = sub.add_parser("mcp", help="voice-note tools for agents: an MCP server (stdio default)")
@@ -517,13 +541,6 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("wyoming", help="speech services for Home Assistant: a Wyoming server")
     p.add_argument("--uri", default="tcp://127.0.0.1:10300", help="tcp://HOST:PORT or unix://PATH")
     p.add_argument("--config", help="TOML config file (or SCAIVOICE_CONFIG), as for serve")
-    p.add_argument(
-        "--workers",
-        type=_worker_count,
-        metavar="N",
-        help="server processes on the port (or SCAIVOICE_WORKERS; default: one per core)",
-    )
-    p.add_argument("--worker-ready-fd", type=int, help=argparse.SUPPRESS)  # internal
     p.add_argument(
         "--allow-remote", action="store_true", help="listen beyond loopback (no authentication)"
     )
@@ -626,6 +643,22 @@ def build_parser() -> argparse.ArgumentParser:
     )
     b.add_argument("--json", action="store_true", help="print each run's report as JSON")
     b.set_defaults(func=_cmd_bench_load)
+    b = bench.add_parser(
+        "soak",
+        help="sessions with turns, barge-ins and reconnects for a long time: does anything grow",
+    )
+    b.add_argument("url", nargs="?", help="ws:// session URL (default: start a server on loopback)")
+    b.add_argument("--sessions", type=int, default=20, help="concurrent sessions")
+    b.add_argument("--minutes", type=float, default=30.0, help="how long (bounded)")
+    b.add_argument("--interval", type=float, default=10.0, help="seconds between readings")
+    b.add_argument(
+        "--session-seconds", type=float, default=60.0, help="a session's life before it reconnects"
+    )
+    b.add_argument("--stack", choices=["test", "embedded"], default="test")
+    b.add_argument("--frame-ms", type=int, choices=[20, 50, 100], default=20)
+    b.add_argument("--api-key", help="an admin key of the server (or SCAIVOICE_API_KEY)")
+    b.add_argument("--json", action="store_true", help="print the samples and verdict as JSON")
+    b.set_defaults(func=_cmd_bench_soak)
     b = bench.add_parser(
         "wake", help="wake-word detections, false wakes per hour and CPU on generated speech"
     )

@@ -128,6 +128,7 @@ class Telemetry:
         self._subscribers: dict[int, tuple[str, trio.MemorySendChannel[dict[str, Any]]]] = {}
         self._dropped: dict[int, int] = {}
         self._spans: dict[str, Any] = {}
+        self._processes_dir: str | None = None
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
         self.sessions_active = Gauge(
@@ -137,7 +138,6 @@ class Telemetry:
             registry=r,
             multiprocess_mode="livesum",  # workers: the live ones' sum (a dead one's drop out)
         )
-        self._processes_dir: str | None = None
         self.sessions_total = Counter(
             "scaivoice_sessions", "Sessions opened", ["tenant"], registry=r
         )

@@ -77,6 +77,15 @@ class AdminApi:
                         continue
                     await _chunk(send, _sse(event))
 
+    async def runtime(self, principal: Principal, send: Send) -> None:
+        """``GET /v1/admin/runtime``: this server process's tasks, memory, descriptors, lag.
+
+        With several workers it is the worker that answered (``pid``).
+        """
+        principal.require(PERMISSION_ADMIN)
+        sessions_live = len(self.engine.sessions.live)
+        await send_json(send, 200, self.monitor.snapshot(sessions_live=sessions_live))
+
     async def metrics(self, send: Send) -> None:
         """``GET /metrics``: Prometheus text format."""
         await send_bytes(
@@ -87,15 +96,6 @@ class AdminApi:
         )
 
     async def readiness(self, send: Send) -> None:
-    async def runtime(self, principal: Principal, send: Send) -> None:
-        """``GET /v1/admin/runtime``: this server process's tasks, memory, descriptors, lag.
-
-        With several workers it is the worker that answered (``pid``).
-        """
-        principal.require(PERMISSION_ADMIN)
-        sessions_live = len(self.engine.sessions.live)
-        await send_json(send, 200, self.monitor.snapshot(sessions_live=sessions_live))
-
         """``GET /readyz``: 200 when taking sessions; 503 while draining or a backend is down."""
         draining = self.engine.sessions.draining
         backends = await self.engine.health()

@@ -93,8 +93,8 @@ class ScaiVoiceApp:
             ("GET", "/v1/models"): self._models,
             ("GET", "/v1/admin/sessions"): self._admin_sessions,
             ("GET", "/v1/admin/events"): self._admin_events,
-            ("POST", SPEAKERS): self._enrol_speaker,
             ("GET", "/v1/admin/runtime"): self._admin_runtime,
+            ("POST", SPEAKERS): self._enrol_speaker,
             ("GET", SPEAKERS): self._list_speakers,
             ("GET", "/metrics"): self._metrics,
             ("GET", "/livez"): self._liveness,
@@ -296,6 +296,10 @@ class ScaiVoiceApp:
         principal = await self._user(scope, PERMISSION_ADMIN)
         await self.admin.events(principal, receive, send)
 
+    async def _admin_runtime(self, scope: Scope, receive: Receive, send: Send) -> None:
+        principal = await self._user(scope, PERMISSION_ADMIN)
+        await self.admin.runtime(principal, send)
+
     async def _enrol_speaker(self, scope: Scope, receive: Receive, send: Send) -> None:
         principal = await self._user(scope, PERMISSION_ADMIN)
         limit = self.engine.config.voice_notes.max_upload_bytes
@@ -307,10 +311,6 @@ class ScaiVoiceApp:
     async def _list_speakers(self, scope: Scope, receive: Receive, send: Send) -> None:
         principal = await self._user(scope, PERMISSION_ADMIN)
         await send_json(send, 200, await self.speakers.speakers(principal))
-
-    async def _admin_runtime(self, scope: Scope, receive: Receive, send: Send) -> None:
-        principal = await self._user(scope, PERMISSION_ADMIN)
-        await self.admin.runtime(principal, send)
 
     async def _forget_speaker(self, scope: Scope, receive: Receive, send: Send) -> None:
         principal = await self._user(scope, PERMISSION_ADMIN)
