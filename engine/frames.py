@@ -139,7 +139,13 @@ class SessionConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, om
     the user must say over the agent to interrupt it; 0: any speech interrupts at once."""
     resume_after_false_barge_in: bool = True
     """With ``vad_enabled``: when speech over the agent turns out to be a backchannel or a
-    noise, the agent goes on where it paused instead of stopping."""
+    noise, the agent goes on: it resumes where it paused (``barge_in_hold``), or says the part
+    of its reply the user did not hear as a new turn."""
+    barge_in_hold: bool = False
+    """With ``vad_enabled``: ``false`` (default) interrupts at the onset of speech over the
+    agent (``interrupted`` within about 150 ms) and decides afterwards whether it was a turn;
+    ``true`` holds the agent's audio and sends ``interrupted`` only once the words make it a
+    turn (a backchannel never interrupts)."""
     echo_cancellation: bool = True
     """The client's microphone audio is echo-cancelled. ``false``: the agent's own voice may
     come back on the microphone; speech over the agent then interrupts only when its words
@@ -189,6 +195,7 @@ class SessionConfigPatch(msgspec.Struct, forbid_unknown_fields=True, kw_only=Tru
     silence_ms: Annotated[int, msgspec.Meta(ge=100, le=5000)] | msgspec.UnsetType | None = UNSET
     barge_in_min_words: Annotated[int, msgspec.Meta(ge=0, le=10)] | msgspec.UnsetType = UNSET
     resume_after_false_barge_in: bool | msgspec.UnsetType = UNSET
+    barge_in_hold: bool | msgspec.UnsetType = UNSET
     echo_cancellation: bool | msgspec.UnsetType = UNSET
     user_idle_timeout_s: (
         Annotated[float, msgspec.Meta(ge=1, le=3600)] | msgspec.UnsetType | None

@@ -8,7 +8,8 @@ which a session's own option table may override::
 
     threshold = 0.5        # speech probability that starts a speech run
     neg_threshold = 0.35   # below this a frame is silence (default threshold - 0.15)
-    min_speech_ms = 250    # shorter bursts (a cough, a click) do not start speech
+    min_speech_ms = 64     # shorter bursts (a click) do not start speech; a barge-in needs this
+                           # much (about 100-130 ms after the real onset, with the model's lag)
     min_silence_ms = 300   # hang time: silence this long after the end of speech stops it
     pause_ms = 100         # a silence this long while speaking is a pause (SpeechPaused): replies
                            # start speculatively there; SpeechResumed if speech comes back
@@ -82,7 +83,7 @@ class SileroVadOptions(BackendOptions, frozen=True):
 
     threshold: _Probability = 0.5
     neg_threshold: _Probability | None = None
-    min_speech_ms: _Millis = 250
+    min_speech_ms: _Millis = 64
     min_silence_ms: _Millis = 300
     pause_ms: _Millis | None = 100
     """A silence this long while speaking is a pause (``SpeechPaused``): the session starts

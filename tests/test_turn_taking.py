@@ -249,9 +249,9 @@ async def test_semantic_without_a_model_warns_and_ends_turns_after_a_pause() -> 
 # ---------------------------------------------------------------- speech over the agent
 
 
-async def test_a_backchannel_does_not_interrupt_and_the_agent_goes_on() -> None:
+async def test_held_a_backchannel_does_not_interrupt_and_the_agent_goes_on() -> None:
     transcripts = ("what is the weather", "uh-huh")
-    async with session(transcripts, vad_enabled=True) as (client, _):
+    async with session(transcripts, vad_enabled=True, barge_in_hold=True) as (client, _):
         await speak(client, 400, then_quiet_ms=400)
         seen = await wait_speaking(client, 1)
         await speak(client, 300, then_quiet_ms=400)  # "uh-huh" over the agent
@@ -283,15 +283,35 @@ async def test_words_over_the_agent_interrupt_it() -> None:
         check_invariants(seen)
 
 
-async def test_long_speech_over_the_agent_interrupts_before_any_word() -> None:
+async def test_held_long_speech_over_the_agent_interrupts_before_any_word() -> None:
     transcripts = ("what is the weather", "")
-    async with session(transcripts, vad_enabled=True) as (client, _):
+    async with session(transcripts, vad_enabled=True, barge_in_hold=True) as (client, _):
         await speak(client, 400, then_quiet_ms=400)
         await wait_speaking(client, 1)
         for _ in range(100):  # 2 s of speech; the STT shows no word (the phrase is empty)
             await client.send_raw(LOUD)
             await trio.sleep(0.02)
         await client.receive_until("state", state="interrupted")
+
+
+async def test_a_backchannel_interrupts_at_once_and_the_agent_says_the_unheard_rest() -> None:
+    transcripts = ("what is the weather", "uh-huh")
+    async with session(transcripts, vad_enabled=True) as (client, _):
+        await speak(client, 400, then_quiet_ms=400)
+        seen = await wait_speaking(client, 1)
+        started = trio.current_time()
+        await speak(client, 300)  # "uh-huh" over the agent
+        seen += await client.receive_until("state", state="interrupted")
+        assert trio.current_time() - started < 0.5  # at the onset, not after the words
+        await speak(client, 0, then_quiet_ms=400)
+        seen += await client.receive_until("agent.text.done", turn_id=3)
+        finals = [t for t in of(seen, TranscriptFrame) if t.final]
+        assert [(t.turn_id, t.text) for t in finals][-1] == (2, "uh-huh")  # no reply to it
+        cut, resumed = of(seen, AgentTextDone)[-2:]
+        assert cut.interrupted and not resumed.interrupted
+        said = "You said: what is the weather."
+        assert (cut.heard_text + " " + resumed.text).split() == said.split()
+        check_invariants(seen)
 
 
 async def test_a_false_barge_in_restarts_what_was_not_heard() -> None:

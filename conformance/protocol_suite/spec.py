@@ -60,6 +60,7 @@ CONFIG_KEYS: Final = frozenset(
         "silence_ms",
         "barge_in_min_words",
         "resume_after_false_barge_in",
+        "barge_in_hold",
         "echo_cancellation",
         "user_idle_timeout_s",
         "user_idle_prompt",

@@ -624,7 +624,17 @@ class Dialogue:
             if before is not None and conv.user_turn is not None and self.config.vad_enabled:
                 self._barge_in_by = conv.user_turn
             return
-        # Speech over the agent: a user turn opens beside it; its words decide.
+        if self.config.echo_cancellation and not self.config.barge_in_hold:
+            # Fast: interrupt at the onset; the words decide afterwards whether it was a turn
+            # (a backchannel or a noise gets no reply, and the unheard rest is said again).
+            await self._apply(turns, conv.handle(SpeechStart(barge_in=True)))
+            if conv.user_turn is not None:
+                self._barge_in_by = conv.user_turn
+                overlap = Overlap(conv.user_turn, agent.turn_id, held=False, confirmed=True)
+                self._taking.overlap_started(turns, overlap, confirm_by_length=False)
+            return
+        # Held: a user turn opens beside the agent's; its words decide before any interruption
+        # (without echo cancellation, the agent's own voice must not stop it).
         await self._apply(turns, conv.handle(SpeechStart(barge_in=False)))
         if conv.user_turn is None:
             return
