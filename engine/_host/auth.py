@@ -5,8 +5,8 @@ logged. A session token is ``sv1.<payload>.<mac>``: an HMAC-SHA256-signed, base6
 naming the tenant, the key it was minted with, its permissions, its purpose and its expiry.
 
 A session token opens one session: the process that opens it remembers it as used until it
-expires (:meth:`Authenticator.consume_session_token`), and a second session with it is refused
-(``token_used``). A token minted with an API key is good only while that key is: revoking the
+expires (:meth:`Authenticator.consume_session_token`; with ``[cluster]`` every replica does,
+through Redis), and a second session with it is refused (``token_used``). A token minted with an API key is good only while that key is: revoking the
 key (or removing it) refuses its unexpired tokens too (``token_revoked``). Lifetimes are
 ``[auth] token_ttl_s`` by default, or what the minting request asks for, at most
 :data:`MAX_TOKEN_TTL_S`.
@@ -325,9 +325,10 @@ class Authenticator:
             tenant=payload["t"], key_id=payload["k"], permissions=frozenset(payload["p"])
         )
 
-    def consume_session_token(self, token: str) -> None:
+    def consume_session_token(self, token: str) -> tuple[str, float]:
         """Use up a session token (call it once the session it opens is admitted): from now
-        until it expires, this authenticator refuses it with ``token_used``.
+        until it expires, this authenticator refuses it with ``token_used``. Returns the
+        token's MAC (its identity) and expiry, for sharing that it is used (``[cluster]``).
 
         Raises:
             Unauthorized: not a valid session token, or ``token_used`` (a session opened with
@@ -342,6 +343,7 @@ class Authenticator:
             used.pop(heapq.heappop(expiry)[1], None)
         used[mac] = payload["exp"]
         heapq.heappush(expiry, (payload["exp"], mac))
+        return mac, float(payload["exp"])
 
     def _verified(self, token: str) -> tuple[str, dict[str, Any]]:
         """The MAC and payload of an authentic, unexpired session token."""

@@ -9,7 +9,7 @@ from __future__ import annotations
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import msgspec
 
@@ -19,6 +19,7 @@ from ..frames import SessionConfig, SessionConfigPatch
 __all__ = [
     "AuthConfig",
     "BackendsConfig",
+    "ClusterConfig",
     "EngineConfig",
     "KeyConfig",
     "LimitsConfig",
@@ -275,6 +276,30 @@ class AuthConfig(_Section, frozen=True):
     """Custom roles: name -> permissions (``user`` and ``admin`` are built in)."""
 
 
+class ClusterConfig(_Section, frozen=True):
+    """State shared by every worker and replica through Redis (``[cluster]``).
+
+    Unset ``redis_url``: each process keeps its own limits, telemetry and used tokens.
+    """
+
+    redis_url: str | None = None
+    """``redis://[[user]:password@]host:port/db``, ``rediss://`` (TLS) or ``unix:///path``
+    (Redis 6.2 or later; not Redis Cluster)."""
+    key_prefix: str = "scaivoice:"
+    """Prepended to every key and channel (several fleets may share one Redis)."""
+    lease_s: Annotated[float, msgspec.Meta(ge=1.0, le=600.0)] = 15.0
+    """A session's slot is a lease its replica renews every third of this: a replica that dies
+    frees its slots (and its entries of the admin session list) within this long."""
+    when_down: Literal["local", "refuse"] = "local"
+    """While Redis cannot be reached: ``local`` enforces each tenant's limits per process (as
+    without Redis); ``refuse`` refuses what a shared limit guards (sessions of tenants with
+    ``max_sessions``, requests of tenants with ``requests_per_minute``, session tokens)."""
+    timeout_s: Annotated[float, msgspec.Meta(gt=0, le=30.0)] = 1.0
+    """The longest one Redis command (or connecting) may take before Redis counts as down."""
+    replica_id: str | None = None
+    """How this process is named in the admin session list; unset: ``HOST:PID:RANDOM``."""
+
+
 class EngineConfig(_Section, frozen=True):
     """Everything an engine needs, frozen."""
 
@@ -291,6 +316,7 @@ class EngineConfig(_Section, frozen=True):
     tools: ToolsConfig = msgspec.field(default_factory=ToolsConfig)
     lexicon: dict[str, str] = msgspec.field(default_factory=dict)
     """Engine-wide pronunciations; a tenant's entries win over these."""
+    cluster: ClusterConfig = msgspec.field(default_factory=ClusterConfig)
 
     @property
     def open_mode(self) -> bool:

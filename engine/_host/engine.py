@@ -32,6 +32,7 @@ from .._contract.tools import ToolProvider
 from .._errors import BackendError, BackendTimeout, ConfigError
 from ..frames import SessionConfig, WarningFrame
 from .auth import Authenticator, Principal
+from .cluster import Cluster, SessionSlot
 from .config import EngineConfig, McpServerConfig
 from .limits import LimitExceeded, TenantRateLimiter
 from .telemetry import Telemetry
@@ -133,6 +134,8 @@ class Engine:
         """Server-side tools: the plugins' skills and the MCP servers' tools."""
         self.sessions = SessionRegistry()
         self.rate_limiter = TenantRateLimiter(config)
+        self.cluster: Cluster | None = None
+        """The state shared with other workers and replicas (``[cluster] redis_url``)."""
         self.telemetry = Telemetry(
             recent_sessions=config.telemetry.recent_sessions,
             expose_transcripts=frozenset(
@@ -147,21 +150,31 @@ class Engine:
             bearer=bearer, token=token, provider=self.identity_provider
         )
 
-    def admit(self, tenant: str) -> None:
-        """Account one request of ``tenant`` against its rate limit.
+    async def admit(self, tenant: str) -> None:
+        """Account one request of ``tenant`` against its rate limit (across the fleet with
+        ``[cluster]``; without it, no checkpoint).
 
         Raises:
             LimitExceeded: ``rate_limited``.
         """
-        self.rate_limiter.check(tenant, time.monotonic())
+        if self.cluster is not None:
+            await self.cluster.take_request(tenant)
+        else:
+            self.rate_limiter.check(tenant, time.monotonic())
 
-    def admit_session(self, tenant: str) -> None:
-        """Check that ``tenant`` may open one more session now.
+    async def admit_session(self, tenant: str) -> SessionSlot:
+        """A slot for one more session of ``tenant`` now; hold it (``async with``) while the
+        session runs.
+
+        Without ``[cluster]`` there is no checkpoint: the session registering itself before
+        its first one is what holds the slot.
 
         Raises:
             LimitExceeded: ``rate_limited`` or ``too_many_sessions``.
         """
-        self.admit(tenant)
+        await self.admit(tenant)
+        if self.cluster is not None:
+            return await self.cluster.acquire_slot(tenant)
         limit = self.config.limits_for(tenant).max_sessions
         live = sum(1 for s in self.sessions.live.values() if s.tenant == tenant)
         if limit is not None and live >= limit:
@@ -170,6 +183,31 @@ class Engine:
                 f"tenant {tenant!r} already has {live} live session(s), its limit",
                 retry_after=5.0,
             )
+        return SessionSlot()
+
+    async def consume_session_token(self, token: str) -> None:
+        """Use up a session token whose session was admitted: refused from now until it
+        expires, by every replica with ``[cluster]``.
+
+        Raises:
+            Unauthorized: not a valid session token, or ``token_used``.
+        """
+        mac, expires_at = self.auth.consume_session_token(token)
+        if self.cluster is not None:
+            await self.cluster.claim_token(mac, expires_at)
+
+    @asynccontextmanager
+    async def watch_events(
+        self, tenant: str
+    ) -> AsyncIterator[trio.MemoryReceiveChannel[dict[str, Any]]]:
+        """Live events of ``tenant``'s sessions while the block runs: this process's, and
+        with ``[cluster]`` every replica's (once the subscription is confirmed)."""
+        with self.telemetry.subscribe(tenant) as events:
+            if self.cluster is None:
+                yield events
+                return
+            async with self.cluster.watch(tenant):
+                yield events
 
     @classmethod
     @asynccontextmanager
@@ -269,7 +307,8 @@ class Engine:
                     for keeper in keepers:
                         await nursery.start(keeper.run)
                     engine.identity_provider = await _open_identity_provider(config, host, stack)
-                    yield engine
+                    async with _shared_state(engine):
+                        yield engine
                 finally:
                     nursery.cancel_scope.cancel()
         except BaseExceptionGroup as group:
@@ -561,6 +600,21 @@ def _library(
             voice_id = f"{name}:{voice.id}"
             voices[voice_id] = LibraryVoice(id=voice_id, backend=name, voice=voice)
     return voices
+
+
+@asynccontextmanager
+async def _shared_state(engine: Engine) -> AsyncIterator[None]:
+    """The engine's :class:`Cluster` while the block runs, when ``[cluster] redis_url`` is
+    set (it opens a nursery: not for an exit stack that outlives the engine's)."""
+    if engine.config.cluster.redis_url is None:
+        yield
+        return
+    async with Cluster.open(engine.config, engine.telemetry) as cluster:
+        engine.cluster = cluster
+        try:
+            yield
+        finally:
+            engine.cluster = None
 
 
 async def _open_identity_provider(

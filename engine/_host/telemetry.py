@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import time
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -123,6 +123,11 @@ class Telemetry:
     ) -> None:
         self.expose_transcripts = expose_transcripts
         self.tracer = tracer
+        self.replica: str | None = None
+        """This process's name among replicas (``[cluster]``): events then carry it."""
+        self.forward: Callable[[str, dict[str, Any]], None] | None = None
+        """Called with (tenant, event) for every event (``[cluster]``: shared with the other
+        replicas); synchronous, no I/O."""
         self.live: dict[str, SessionRecord] = {}
         self.recent: deque[SessionRecord] = deque(maxlen=recent_sessions)
         self._subscribers: dict[int, tuple[str, trio.MemorySendChannel[dict[str, Any]]]] = {}
@@ -391,11 +396,20 @@ class Telemetry:
             send.close()
 
     def _publish(self, record: SessionRecord, event: dict[str, Any]) -> None:
-        if not self._subscribers:
+        if not self._subscribers and self.forward is None:
             return
         event = {"session_id": record.session_id, "time": time.time(), **event}
-        for token, (tenant, send) in list(self._subscribers.items()):
-            if tenant != record.tenant:
+        if self.replica is not None:
+            event["replica"] = self.replica
+        if self.forward is not None:
+            self.forward(record.tenant, event)
+        self.deliver(record.tenant, event)
+
+    def deliver(self, tenant: str, event: dict[str, Any]) -> None:
+        """Hand ``event`` to the live-event subscribers of ``tenant`` (another replica's
+        events come in here)."""
+        for token, (subscribed, send) in list(self._subscribers.items()):
+            if subscribed != tenant:
                 continue
             dropped = self._dropped.get(token, 0)
             try:

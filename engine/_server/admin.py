@@ -38,8 +38,18 @@ class AdminApi:
             raise HttpProblem(400, "invalid_request", "status must be 'live' or 'ended'")
         now = time.time()
         records = self.engine.telemetry.sessions(principal.tenant)
-        data = [r.summary(now) for r in records if status is None or (status == "live") == r.live]
-        await send_json(send, 200, {"object": "list", "data": data})
+        data = [r.summary(now) for r in records]
+        document: dict[str, Any] = {"object": "list"}
+        cluster = self.engine.cluster
+        if cluster is not None:  # every replica's, each summary naming its replica
+            others = await cluster.sessions(principal.tenant)
+            data = _newest_first(
+                [d | {"replica": cluster.replica_id} for d in data] + (others or [])
+            )
+            if others is None:
+                document["partial"] = True  # Redis is down: this replica's sessions only
+        data = [d for d in data if status is None or status == d["status"]]
+        await send_json(send, 200, {**document, "data": data})
 
     async def session(self, principal: Principal, send: Send, session_id: str) -> None:
         """``GET /v1/admin/sessions/{id}``: one session in detail."""
@@ -65,7 +75,7 @@ class AdminApi:
                 ],
             }
         )
-        with self.engine.telemetry.subscribe(principal.tenant) as events:
+        async with self.engine.watch_events(principal.tenant) as events:
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(_cancel_on_disconnect, receive, nursery.cancel_scope)
                 await _chunk(send, b": connected\n\n")
@@ -106,6 +116,13 @@ class AdminApi:
             200 if ready else 503,
             {"ready": ready, "draining": draining, "backends_down": down},
         )
+
+
+def _newest_first(summaries: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Live sessions by start, newest first, then ended ones by end, newest first."""
+    live = sorted((d for d in summaries if d["status"] == "live"), key=lambda d: -d["started_at"])
+    ended = sorted((d for d in summaries if d["status"] != "live"), key=lambda d: -d["ended_at"])
+    return live + ended
 
 
 async def _cancel_on_disconnect(receive: Receive, scope: trio.CancelScope) -> None:

@@ -45,6 +45,7 @@ from .._host.auth import (
     Principal,
     bearer_from_headers,
 )
+from .._host.cluster import SessionSlot
 from .._host.engine import Engine
 from .._realtime.transport import REALTIME_PATH, RealtimeTransport
 from .._session.runner import Session
@@ -138,10 +139,7 @@ class ScaiVoiceApp:
         try:
             principal = await self._authenticate(scope)
             principal.require(PERMISSION_USE)
-            self.engine.admit_session(principal.tenant)
-            token = _query_token(scope)
-            if token is not None and not self.engine.auth.open_mode:
-                self.engine.auth.consume_session_token(token)  # one session per token
+            slot = await self.engine.admit_session(principal.tenant)
         except AuthError as exc:
             code = CloseCode.FORBIDDEN if exc.code == "forbidden" else CloseCode.UNAUTHORIZED
             await _refuse(transport, exc.code, str(exc), code)
@@ -149,7 +147,17 @@ class ScaiVoiceApp:
         except LimitExceeded as exc:
             await _refuse(transport, exc.code, str(exc), CloseCode.TOO_MANY)
             return
-        await Session(self.engine, principal, transport).run()
+        async with slot:  # the tenant's slot, held until the session ends
+            token = _query_token(scope)
+            if token is not None and not self.engine.auth.open_mode:
+                try:
+                    await self.engine.consume_session_token(token)  # one session per token
+                except AuthError as exc:
+                    await _refuse(transport, exc.code, str(exc), CloseCode.UNAUTHORIZED)
+                    return
+            if slot.shared:
+                transport = _SlotReleasing(transport, slot)
+            await Session(self.engine, principal, transport).run()
 
     async def _authenticate(self, scope: Scope) -> Principal:
         """The caller of a session WebSocket: a session token (``?token=``) or an API key."""
@@ -168,7 +176,7 @@ class ScaiVoiceApp:
             )
         principal = await self.engine.authenticate(bearer=bearer, token=None)
         principal.require(permission)
-        self.engine.admit(principal.tenant)
+        await self.engine.admit(principal.tenant)
         return principal
 
     # ---------------------------------------------------------------- HTTP
@@ -226,6 +234,9 @@ class ScaiVoiceApp:
         draining = self.engine.sessions.draining
         down = [label for label, entry in backends.items() if not entry["ok"]]
         down += [f"feature:{name}" for name, entry in features.items() if not entry["ok"]]
+        cluster = self.engine.cluster.health() if self.engine.cluster is not None else None
+        if cluster is not None and not cluster["ok"]:
+            down.append("cluster")
         healthy = not down
         default_voice = backends.get(f"tts:{self.engine.default_tts}", {"ok": False})
         status = "draining" if draining else ("ok" if healthy else "degraded")
@@ -240,7 +251,8 @@ class ScaiVoiceApp:
                 "features": features,
                 "sessions": {"live": len(self.engine.sessions.live)},
                 "speech_cache": self.voice_notes.cache.describe(),
-            },
+            }
+            | ({} if cluster is None else {"cluster": cluster}),
         )
 
     async def _voices(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -266,7 +278,7 @@ class ScaiVoiceApp:
             bearer=bearer_from_headers(scope.get("headers", [])), token=None
         )
         principal.require(PERMISSION_USE)
-        self.engine.admit(principal.tenant)
+        await self.engine.admit(principal.tenant)
         request = _token_request(body, header(scope, b"content-type"))
         lifetime = self.engine.auth.token_lifetime(request.ttl_s)
         token, expires_at = self.engine.auth.mint_session_token(principal, ttl_s=lifetime)
@@ -411,6 +423,28 @@ def _query_value(scope: Scope, name: str) -> str | None:
     query = urllib.parse.parse_qs(bytes(scope.get("query_string", b"")).decode("latin-1"))
     values = query.get(name)
     return values[0] if values else None
+
+
+class _SlotReleasing:
+    """A session's transport that gives the tenant's shared slot back before it closes, so
+    that a client that saw its session end may open the next one at once, on any replica."""
+
+    def __init__(self, transport: Transport, slot: SessionSlot) -> None:
+        self._transport = transport
+        self._slot = slot
+
+    async def receive(self) -> str | bytes:
+        return await self._transport.receive()
+
+    async def send_text(self, text: str) -> None:
+        await self._transport.send_text(text)
+
+    async def send_bytes(self, data: bytes) -> None:
+        await self._transport.send_bytes(data)
+
+    async def close(self, code: int, reason: str = "") -> None:
+        await self._slot.release()
+        await self._transport.close(code, reason)
 
 
 async def _refuse(transport: Transport, code: str, message: str, close: int) -> None:
