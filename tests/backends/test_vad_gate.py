@@ -13,6 +13,7 @@ from scaivoice.engine import (
     FeatureEvent,
     FeatureSession,
     SpeechStarted,
+    SpeechStopped,
     float_to_pcm16,
     pcm16_to_float,
 )
@@ -246,7 +247,8 @@ async def test_a_gated_stream_is_scored_the_same_whatever_its_chunking(
         events.append([event for event, _ in await run(session, pieces)])
         probabilities.append(heard)
     assert events[0] == events[1] == events[2]
-    assert [type(e).__name__ for e in events[0]] == ["SpeechStarted", "SpeechStopped"] * 2
+    turns = [type(e).__name__ for e in events[0] if isinstance(e, SpeechStarted | SpeechStopped)]
+    assert turns == ["SpeechStarted", "SpeechStopped"] * 2
     for other in probabilities[1:]:
         assert np.allclose(other, probabilities[0], atol=1e-4)
     assert vad.statistics().skipped > 100
