@@ -27,9 +27,11 @@ import pytest
 import trio
 from prometheus_client.parser import text_string_to_metric_families
 
-from scaivoice.engine import hash_key
+from scaivoice.engine import ConfigError, hash_key
+from scaivoice.engine._host.redis_link import redacted
 from scaivoice.engine._server.service import RunningServer
 from scaivoice.engine.client import connect, frames
+from scaivoice.engine.testing import open_test_engine
 
 from .test_server import _close_of, running_server
 
@@ -530,3 +532,33 @@ async def test_redis_down_with_when_down_refuse_refuses_what_a_shared_limit_guar
             await a.engine.cluster.wait_up()
         async with connect(a.ws_url, api_key=ACME_USER) as session:
             assert session.started is not None
+
+
+async def test_a_replica_started_while_redis_is_down_serves_and_shares_once_it_answers(
+    redis_server: RedisServer,
+) -> None:
+    await redis_server.stop()
+    async with running_server(_config(redis_server.url, "late")) as (late, _):
+        cluster = late.engine.cluster
+        assert cluster is not None and not cluster.up
+        async with connect(late.ws_url, api_key=ACME_USER) as session:  # per process meanwhile
+            await redis_server.start()
+            with trio.fail_after(15):
+                await cluster.wait_up()
+            members = await _redis(
+                lambda: redis_server.client().zrange("scaivoice:sessions:acme", 0, -1)
+            )
+            assert [m.split("/")[0] for m in members] == ["late"]  # registered on recovery
+            await _end(session)
+
+
+async def test_a_url_that_is_not_redis_is_a_configuration_error() -> None:
+    with pytest.raises(ConfigError, match="redis_url"):
+        async with open_test_engine({"cluster": {"redis_url": "http://127.0.0.1:1/"}}):
+            pass
+
+
+def test_the_password_of_a_redis_url_is_never_shown() -> None:
+    assert redacted("redis://:s3cret@redis.internal:6379/0") == "redis://:***@redis.internal:6379/0"
+    assert redacted("rediss://app:s3cret@10.0.0.5/1") == "rediss://app:***@10.0.0.5/1"
+    assert redacted("unix:///run/redis.sock") == "unix:///run/redis.sock"

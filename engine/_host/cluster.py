@@ -270,6 +270,7 @@ class Cluster:
         cluster._listener = listener
         telemetry.replica = cluster.replica_id
         telemetry.forward = cluster._on_event
+        error: BaseException | None = None
         try:
             async with trio.open_nursery() as nursery:
                 try:
@@ -292,9 +293,17 @@ class Cluster:
                     nursery.cancel_scope.cancel()
                     with trio.move_on_after(_RELEASE_TIMEOUT_S, shield=True):
                         await cluster._leave()
+        except BaseExceptionGroup as group:
+            # The tasks raise nothing (Redis errors are handled; a bug would be here too): what
+            # is here came from the body. Raise it as it was, not wrapped by this nursery.
+            if len(group.exceptions) != 1:
+                raise
+            error = group.exceptions[0]
         finally:
             telemetry.forward = None
             link.close()
+        if error is not None:
+            raise error
 
     async def _leave(self) -> None:
         """Give back what this replica holds in Redis (it is shutting down)."""
@@ -583,7 +592,7 @@ class Cluster:
         self._dirty.add(tenant)
         self._changes += 1
         try:
-            self._events_send.send_nowait((tenant, json.dumps(event)))
+            self._events_send.send_nowait((tenant, json.dumps(event, default=str)))
         except trio.WouldBlock:
             pass  # Redis is slow or down: other replicas' watchers miss it
         self._wake.set()
