@@ -17,6 +17,7 @@
     scaivoice bench wake [--minutes M]                         wake-word detections, false wakes
     scaivoice bench soak [URL] [--sessions N] [--minutes M]    long run: does anything grow
     scaivoice bench speakers [--conversations N]               diarization accuracy, embedder cost
+    scaivoice bench llm [--model NAME] [--gguf FILE]           embedded models: speed, tool calls
     scaivoice bench latency [--rounds N]                       answer / barge-in latency, idle cost
     scaivoice bench turn-taking [--conversations N]            premature ends, false barge-ins
     scaivoice bench realtime [--rounds N] [--stack embedded]   /v1/realtime vs native latency
@@ -394,6 +395,18 @@ def _cmd_bench_wake(args: argparse.Namespace) -> int:
     return run_wake_benchmark(minutes=args.minutes, voices=args.voice, as_json=args.json)
 
 
+def _cmd_bench_llm(args: argparse.Namespace) -> int:
+    from scaivoice.conformance.bench.llm import run_llm_benchmark
+
+    return run_llm_benchmark(
+        models=args.model,
+        gguf=args.gguf or (),
+        conversations=args.conversations,
+        requests=args.requests,
+        as_json=args.json,
+    )
+
+
 def _cmd_bench_speakers(args: argparse.Namespace) -> int:
     from scaivoice.conformance.bench.speakers import run_speaker_benchmark
 
@@ -681,6 +694,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     b.add_argument("--only", action="append", help="only the sections whose title starts with this")
     b.set_defaults(func=_cmd_bench_speakers)
+    b = bench.add_parser("llm", help="embedded language models: load, first token, tokens/s, tools")
+    b.add_argument("--model", action="append", help="a llama-cpp model name (default: all)")
+    b.add_argument("--gguf", action="append", help="also measure this GGUF file")
+    b.add_argument("--conversations", type=int, default=3, help="conversations timed per model")
+    b.add_argument("--requests", type=int, help="tool-call requests (default: all 12)")
+    b.add_argument("--json", action="store_true", help="print the figures as JSON")
+    b.set_defaults(func=_cmd_bench_llm)
     b = bench.add_parser(
         "realtime", help="end of turn -> first audio through /v1/realtime and the native protocol"
     )
@@ -703,8 +723,9 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument(
         "--mode",
         action="append",
-        choices=["semantic", "server_vad", "manual"],
-        help="turn_detection to measure, repeatable (default: all three)",
+        choices=["semantic", "server_vad", "manual", "semantic+hold", "server_vad+hold"],
+        help="turn_detection to measure (+hold: with barge_in_hold), repeatable "
+        "(default: semantic, server_vad, manual, semantic+hold)",
     )
     b.add_argument(
         "--voice",

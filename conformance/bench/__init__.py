@@ -11,6 +11,9 @@ API (``scaivoice.engine``, ``scaivoice.engine.client``):
   holds in real time, and the capacity search.
 - :mod:`scaivoice.conformance.bench.wake` (``bench wake``): the server-side wake word's
   detections, false wakes per hour of speech and CPU cost per session, on generated speech.
+- :mod:`scaivoice.conformance.bench.llm` (``bench llm``): the embedded language models' load
+  time, first-token latency (cold, and the next turn with and without the KV cache), tokens/s
+  and tool-call accuracy.
 - :mod:`scaivoice.conformance.bench.end_of_turn` (``python -m`` it): the semantic end-of-turn
   model's scores on complete, cut-off and hesitant sentences in generated voices, and its cost
   per call.
