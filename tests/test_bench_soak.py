@@ -72,3 +72,12 @@ def test_a_short_soak_talks_barges_in_reconnects_and_judges(
     barge_ins = int(summary.split(" barge-ins")[0].rsplit(None, 1)[1])
     assert connects >= 4, out  # each session of about 6 s reconnected at least once
     assert turns >= 4 and barge_ins >= 1, out
+
+
+def test_a_busy_spell_in_the_middle_is_not_growth() -> None:
+    # The task count moves with what the sessions do at the instant; a spell of fewer turns in
+    # the middle of the run, then the same as before: the second half rises but sets no high.
+    tasks = [166, 170, 163, 171, 168, 160, 172, 165, 150, 148, 152, 149, 160, 166, 169, 165, 170]
+    judged = {g.figure: g for g in judge(_series([float(t) for t in tasks]))}
+    assert judged["tasks"].second_half > 3.0
+    assert not judged["tasks"].new_high and not judged["tasks"].grows

@@ -14,8 +14,11 @@ open file descriptors, threads, event-loop lag) and prints a line with the sessi
 far. At the end it fits, for each figure, a line over the first half of the samples and one
 over the second half (the live sessions at each sample taken into account: a sample taken while
 a session reconnects has a few tasks less), and says that a figure *grows* when the second half
-still rises by more than its tolerance: a warm-up rises in the first half and then flattens,
-a leak keeps rising. Every loop is bounded: a run stops by itself.
+still rises by more than its tolerance (a floor, or three standard errors of the fit where the
+figure is noisier: the task count moves with what the sessions are doing at that instant): a
+warm-up rises in the first half and then flattens, a leak keeps rising. A leak slower than the
+floor over half the run goes unseen: a longer run sees a smaller one. Every loop is bounded: a
+run stops by itself.
 """
 
 from __future__ import annotations
@@ -53,6 +56,7 @@ GAPS_S = (1.0, 3.0)
 _SESSION_CONFIG = {"vad_enabled": True}
 _CLOSE_S = 5.0
 _RETRY_S = 1.0
+_LAST_SAMPLE_S = 2.0
 _TEST_STACK = """\
 [backends]
 stt = "test-stt"
@@ -117,6 +121,8 @@ class Sample:
     open_fds: int
     threads: int
     lag_p99_ms: float
+    lag_window_s: float = 60.0
+    """How far back the server's lag percentile reaches."""
 
     @classmethod
     def of(cls, t: float, doc: dict[str, Any]) -> Sample:
@@ -129,6 +135,7 @@ class Sample:
             open_fds=int(doc["open_fds"] or 0),
             threads=int(doc["threads"]),
             lag_p99_ms=float(doc["lag_ms"]["p99"] or 0.0),
+            lag_window_s=float(doc["lag_ms"]["window_s"]),
         )
 
     def line(self) -> str:
@@ -149,24 +156,30 @@ class Growth:
     second_half: float
     """The second half's fitted rise over its span."""
     tolerance: float
+    """The most the second half may rise and count as bounded: a floor, or three standard
+    errors of its fit when the figure is noisier than that."""
     start: float
     """The figure's median over the first half."""
+    new_high: bool = True
+    """The last quarter's median is above every value of the first half: a leak keeps setting
+    new highs, noise and a warm-up that flattened do not."""
 
     @property
     def grows(self) -> bool:
-        return self.second_half > self.tolerance
+        return self.second_half > self.tolerance and self.new_high
 
     def line(self) -> str:
         verdict = "GROWS" if self.grows else "bounded"
+        high = "" if self.new_high else ", no new high"
         return (
             f"{self.figure:<11} {verdict:<8} first half {self.first_half:+9.2f}, "
-            f"second half {self.second_half:+9.2f} (tolerance {self.tolerance:.2f}; "
+            f"second half {self.second_half:+9.2f} (tolerance {self.tolerance:.2f}{high}; "
             f"first-half median {self.start:.1f})"
         )
 
 
-def _tolerance(figure: str, start: float) -> float:
-    """How much a figure may still rise over the second half and count as bounded."""
+def _floor(figure: str, start: float) -> float:
+    """The least rise over the second half that counts as growth, whatever the noise."""
     if figure == "rss_mib":
         return max(8.0, 0.03 * start)  # allocator and cache noise
     if figure == "lag_p99_ms":
@@ -174,26 +187,46 @@ def _tolerance(figure: str, start: float) -> float:
     return max(3.0, 0.02 * start)  # tasks, descriptors, threads: counts
 
 
-def _rise(samples: Sequence[Sample], figure: str) -> float:
-    """The rise over ``samples``' span of a line fitted to ``figure`` against time, with the
-    live sessions as a second regressor (a sample taken mid-reconnect has fewer tasks)."""
+def _rise(samples: Sequence[Sample], figure: str) -> tuple[float, float]:
+    """(rise, its standard error) over ``samples``' span of a line fitted to ``figure``
+    against time, with the live sessions as a second regressor when they vary (a sample taken
+    mid-reconnect has fewer tasks).
+
+    The lag is a percentile over a sliding window (``lag_window_s``) longer than the sampling
+    interval: neighbouring samples share most of their data, so the error counts only one
+    sample per window.
+    """
     if len(samples) < 3:
-        return 0.0
+        return 0.0, 0.0
     t = np.array([s.t for s in samples])
     live = np.array([float(s.sessions_live) for s in samples])
     values = np.array([float(getattr(s, figure)) for s in samples])
     columns = [np.ones_like(t), t - t[0]]
     if np.ptp(live) > 0:
         columns.append(live)
-    solution, *_ = np.linalg.lstsq(np.column_stack(columns), values, rcond=None)
-    return float(solution[1] * (t[-1] - t[0]))
+    x = np.column_stack(columns)
+    solution, *_ = np.linalg.lstsq(x, values, rcond=None)
+    span = float(t[-1] - t[0])
+    free = len(samples) - x.shape[1]
+    if free <= 0:
+        return float(solution[1] * span), 0.0
+    variance = float(np.sum((values - x @ solution) ** 2)) / free
+    error = float(np.sqrt(variance * np.linalg.pinv(x.T @ x)[1, 1])) * span
+    if figure == "lag_p99_ms" and len(samples) > 1:
+        interval = span / (len(samples) - 1)
+        error *= float(np.sqrt(max(1.0, samples[-1].lag_window_s / max(interval, 1e-9))))
+    return float(solution[1] * span), error
 
 
 def judge(samples: Sequence[Sample]) -> list[Growth]:
     """Each figure's rise over the first and the second half of ``samples`` (by time).
 
-    Samples from before a server restart (another ``pid``) are left out: a restart starts
-    from scratch. Fewer than 6 samples: nothing to judge (an empty list).
+    A figure grows when the second half's fitted rise is above its floor (8 MiB or 3 % of
+    memory, 3 or 2 % of a count, 10 ms or half of the lag) and above three standard errors of
+    the fit (the noise of that figure in this run), and the last quarter's median is above
+    every value of the first half. Samples from before a server restart
+    (another ``pid``) are left out: a restart starts from scratch. Fewer than 6 samples: nothing
+    to judge (an empty list).
     """
     if samples:
         samples = [s for s in samples if s.pid == samples[-1].pid]
@@ -205,13 +238,18 @@ def judge(samples: Sequence[Sample]) -> list[Growth]:
     result = []
     for figure in FIGURES:
         start = float(np.median([getattr(s, figure) for s in first]))
+        rise, _ = _rise(first, figure)
+        later, error = _rise(second, figure)
+        last_quarter = [s for s in second if s.t >= (middle + samples[-1].t) / 2]
+        late = float(np.median([getattr(s, figure) for s in last_quarter or second]))
         result.append(
             Growth(
                 figure=figure,
-                first_half=_rise(first, figure),
-                second_half=_rise(second, figure),
-                tolerance=_tolerance(figure, start),
+                first_half=rise,
+                second_half=later,
+                tolerance=max(_floor(figure, start), 3.0 * error),
                 start=start,
+                new_high=late > max(getattr(s, figure) for s in first),
             )
         )
     return result
@@ -334,7 +372,7 @@ async def _sample(
 ) -> None:
     """Read the server's runtime every ``interval_s`` until the run ends."""
     at = began
-    while at + interval_s <= run.end:
+    while at + interval_s < run.end - _LAST_SAMPLE_S:  # not while the sessions leave
         at += interval_s
         await trio.sleep_until(at)
         try:
