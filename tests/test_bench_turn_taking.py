@@ -7,12 +7,22 @@ from __future__ import annotations
 import math
 import subprocess
 import sys
+from typing import Any
 
 import numpy as np
 import pytest
 
 from scaivoice.conformance.bench.turn_taking import run_turn_taking
-from scaivoice.conformance.bench.turn_taking.conversation import OverlapRecord, TurnRecord
+from scaivoice.conformance.bench.turn_taking.conversation import (
+    LONG_PROMPT,
+    SHORT_PROMPT,
+    OverlapRecord,
+    Played,
+    TurnRecord,
+    _judge_overlap,
+    mode_in_use,
+    session_config,
+)
 from scaivoice.conformance.bench.turn_taking.figures import mode_figures
 from scaivoice.conformance.bench.turn_taking.speech import (
     FRAME_BYTES,
@@ -24,6 +34,7 @@ from scaivoice.conformance.bench.turn_taking.speech import (
     cough,
     speech_end,
 )
+from scaivoice.engine.client import AgentAudio, frames
 
 
 def _tone(ms: int) -> np.ndarray:
@@ -67,8 +78,9 @@ def test_figures_count_what_they_say() -> None:
 
     def over(kind: str, interrupted: float | None, *, valid: bool = True) -> OverlapRecord:
         return OverlapRecord(
-            "semantic", 0, "c", kind, "v", "t", valid=valid, interrupted_ms=interrupted
-        )
+            "semantic", 0, "c", kind, "v", "t", valid=valid, interrupted_ms=interrupted,
+            went_on=kind != "interruption", gap_ms=300.0 if interrupted else 0.0,
+        )  # fmt: skip
 
     turns = [
         turn("pause", premature=True),
@@ -92,8 +104,84 @@ def test_figures_count_what_they_say() -> None:
     assert (m.interruptions, m.missed_interruptions) == (3, 2)
     assert m.barge_in_p50_ms == 1650.0
     assert (m.latency_samples, m.latency_p50_ms, m.void_overlaps) == (3, 500.0, 1)
+    assert (m.went_on_rate, m.gap_p50_ms, m.answered) == (1.0, 0.0, 0)
     manual = mode_figures("manual", "manual", turns, [])
     assert manual.premature_rate is None and manual.false_interruption_rate is None
+
+
+def _started(features: list[str], **config: Any) -> frames.SessionStarted:
+    rate = frames.AudioFormat(sample_rate=16000)
+    return frames.SessionStarted(
+        session_id="s",
+        protocol=1,
+        config=frames.SessionConfig(**config),
+        audio=frames.AudioFormats(input=rate, output=rate),
+        capabilities=frames.Capabilities(features=features),
+    )
+
+
+def test_modes_become_session_keys_and_the_mode_in_use_is_read_back() -> None:
+    assert session_config("semantic", long_replies=False) == {
+        "turn_detection": "semantic",
+        "vad_enabled": True,
+        "system_prompt": SHORT_PROMPT,
+    }
+    held = session_config("server_vad+hold", long_replies=True)
+    assert held["barge_in_hold"] is True and held["system_prompt"] == LONG_PROMPT
+    assert session_config("manual", long_replies=False)["vad_enabled"] is False
+    with pytest.raises(ValueError, match="MODE or MODE\\+hold"):
+        session_config("semantic+later", long_replies=False)
+    both = ["vad_enabled", "turn_detection"]
+    asked = {"turn_detection": "semantic", "vad_enabled": True}
+    assert mode_in_use(_started(both, **asked)) == "semantic, at once"
+    assert mode_in_use(_started(["vad_enabled"], **asked)) == "server_vad, at once"
+    assert mode_in_use(_started(both, **asked, barge_in_hold=True)) == "semantic, held"
+    assert mode_in_use(_started(both, turn_detection="server_vad")) == "server_vad"
+    assert mode_in_use(_started([], **asked)) == "manual"
+    assert mode_in_use(_started(both, turn_detection="manual")) == "manual"
+
+
+def _audio(turn: int) -> AgentAudio:
+    return AgentAudio(turn, bytes(960), 24000)
+
+
+def _final(turn: int, text: str) -> frames.TranscriptFrame:
+    return frames.TranscriptFrame(turn_id=turn, text=text, final=True, start_ms=0, end_ms=500)
+
+
+def test_an_overlap_is_judged_from_the_log() -> None:
+    played = Played(onset=10.0, speech_end=10.4, end=10.4)
+
+    def judge(log: list[tuple[float, Any]], verdict_at: float) -> OverlapRecord:
+        record = OverlapRecord("semantic", 0, "backchannels", "backchannel", "v", "uh-huh")
+        _judge_overlap(record, log, 1, played, verdict_at)
+        return record
+
+    # At once: interrupted at the onset, "uh-huh" is no turn, the rest said as turn 3.
+    at_once = [(9.98, _audio(1)), (10.02, _audio(1))]
+    at_once += [(10.15, frames.State(state="interrupted", turn_id=1))]
+    at_once += [(11.0, _final(2, "Uh-huh."))]
+    at_once += [(11.1, frames.State(state="thinking", turn_id=3)), (11.2, _audio(3))]
+    record = judge(at_once, 11.0)
+    assert record.interrupted_ms == pytest.approx(150.0) and record.heard == "Uh-huh."
+    assert record.went_on and not record.answered
+    assert record.gap_ms == pytest.approx(1180.0)
+    # Held: no state frame, the reply's audio pauses and resumes.
+    held = [(10.02, _audio(1)), (11.0, _final(2, "Yeah."))]
+    held += [(11.05, _audio(1))]
+    record = judge(held, 11.0)
+    assert (
+        record.interrupted_ms is None and record.went_on and record.gap_ms == pytest.approx(1030.0)
+    )
+    # Taken as a turn: the backchannel got a reply of its own, the agent never went on.
+    answered = [(10.15, frames.State(state="interrupted", turn_id=1))]
+    answered += [(11.0, _final(2, "It has."))]
+    answered += [(11.1, frames.State(state="thinking", turn_id=2)), (11.5, _audio(2))]
+    record = judge(answered, 11.0)
+    assert record.answered and not record.went_on and record.gap_ms is None
+    # The reply ended as the overlap began: void.
+    over = [(10.1, frames.AgentAudioDone(turn_id=1, duration_ms=900, interrupted=False))]
+    assert not judge(over, math.inf).valid
 
 
 def test_the_command_is_wired() -> None:
@@ -117,25 +205,34 @@ def _rate_ok(value: float | None) -> bool:
 @pytest.mark.timeout(900)
 def test_a_tiny_run_on_the_embedded_stack_gives_sane_figures() -> None:
     report = run_turn_taking(
-        modes=("semantic", "manual"), per_category=1, turns=1, voices=("hibari:heart",)
+        modes=("semantic", "manual", "semantic+hold"),
+        per_category=1,
+        turns=1,
+        voices=("hibari:heart",),
     )
     assert report.voices == ["hibari:heart"] and report.conversations == 5
-    vad, manual = report.modes
-    assert (vad.mode, manual.mode, manual.in_use) == ("semantic", "manual", "manual")
-    assert vad.in_use in ("semantic", "server_vad")
-    for m in (vad, manual):
-        for rate in (m.premature_rate, m.false_interruption_rate, m.missed_rate, m.resumed_rate):
+    vad, manual, held = report.modes
+    assert (vad.mode, manual.mode, held.mode) == ("semantic", "manual", "semantic+hold")
+    assert vad.in_use in ("semantic, at once", "server_vad, at once")
+    assert held.in_use in ("semantic, held", "server_vad, held")
+    assert manual.in_use == "manual"
+    for m in (vad, manual, held):
+        for rate in (m.premature_rate, m.false_interruption_rate, m.missed_rate, m.went_on_rate):
             assert _rate_ok(rate), m
-        assert m.latency_samples >= 1, m
+        assert m.latency_samples >= 1, m  # the held mode's questions asking for long answers
         assert m.latency_p50_ms is not None and m.latency_p90_ms is not None
         assert 0 < m.latency_p50_ms <= m.latency_p90_ms < 30_000
         assert m.stt_p50_ms is not None and m.stt_p50_ms >= 0
+        assert m.barge_in_p50_ms is None or m.barge_in_p50_ms > 0
+        assert m.gap_p50_ms is None or m.gap_p50_ms >= 0
     assert vad.paused_utterances == 1 and vad.premature_rate is not None
-    assert vad.backchannels + vad.noises + vad.interruptions + vad.void_overlaps == 3
-    assert vad.barge_in_p50_ms is None or vad.barge_in_p50_ms > 0
+    for m in (vad, held):
+        assert m.backchannels + m.noises + m.interruptions + m.void_overlaps == 3
+    assert held.paused_utterances == 0 and held.premature_rate is None
     assert manual.premature_rate is None and manual.interruptions == 0
-    assert {t.mode for t in report.turns} == {"semantic", "manual"}
-    assert all(o.mode == "semantic" for o in report.overlaps) and len(report.overlaps) == 3
+    assert {t.mode for t in report.turns} == {"semantic", "manual", "semantic+hold"}
+    assert len(report.overlaps) == 6
+    assert {o.mode for o in report.overlaps} == {"semantic", "semantic+hold"}
     timed = [t for t in report.turns if t.latency_ms is not None]
     assert all(t.metrics is not None and t.heard for t in timed)
     assert all(math.isfinite(o.into_reply_ms) for o in report.overlaps if o.valid)

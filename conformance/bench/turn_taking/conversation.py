@@ -27,7 +27,7 @@ session is idle and quiet, so steps do not run into each other.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -111,8 +111,14 @@ class OverlapRecord:
     """Onset -> ``state: interrupted`` of the reply (None: not interrupted)."""
     heard: str | None = None
     """The final transcript of the user turn the overlap opened (None: it opened none)."""
-    resumed: bool = False
-    """The reply's audio went on after the overlap was judged."""
+    answered: bool = False
+    """The user turn the overlap opened got a reply (it was taken as a turn of its own)."""
+    went_on: bool = False
+    """The agent spoke on after the overlap was judged: the reply resumed (held barge-in), or
+    a new turn said its unheard rest (barge-in at once), or the reply never stopped."""
+    gap_ms: float | None = None
+    """When the agent went on: its longest silence (between two audio frames) from the onset
+    to the first frame after the verdict."""
     note: str = ""
 
 
@@ -276,14 +282,34 @@ class Microphone:
 
 def mode_in_use(started: frames.SessionStarted) -> str:
     """The turn detection the session got: what it asked, as far as the server can
-    (``capabilities.features``: ``vad_enabled`` for a VAD, ``turn_detection`` for the model)."""
-    asked = started.config.turn_detection
+    (``capabilities.features``: ``vad_enabled`` for a VAD, ``turn_detection`` for the model),
+    and with ``vad_enabled`` how speech over the agent barges in (``held`` or ``at once``)."""
+    config = started.config
     features = set(started.capabilities.features)
-    if asked == "manual" or "vad_enabled" not in features:
+    if config.turn_detection == "manual" or "vad_enabled" not in features:
         return "manual"
-    if asked in (None, "semantic") and "turn_detection" in features:
-        return "semantic"
-    return "server_vad"
+    turns = "semantic" if "turn_detection" in features else "server_vad"
+    if config.turn_detection == "server_vad":
+        turns = "server_vad"
+    if not config.vad_enabled:
+        return turns
+    return f"{turns}, {'held' if config.barge_in_hold else 'at once'}"
+
+
+def session_config(spec: str, *, long_replies: bool) -> dict[str, Any]:
+    """The session keys of a mode spec: ``semantic``, ``server_vad``, ``manual``, or one of the
+    first two with ``+hold`` (``barge_in_hold``); ``vad_enabled`` unless ``manual``."""
+    mode, _, variant = spec.partition("+")
+    config: dict[str, Any] = {
+        "turn_detection": mode,
+        "vad_enabled": mode != "manual",
+        "system_prompt": LONG_PROMPT if long_replies else SHORT_PROMPT,
+    }
+    if variant == "hold":
+        config["barge_in_hold"] = True
+    elif variant:
+        raise ValueError(f"a mode is MODE or MODE+hold, not {spec!r}")
+    return config
 
 
 async def run_conversation(
@@ -295,24 +321,21 @@ async def run_conversation(
     seed: int,
     on_record: Callable[[TurnRecord | OverlapRecord], None] | None = None,
 ) -> tuple[str, list[TurnRecord | OverlapRecord]]:
-    """Run ``conversation`` in a session of its own with ``turn_detection: mode``.
+    """Run ``conversation`` in a session of its own, configured by ``mode`` (see
+    :func:`session_config`).
 
     Returns:
         The mode the session got (see :func:`mode_in_use`), and a record per turn and overlap.
     """
     overlaps = any(step.over is not None for step in conversation.steps)
-    config: Mapping[str, Any] = {
-        "turn_detection": mode,
-        "vad_enabled": mode != "manual",
-        "system_prompt": LONG_PROMPT if overlaps else SHORT_PROMPT,
-    }
+    config = session_config(mode, long_replies=overlaps)
     rng = np.random.default_rng(seed)
     records: list[TurnRecord | OverlapRecord] = []
     async with connect(url, api_key=api_key, config=config) as session:
         assert session.started is not None
         in_use = mode_in_use(session.started)
         listener = Listener()
-        mic = Microphone(session, rng, push_to_talk=mode == "manual")
+        mic = Microphone(session, rng, push_to_talk=config["turn_detection"] == "manual")
         async with trio.open_nursery() as nursery:
             nursery.start_soon(listener.run, session)
             nursery.start_soon(mic.run)
@@ -367,7 +390,8 @@ async def _step(
     else:
         turn.latency_ms = (first[0] - played.speech_end) * 1000
     overlap_at = math.inf
-    if first is not None and reply_turn is not None and step.over is not None and mode != "manual":
+    vad = mode.partition("+")[0] != "manual"
+    if first is not None and reply_turn is not None and step.over is not None and vad:
         over = await _overlap(
             listener, mic, mode, conversation, step.over, reply_turn, first[0], rng
         )
@@ -441,16 +465,26 @@ async def _overlap(
     with trio.move_on_at(played.onset + _OBSERVE_S):
         verdict_at, _ = await listener.wait_for(heard, start)
     await trio.sleep_until(min(verdict_at, played.onset + _OBSERVE_S) + _AFTER_VERDICT_S)
-    for at, event in listener.since(start):
-        if isinstance(event, frames.State) and event.state == "interrupted":
+    _judge_overlap(record, listener.since(start), reply_turn, played, verdict_at)
+    return record
+
+
+def _judge_overlap(
+    record: OverlapRecord,
+    log: list[tuple[float, Event]],
+    reply_turn: int,
+    played: Played,
+    verdict_at: float,
+) -> None:
+    """What the log says the overlap did: interrupted, heard, answered, went on."""
+    user_turn: int | None = None
+    for at, event in log:
+        if isinstance(event, frames.TranscriptFrame) and event.final and user_turn is None:
+            if event.turn_id != reply_turn:
+                user_turn, record.heard = event.turn_id, event.text
+        elif isinstance(event, frames.State) and event.state == "interrupted":
             if event.turn_id == reply_turn and record.interrupted_ms is None:
                 record.interrupted_ms = (at - played.onset) * 1000
-        elif heard(at, event) and record.heard is None:
-            assert isinstance(event, frames.TranscriptFrame)
-            record.heard = event.text
-        elif isinstance(event, AgentAudio) and event.turn_id == reply_turn:
-            if at > min(verdict_at, played.end) and record.interrupted_ms is None:
-                record.resumed = True
         elif (
             isinstance(event, frames.AgentAudioDone)
             and event.turn_id == reply_turn
@@ -458,7 +492,24 @@ async def _overlap(
             and at < played.onset + 0.25
         ):
             record.valid, record.note = False, "the reply ended as the overlap began"
-    return record
+    judged = max(played.end, verdict_at if math.isfinite(verdict_at) else played.end)
+    last = played.onset
+    gap = 0.0
+    for at, event in log:
+        if not isinstance(event, AgentAudio) or at < played.onset:
+            continue
+        if user_turn is not None and event.turn_id == user_turn:
+            record.answered = True
+            continue
+        gap = max(gap, at - last)
+        last = at
+        if at > judged:
+            record.went_on, record.gap_ms = True, gap * 1000
+            break
+    record.answered = record.answered or any(
+        isinstance(e, frames.State) and e.state == "thinking" and e.turn_id == user_turn
+        for _, e in log
+    )
 
 
 async def _settle(session: VoiceClient, listener: Listener) -> None:

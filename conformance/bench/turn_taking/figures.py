@@ -35,9 +35,10 @@ class ModeFigures:
     """One ``turn_detection`` mode's figures."""
 
     mode: str
-    """The mode asked for."""
+    """The mode asked for (``semantic+hold``: with ``barge_in_hold``)."""
     in_use: str
-    """The mode the sessions got (``semantic`` falls back to ``server_vad`` without the model)."""
+    """What the sessions got: the turn detection (``semantic`` falls back to ``server_vad``
+    without the model) and how speech over the agent barges in (``semantic, at once``)."""
     paused_utterances: int
     premature_ends: int
     premature_rate: float | None
@@ -54,8 +55,13 @@ class ModeFigures:
     """Real interruptions without ``state: interrupted`` within 2 s of their onset."""
     barge_in_p50_ms: float | None
     """Real interruptions: onset -> ``state: interrupted``."""
-    resumed_rate: float | None
-    """Backchannels and noises that did not interrupt: the agent's audio went on after them."""
+    went_on_rate: float | None
+    """Backchannels and noises after which the agent spoke on (resumed, or said the unheard
+    rest as a new turn, or never stopped)."""
+    gap_p50_ms: float | None
+    """Backchannels and noises after which the agent went on: its longest silence, p50."""
+    answered: int
+    """Backchannels and noises taken as a turn of their own (they got a reply)."""
     latency_samples: int
     latency_p50_ms: float | None
     latency_p90_ms: float | None
@@ -117,7 +123,7 @@ def mode_figures(
     false_b = sum(o.interrupted_ms is not None for o in backchannels)
     false_n = sum(o.interrupted_ms is not None for o in noises)
     missed = sum(o.interrupted_ms is None or o.interrupted_ms > MISSED_AFTER_S * 1000 for o in real)
-    kept = [o for o in backchannels + noises if o.interrupted_ms is None]
+    false = backchannels + noises
     timed = [t for t in turns if t.latency_ms is not None]
     latencies = [t.latency_ms for t in timed if t.latency_ms is not None]
     return ModeFigures(
@@ -135,7 +141,9 @@ def mode_figures(
         missed_interruptions=missed,
         missed_rate=_share(missed, len(real)),
         barge_in_p50_ms=_pct([o.interrupted_ms for o in real if o.interrupted_ms is not None], 50),
-        resumed_rate=_share(sum(o.resumed for o in kept), len(kept)),
+        went_on_rate=_share(sum(o.went_on for o in false), len(false)),
+        gap_p50_ms=_pct([o.gap_ms for o in false if o.gap_ms is not None], 50),
+        answered=sum(o.answered for o in false),
         latency_samples=len(latencies),
         latency_p50_ms=_pct(latencies, 50),
         latency_p90_ms=_pct(latencies, 90),
@@ -167,7 +175,7 @@ def print_report(report: TurnTakingReport) -> None:
     """The figures as a table, one column per mode, with the issue's targets."""
     columns = report.modes
     rows: list[tuple[str, list[str], str]] = [
-        ("mode in use", [m.in_use for m in columns], ""),
+        ("in use (turn ends, barge-in)", [m.in_use for m in columns], ""),
         (
             "premature end of turn (inner pauses)",
             [_rate(m.premature_rate, m.premature_ends, m.paused_utterances) for m in columns],
@@ -208,13 +216,15 @@ def print_report(report: TurnTakingReport) -> None:
         (
             "  the agent went on after them",
             [
-                _rate(
-                    m.resumed_rate,
-                    round((m.resumed_rate or 0) * _kept(m)),
-                    _kept(m),
-                )
+                _rate(m.went_on_rate, round((m.went_on_rate or 0) * _false(m)), _false(m))
                 for m in columns
             ],
+            "",
+        ),
+        ("  its longest silence then, p50", [_ms(m.gap_p50_ms) for m in columns], ""),
+        (
+            "  taken as a turn (got a reply)",
+            [_rate(_share(m.answered, _false(m)), m.answered, _false(m)) for m in columns],
             "",
         ),
         (
@@ -254,5 +264,5 @@ def print_report(report: TurnTakingReport) -> None:
         print(title.ljust(width) + "".join(v.ljust(cell) for v in values) + target)
 
 
-def _kept(m: ModeFigures) -> int:
-    return m.backchannels + m.noises - m.backchannel_interruptions - m.noise_interruptions
+def _false(m: ModeFigures) -> int:
+    return m.backchannels + m.noises

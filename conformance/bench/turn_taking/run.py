@@ -22,7 +22,8 @@ from .speech import VOICES
 
 __all__ = ["MAX_TOKENS", "MODES", "run_turn_taking", "run_turn_taking_benchmark"]
 
-MODES = ("semantic", "server_vad", "manual")
+MODES = ("semantic", "server_vad", "manual", "semantic+hold")
+"""``turn_detection`` values; ``+hold``: with ``barge_in_hold`` (speech over the agent only)."""
 MAX_TOKENS = 60
 _START_TIMEOUT_S = 300.0
 
@@ -57,10 +58,11 @@ def run_turn_taking(
     Without ``url`` a server with the embedded stack (whisper, llama-cpp, hibari, Silero VAD,
     and the end-of-turn model where installed) is started on loopback and stopped after.
     ``manual`` runs only the categories without speech over the agent (latency: the client
-    commits at the end of speech).
+    commits at the end of speech); ``semantic+hold`` (``barge_in_hold: true``) only those with
+    it.
 
     Args:
-        modes: ``turn_detection`` values, measured in this order.
+        modes: ``turn_detection`` values, ``+hold`` for ``barge_in_hold``; in this order.
         per_category: conversations in each category.
         turns: steps in each conversation.
         voices: ``backend:voice[@speed]``; voices whose backend is missing are left out.
@@ -115,9 +117,7 @@ def _measure_all(
     for mode in modes:
         if on_mode is not None:
             on_mode(f"turn_detection: {mode}")
-        chosen = [
-            c for c in conversations if mode != "manual" or c.category not in OVERLAP_CATEGORIES
-        ]
+        chosen = [c for c in conversations if _runs(mode, c.category)]
         before = cpu_sample(pid)
         in_use, records = trio.run(_measure, url, api_key, mode, chosen, seed, on_record)
         turns = [r for r in records if isinstance(r, TurnRecord)]
@@ -134,6 +134,14 @@ def _measure_all(
         report.modes.append(figures)
         if on_mode is not None:
             print_cpu(before, after, server=pid is not None)
+
+
+def _runs(mode: str, category: str) -> bool:
+    """``manual`` measures latency only; ``+hold`` only speech over the agent (the turns'
+    figures would repeat those of its mode)."""
+    if mode == "manual":
+        return category not in OVERLAP_CATEGORIES
+    return not mode.endswith("+hold") or category in OVERLAP_CATEGORIES
 
 
 async def _warm_up(url: str, api_key: str | None, conversations: Sequence[Conversation]) -> None:
@@ -186,10 +194,16 @@ def _print_record(record: TurnRecord | OverlapRecord) -> None:
         return
     if not record.valid:
         outcome = f"void ({record.note})"
-    elif record.interrupted_ms is not None:
-        outcome = f"INTERRUPTED after {record.interrupted_ms:.0f} ms"
     else:
-        outcome = "not interrupted" + (", agent went on" if record.resumed else "")
+        outcome = (
+            f"INTERRUPTED after {record.interrupted_ms:.0f} ms"
+            if record.interrupted_ms is not None
+            else "not interrupted"
+        )
+        if record.answered:
+            outcome += ", ANSWERED"
+        if record.went_on:
+            outcome += f", agent went on (silent {record.gap_ms or 0:.0f} ms)"
     print(
         f"  {record.mode:10s} #{record.conversation:<3d} {record.kind:9s} {record.voice:22s} "
         f"{record.text!r} at {record.into_reply_ms:.0f} ms into the reply: {outcome}; "
