@@ -14,7 +14,8 @@ without understanding anything.
 - ``test-tool-llm`` is ``test-llm`` that can call tools, by rule: a user message with
   ``call NAME`` or ``call NAME with {JSON}`` (several joined by `` and ``) is answered
   "Calling NAME." and those calls (arguments as written, even malformed); once their results
-  are in, it answers ``result_reply`` with ``{results}`` replaced by them, joined by ``; ``.
+  are in, it answers ``result_reply`` with ``{results}`` replaced by them, joined by ``; ``
+  (and makes the calls that reply names, while tools are offered).
 - ``test-tts`` speaks a sine tone (voice ``tone-a`` 440 Hz, ``tone-b`` 660 Hz) lasting
   ``ms_per_char`` per character of text, in ``chunk_ms`` chunks.
 """
@@ -200,6 +201,9 @@ class TestToolLlm(TestLlm):
                     results.insert(0, message.content)
                 text = self.options.result_reply.replace("{results}", "; ".join(results))
                 await self._stream(text, output)
+                if request.tools:  # a reply that asks for calls makes them (a model calling again)
+                    for index, (name, arguments) in enumerate(scripted_calls(text)):
+                        await output.send(ToolCall(f"again_{index + 1}", name, arguments))
                 return
             calls = scripted_calls(last.content if last is not None else "")
             if not calls or not request.tools:

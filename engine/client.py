@@ -90,6 +90,16 @@ class VoiceClient:
         """A typed user turn."""
         await self.send({"type": "text", "text": text})
 
+    async def tool_result(
+        self, call_id: str, result: Any = None, *, error: str | None = None
+    ) -> None:
+        """Answer a ``tool.call``: its ``result`` (any JSON value), or ``error`` to tell the
+        model the tool failed."""
+        doc: dict[str, Any] = {"type": "tool.result", "call_id": call_id, "result": result}
+        if error is not None:
+            doc["error"] = error
+        await self.send(doc)
+
     async def update(self, **config: Any) -> None:
         """Change session config keys (``session.update``)."""
         await self.send({"type": "session.update", "config": config})

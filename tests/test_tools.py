@@ -140,10 +140,9 @@ async def tool_session(
     Skills.reset()
     host: PluginHost = host_with(BackendSpec.for_class(RecordingToolLlm, name="rec-tool-llm"))
     host.register(Skills(), name="test-skills")
-    config = {
-        "backends": {"llm": "rec-tool-llm", "options": {"test-tts": {"ms_per_char": 2.0}}},
-        **(overrides or {}),
-    }
+    overrides = dict(overrides or {})
+    options = {"test-tts": {"ms_per_char": 2.0}, **overrides.pop("backends", {}).get("options", {})}
+    config = {"backends": {"llm": "rec-tool-llm", "options": options}, **overrides}
     async with open_test_engine(config, host=host) as engine:
         transport, client = memory_transport_pair()
         principal = Principal(tenant=tenant, key_id="test", permissions=permissions)
@@ -401,3 +400,23 @@ async def test_an_mcp_servers_tools_are_called_in_a_session_and_a_crash_is_survi
         assert "tool_server_unavailable" in [w.code for w in frames_of(seen, WarningFrame)]
         await say(client, "still there?")
         await client.receive_until("agent.text.done", turn_id=4)  # the session goes on
+
+
+async def test_the_same_call_again_in_a_turn_is_answered_without_running_it_again() -> None:
+    overrides = {
+        "backends": {
+            "options": {
+                "rec-tool-llm": {"result_reply": 'Again: call get_weather with {"city": "Oslo"}'}
+            }
+        }
+    }
+    async with tool_session(overrides, tools=[WEATHER]) as (client, _):
+        await say(client, 'call get_weather with {"city": "Oslo"}')
+        call = frames_of(await client.receive_until("tool.call"), ToolCallFrame)[0]
+        await client.send_json({"type": "tool.result", "call_id": call.call_id, "result": "rain"})
+        seen = await client.receive_until("agent.text.done")
+        assert not frames_of(seen, ToolCallFrame)  # the repeated call was not sent again
+        requests = RecordingToolLlm.requests
+        assert [bool(r.tools) for r in requests] == [True, True, False]  # it did call again
+        repeated = requests[2].messages[-1]
+        assert (repeated.role, repeated.content) == ("tool", "rain")

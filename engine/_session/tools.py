@@ -19,6 +19,7 @@ unknown call, or a second one, is an ``error``. No call is ever re-issued.
 from __future__ import annotations
 
 import itertools
+import json
 import logging
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
@@ -109,6 +110,7 @@ class SessionTools:
         self._ended: dict[str, ToolOutcome] = {}
         self._in_flight: dict[str, _InFlight] = {}
         self._ids = itertools.count(1)
+        self._answered: dict[tuple[int, str, str], str] = {}  # (turn, tool, arguments) -> result
         self.calls = 0
         """Calls run in this session (telemetry)."""
 
@@ -179,10 +181,20 @@ class SessionTools:
             return await self._fail(
                 call, "tool_arguments_invalid", f"invalid arguments for {call.name}: {exc}"
             )
+        key = (turn_id, call.name, json.dumps(arguments, sort_keys=True))
+        earlier = self._answered.get(key)
+        if earlier is not None:
+            # Small models often call again with the same arguments in the next round: the
+            # tool is not run twice; the model reads the same answer.
+            return self._end(call, earlier, "answered")
         if client_tool is not None:
-            return await self._run_client(turn_id, call, arguments, config)
-        assert spec is not None
-        return await self._run_server(turn_id, call, spec, arguments)
+            outcome = await self._run_client(turn_id, call, arguments, config)
+        else:
+            assert spec is not None
+            outcome = await self._run_server(turn_id, call, spec, arguments)
+        if outcome.status == "answered":
+            self._answered[key] = outcome.content
+        return outcome
 
     async def _run_server(
         self, turn_id: int, call: ToolCall, spec: ToolSpec, arguments: dict[str, Any]
