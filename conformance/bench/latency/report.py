@@ -33,7 +33,7 @@ ROWS: Mapping[str, tuple[str, Callable[[RoundRecord], float | None]]] = {
         lambda r: r.naive_silence_ms,
     ),
     "end_of_speech_to_thinking_ms": (
-        "(end of speech -> state thinking: the turn's end at the client)",
+        "(end of speech -> state: thinking)",
         lambda r: r.end_to_thinking_ms,
     ),
 }
