@@ -339,4 +339,5 @@ async def test_concurrent_sessions_batch_and_keep_their_own_events() -> None:
         ]
     assert stats.largest_batch >= 4  # sessions with audio in the same tick ran together
     assert stats.batches - before.batches < (stats.chunks - before.chunks) / 2
-    assert stats.frames - before.frames == 8 * (len(utterance) // 1024)
+    heard = (stats.frames + stats.skipped) - (before.frames + before.skipped)
+    assert heard == 8 * (len(utterance) // 1024)  # scored, or skipped by the energy gate
