@@ -325,12 +325,14 @@ class AgentTurn:
     async def _generate_with_tools(
         self, offered: OfferedTools, deltas: trio.MemorySendChannel[str | _Flush]
     ) -> None:
-        """Model, tools, model ...: up to ``max_tool_rounds`` rounds; the last offers none."""
+        """Model, tools, model ...: up to ``max_tool_rounds`` rounds; the last offers none, and
+        so does the round after one that only repeated calls already answered."""
         assert self.tools is not None
         llm = self.engine.llm
         messages = list(self.request.messages)
+        answered = False  # the model repeated only calls it already had the answers to
         for round_index in range(self.max_tool_rounds):
-            last = round_index == self.max_tool_rounds - 1
+            last = answered or round_index == self.max_tool_rounds - 1
             request = replace(
                 self.request,
                 messages=tuple(messages),
@@ -358,6 +360,9 @@ class AgentTurn:
             outcomes = await self._run_tools(calls, offered, deltas)
             self.steps.extend(outcomes)
             messages.extend(o.message() for o in outcomes)
+            # A model that calls again what it already has the answer to is told to answer:
+            # the next round offers no tools (small models otherwise loop on the same call).
+            answered = all(o.repeat for o in outcomes)
 
     @staticmethod
     async def _collect(

@@ -29,6 +29,8 @@ class ToolOutcome:
     call: ToolCall
     content: str
     status: OutcomeStatus
+    repeat: bool = False
+    """The same call (tool and arguments) was already answered in this turn: not run again."""
 
     def message(self) -> ChatMessage:
         return ChatMessage("tool", self.content, tool_call_id=self.call.id)

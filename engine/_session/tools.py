@@ -186,7 +186,9 @@ class SessionTools:
         if earlier is not None:
             # Small models often call again with the same arguments in the next round: the
             # tool is not run twice; the model reads the same answer.
-            return self._end(call, earlier, "answered")
+            repeated = self._end(call, earlier, "answered")
+            repeated.repeat = True
+            return repeated
         if client_tool is not None:
             outcome = await self._run_client(turn_id, call, arguments, config)
         else:
