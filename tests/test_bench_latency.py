@@ -5,6 +5,10 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
+import signal
+import subprocess
+import sys
 import time
 from typing import Literal
 
@@ -16,6 +20,7 @@ import trio
 from scaivoice.backends.openai_llm import OpenAILlmBackend, OpenAILlmOptions
 from scaivoice.backends.openai_stt import OpenAISttBackend, OpenAISttOptions
 from scaivoice.backends.openai_tts import OpenAITtsBackend, OpenAITtsOptions
+from scaivoice.conformance.bench._proc import rss_mib
 from scaivoice.conformance.bench.latency import (
     LatencyOptions,
     StubConfig,
@@ -28,6 +33,7 @@ from scaivoice.conformance.bench.latency.audio import (
     Question,
     noise_frames,
 )
+from scaivoice.conformance.bench.latency.processes import tree, tree_rss_mib, tree_ticks
 from scaivoice.conformance.bench.latency.report import ROWS, parse_counters
 from scaivoice.conformance.bench.latency.rounds import RoundRecord
 from scaivoice.conformance.bench.latency.run import add_arguments, options_from_arguments
@@ -176,6 +182,29 @@ def test_the_servers_speculative_counters_are_read_from_its_metrics() -> None:
         "scaivoice_speculative_requests_total": 0.0
     }
     assert parse_counters(nothing_yet, ("scaivoice_tools",)) == {}
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="/proc")
+def test_a_servers_process_tree_counts_its_workers() -> None:
+    script = (
+        "import subprocess, sys; c = subprocess.Popen(['sleep', '60'])\n"
+        "print(c.pid, flush=True); sys.stdin.read()"
+    )
+    with subprocess.Popen(
+        [sys.executable, "-c", script], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    ) as parent:
+        assert parent.stdout is not None and parent.stdin is not None
+        child = int(parent.stdout.readline())
+        try:
+            assert tree(parent.pid) == [parent.pid, child]
+            ticks, rss = tree_ticks(parent.pid), tree_rss_mib(parent.pid)
+            own = rss_mib(parent.pid)
+            assert ticks is not None and rss is not None and own is not None and rss > own
+        finally:
+            os.kill(child, signal.SIGKILL)
+            parent.stdin.close()
+            parent.wait(timeout=30)
+    assert tree_ticks(parent.pid) is None and tree_rss_mib(parent.pid) is None
 
 
 def test_the_command_lines_knobs() -> None:

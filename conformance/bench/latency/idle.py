@@ -3,7 +3,8 @@
 Each session (``vad_enabled: true``) streams noise in real time in 20 ms frames, so the server
 runs its VAD on every frame and never hears speech. The sessions connect at about 50 a second;
 after a warm-up, the server process's CPU time (``/proc/PID/stat``, all threads) is read
-between two markers, and its resident set (``VmRSS``) at the end:
+between two markers, and its resident set (``VmRSS``) at the end (with ``serve --workers``,
+the supervisor's and its workers' together):
 
 - **markers**: an empty ``session.update`` that every session sends after its last audio
   frame. The server handles it in order with the audio before it, so once every session's
@@ -35,9 +36,10 @@ import trio
 
 from scaivoice.engine.client import frames
 
-from .._proc import CLOCK_TICKS, process_ticks, rss_mib
+from .._proc import CLOCK_TICKS
 from ..load.wire import CLOSE, TEXT, Wire, WireClosed, open_socket, target
 from .audio import FRAME_MS, NoiseLoop
+from .processes import tree_rss_mib, tree_ticks
 
 __all__ = ["IdleFigures", "measure_idle"]
 
@@ -251,17 +253,17 @@ async def measure_idle(
         run.audio = False  # the server catches up, and the window starts with nothing queued
         first = await _marker(run, connected)
         run.audio = True
-        ticks0 = process_ticks(server_pid) if server_pid is not None else None
+        ticks0 = tree_ticks(server_pid) if server_pid is not None else None
         wall0, cpu0 = time.perf_counter(), time.process_time()
         run.measuring = True
         await trio.sleep(window_s)
         run.measuring = False
         run.audio = False
         second = first and await _marker(run, connected)
-        ticks1 = process_ticks(server_pid) if server_pid is not None else None
+        ticks1 = tree_ticks(server_pid) if server_pid is not None else None
         wall = time.perf_counter() - wall0
         client_cores = (time.process_time() - cpu0) / wall
-        rss = rss_mib(server_pid) if server_pid is not None else None
+        rss = tree_rss_mib(server_pid) if server_pid is not None else None
         for session in all_sessions:
             if session.streaming and session.wire is not None:
                 try:

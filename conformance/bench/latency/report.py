@@ -73,6 +73,8 @@ class LatencyReport:
     cpu: CpuShares | None = None
     idle_rss_after_start_mib: float | None = None
     idle_server_cpu_ms_per_s: float | None = None
+    idle_server_processes: int = 1
+    """The idle server's processes (``serve --workers``: a supervisor and its workers)."""
     """The fresh server's own CPU time per second with no session open."""
     idle: list[IdleFigures] = field(default_factory=list)
 
@@ -129,6 +131,7 @@ class LatencyReport:
             },
             "idle_rss_after_start_mib": self.idle_rss_after_start_mib,
             "idle_server_cpu_ms_per_s": self.idle_server_cpu_ms_per_s,
+            "idle_server_processes": self.idle_server_processes,
             "idle": [figures.to_json() for figures in self.idle],
         }
 
@@ -216,6 +219,8 @@ class LatencyReport:
     def print_idle_header(self) -> None:
         rss, cpu = self.idle_rss_after_start_mib, self.idle_server_cpu_ms_per_s
         fresh = [f"{rss:.1f} MiB" if rss is not None else "RSS ?"]
+        if self.idle_server_processes > 1:
+            fresh.append(f"{self.idle_server_processes} processes (CPU and RSS added up)")
         if cpu is not None:
             fresh.append(f"{cpu:.1f} ms of CPU a second without sessions")
         print(

@@ -15,10 +15,11 @@ import trio
 
 from scaivoice.engine import PluginHost
 
-from .._proc import CLOCK_TICKS, machine_ticks, process_ticks, rss_mib
+from .._proc import CLOCK_TICKS, machine_ticks, process_ticks
 from .._server import local_server
 from .audio import NoiseLoop, Question, noise_frames, render_question
 from .idle import measure_idle
+from .processes import tree, tree_rss_mib, tree_ticks
 from .report import CpuShares, LatencyReport, parse_counters, print_idle, print_round
 from .rounds import RoundPlan, run_round
 from .stub import StubConfig, StubStats, running_stub
@@ -106,7 +107,8 @@ def measure_latency(options: LatencyOptions, *, verbose: bool = False) -> Latenc
             idle_config = config + "\n[server]\nmax_connections_per_ip = 0\n"
             with local_server(idle_config) as server:
                 time.sleep(_SETTLE_S)
-                report.idle_rss_after_start_mib = rss_mib(server.pid)
+                report.idle_rss_after_start_mib = tree_rss_mib(server.pid)
+                report.idle_server_processes = len(tree(server.pid))
                 report.idle_server_cpu_ms_per_s = _cpu_ms_per_s(server.pid, options.idle_window_s)
                 if verbose:
                     report.print_idle_header()
@@ -191,10 +193,10 @@ def _server_counters(http_url: str) -> dict[str, float]:
 
 
 def _cpu_ms_per_s(pid: int, seconds: float) -> float | None:
-    """A process's CPU time per second over the next ``seconds``."""
-    before, start = process_ticks(pid), time.perf_counter()
+    """A process's (and its children's) CPU time per second over the next ``seconds``."""
+    before, start = tree_ticks(pid), time.perf_counter()
     time.sleep(seconds)
-    after = process_ticks(pid)
+    after = tree_ticks(pid)
     if before is None or after is None:
         return None
     return (after - before) / CLOCK_TICKS * 1000 / (time.perf_counter() - start)
@@ -206,7 +208,11 @@ _Ticks = tuple[int, int, int, int, int]
 
 def _ticks(server_pid: int, stub_pid: int) -> _Ticks | None:
     machine = machine_ticks()
-    server, stub, client = (process_ticks(p) for p in (server_pid, stub_pid, os.getpid()))
+    server, stub, client = (
+        tree_ticks(server_pid),
+        process_ticks(stub_pid),
+        process_ticks(os.getpid()),
+    )
     if machine is None or server is None or stub is None or client is None:
         return None
     return machine.busy, machine.total, server, stub, client
