@@ -47,7 +47,7 @@ import trio
 
 from ._contract.backends import BackendKind
 from ._contract.plugins import PluginHost
-from ._errors import ScaiVoiceError
+from ._errors import ConfigError, ScaiVoiceError
 from ._host.auth import hash_key, new_key
 from ._host.config import EngineConfig, load_config
 from ._host.logs import configure_logging
@@ -124,7 +124,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         metrics_dir = os.environ.get("PROMETHEUS_MULTIPROC_DIR") or None
         run_worker(config, host, ready_fd=args.worker_ready_fd, metrics_dir=metrics_dir)
         return 0
-    workers = args.workers or int(os.environ.get("SCAIVOICE_WORKERS") or 0) or available_cores()
+    workers = args.workers or _workers_of_environment() or available_cores()
     if workers == 1:
         host, _ = _plugin_host()
         trio.run(serve, config, host)
@@ -145,6 +145,15 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         env=dict(os.environ),
     )
     return trio.run(supervise, plan)
+
+
+def _workers_of_environment() -> int:
+    """``SCAIVOICE_WORKERS`` (0 when unset)."""
+    value = os.environ.get("SCAIVOICE_WORKERS", "").strip()
+    try:
+        return _worker_count(value) if value else 0
+    except argparse.ArgumentTypeError as exc:
+        raise ConfigError(f"SCAIVOICE_WORKERS: {exc}") from None
 
 
 def _worker_count(text: str) -> int:
