@@ -96,7 +96,7 @@ class SoakCounts:
     turns: int = 0
     """Agent turns that ended (one ``metrics`` frame each)."""
     replies: int = 0
-    """Agent turns that sent audio."""
+    """Agent replies that sent audio (``agent.audio.start``)."""
     barge_ins: int = 0
     """``interrupted`` states: the user cut into a reply."""
     errors: Counter[str] = field(default_factory=Counter)
@@ -326,20 +326,17 @@ async def _listen(
 ) -> None:
     """Count what the server sends; when it closes the session, stop the talking too."""
     counts = run.counts
-    speaking = False
     try:
         while True:
             event = await session.receive()
             if isinstance(event, AgentAudio):
-                if not speaking:
-                    counts.replies += 1
-                speaking = True
+                continue
+            if isinstance(event, frames.AgentAudioStart):
+                counts.replies += 1
             elif isinstance(event, frames.Metrics):
                 counts.turns += 1
-            elif isinstance(event, frames.State):
-                speaking = speaking and event.state == "speaking"
-                if event.state == "interrupted":
-                    counts.barge_ins += 1
+            elif isinstance(event, frames.State) and event.state == "interrupted":
+                counts.barge_ins += 1
             elif isinstance(event, frames.ErrorFrame):
                 counts.errors[f"error:{event.code}"] += 1
             elif isinstance(event, frames.WarningFrame):
