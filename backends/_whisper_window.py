@@ -105,13 +105,17 @@ def decode_in_short_window(
 
 def repeats_itself(text: str) -> bool:
     """Whether ``text`` says a phrase again right after itself: a phrase of two words or more
-    twice ("what time is it what time is it"), or one word three times ("hello hello hello").
+    twice ("what time is it what time is it"), or one word three times ("hello hello hello");
+    or whether it ends by starting itself over (four words or more: "my name is Alice and I
+    would like a table. My name is Alice and").
 
     Too short for the compression-ratio check, such a loop is how a short window fails on a
     short utterance. A false alarm costs only a decode in the full window.
     """
     words = [w.strip(".,!?;:\"'").lower() for w in text.split()]
     words = [w for w in words if w]
+    if any(words[-size:] == words[:size] for size in range(4, len(words) // 2 + 1)):
+        return True
     for size in range(1, len(words) // 2 + 1):
         needed = 3 if size == 1 else 2
         for start in range(len(words) - size * needed + 1):

@@ -89,6 +89,11 @@ def test_a_phrase_said_again_right_after_itself_is_a_loop() -> None:
 
     assert repeats_itself("What time is it? What time is it? What time is")
     assert repeats_itself("Hello? Hello? Hello?")
+    assert repeats_itself(
+        "Hello, my name is Alice, and I would like to book a table for two people. "
+        "Hello, my name is Alice, and I would like"
+    )
+    assert not repeats_itself("I said: book it, I said.")
     assert not repeats_itself("Hello.")
     assert not repeats_itself("No, no, I said the meeting is at four.")
     assert not repeats_itself("It was very very good.")
