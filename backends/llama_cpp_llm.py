@@ -205,7 +205,10 @@ class LlamaCppLlm(LlmBackend):
     ) -> None:
         """Stream text deltas and whole tool calls into ``output``, offering ``request.tools``.
 
-        Each call gets an id that no message of ``request`` uses. Cancelling returns at once and
+        Each call gets an id that no message of ``request`` uses. A conversation that already
+        holds tool calls is scanned for calls written as text even when no tool is offered
+        (small models keep calling after the last round): they come out as calls, which the
+        engine does not run, instead of JSON spoken aloud. Cancelling returns at once and
         closes ``output``; llama.cpp stops at its next token.
 
         Raises:
@@ -213,8 +216,11 @@ class LlamaCppLlm(LlmBackend):
                 refused the request (a tool schema it cannot use, for example).
             BackendUnavailable: the backend is not open, or llama.cpp failed.
         """
+        scan = bool(request.tools) or any(
+            m.tool_calls or m.role == "tool" for m in request.messages
+        )
         async with output:
-            await self._run(request, output.send, output.send if request.tools else None)
+            await self._run(request, output.send, output.send if scan else None)
 
     # ------------------------------------------------------------------ a request
 
