@@ -115,7 +115,7 @@ def _gateway_environment() -> dict[str, Any]:
 
 def _cmd_serve(args: argparse.Namespace) -> int:
     from ._server.service import refuse_open_exposure, serve
-    from ._server.workers import WorkerPlan, available_cores, run_worker, supervise
+    from ._server.workers import WorkerPlan, default_workers, run_worker, supervise
 
     config = _engine_config(args)
     configure_logging(config.server.log_format)
@@ -124,7 +124,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         metrics_dir = os.environ.get("PROMETHEUS_MULTIPROC_DIR") or None
         run_worker(config, host, ready_fd=args.worker_ready_fd, metrics_dir=metrics_dir)
         return 0
-    workers = args.workers or _workers_of_environment() or available_cores()
+    workers = args.workers or _workers_of_environment() or default_workers()
     if workers == 1:
         host, _ = _plugin_host()
         trio.run(serve, config, host)
@@ -547,7 +547,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--workers",
         type=_worker_count,
         metavar="N",
-        help="server processes on the port (or SCAIVOICE_WORKERS; default: one per core)",
+        help="server processes on the port (or SCAIVOICE_WORKERS; default: one per core on Linux)",
     )
     p.add_argument("--worker-ready-fd", type=int, help=argparse.SUPPRESS)  # internal
     p.set_defaults(func=_cmd_serve)

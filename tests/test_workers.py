@@ -26,7 +26,7 @@ import trio
 from prometheus_client.parser import text_string_to_metric_families
 
 from scaivoice.engine._host.auth import hash_key
-from scaivoice.engine._server.workers import available_cores
+from scaivoice.engine._server.workers import available_cores, default_workers
 from scaivoice.engine.client import connect
 
 from .test_server import running_server
@@ -215,6 +215,7 @@ def test_the_default_is_one_worker_per_available_core() -> None:
     cores = available_cores()
     assert 1 <= cores <= (os.cpu_count() or 1)
     assert cores <= len(os.sched_getaffinity(0))
+    assert default_workers() == (cores if sys.platform.startswith("linux") else 1)
 
 
 async def test_runtime_is_for_admins_and_shows_the_process() -> None:

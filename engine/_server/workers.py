@@ -43,12 +43,13 @@ from prometheus_client.multiprocess import mark_process_dead
 
 from .._contract.plugins import PluginHost
 from .._host.config import EngineConfig
-from .reuseport import bind_shared_port
+from .reuseport import bind_shared_port, reuse_port_supported
 from .service import serve
 
 __all__ = [
     "WorkerPlan",
     "available_cores",
+    "default_workers",
     "run_worker",
     "supervise",
     "wait_for_supervisor_or_sigterm",
@@ -94,6 +95,12 @@ def available_cores() -> int:
     except (OSError, ValueError):
         pass
     return max(1, cores)
+
+
+def default_workers() -> int:
+    """``serve``'s workers when none are asked for: :func:`available_cores` where the port can
+    be shared (Linux), else 1."""
+    return available_cores() if reuse_port_supported() else 1
 
 
 async def supervise(
