@@ -243,3 +243,19 @@ async def test_runtime_is_for_admins_and_shows_the_process() -> None:
         assert doc["tasks"] > 5 and doc["threads"] >= 1
         assert doc["rss_mib"] > 10 and doc["open_fds"] > 3
         assert set(doc["lag_ms"]) == {"window_s", "samples", "p50", "p99", "max"}
+
+
+@pytest.mark.timeout(120)
+async def test_workers_drain_and_exit_when_the_supervisor_is_killed(tmp_path: Path) -> None:
+    async with scaivoice_serve(tmp_path, "--workers", "2") as server:
+        workers = await _workers(server.url, 2)
+        exits = [os.pidfd_open(pid) for pid in workers]
+        try:
+            server.process.kill()  # SIGKILL: no SIGTERM is forwarded; the workers' stdin closes
+            with trio.fail_after(30):
+                for fd in exits:
+                    await trio.lowlevel.wait_readable(fd)  # readable once the process exited
+        finally:
+            for fd in exits:
+                os.close(fd)
+    assert server.log.text.count("the supervisor is gone: draining") == 2
