@@ -121,7 +121,7 @@ def test_workers_resources_and_user_agree() -> None:
     assert str(pod["securityContext"]["runAsUser"]) == user.split(":")[0]
     assert container["securityContext"]["readOnlyRootFilesystem"] is True
     mounts = {m["mountPath"] for m in container["volumeMounts"]}
-    assert {"/tmp", "/home/scaivoice/.cache"} <= mounts  # the metrics files, joined models
+    assert "/tmp" in mounts  # the workers' metrics files
 
 
 def test_the_service_and_the_autoscaler_find_the_pods_and_a_served_metric() -> None:
