@@ -457,6 +457,7 @@ def _cmd_bench_soak(args: argparse.Namespace) -> int:
         frame_ms=args.frame_ms,
         api_key=args.api_key or os.environ.get("SCAIVOICE_API_KEY"),
         as_json=args.json,
+        server_log=Path(args.server_log) if args.server_log else None,
     )
 
 
@@ -680,6 +681,7 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--frame-ms", type=int, choices=[20, 50, 100], default=20)
     b.add_argument("--api-key", help="an admin key of the server (or SCAIVOICE_API_KEY)")
     b.add_argument("--json", action="store_true", help="print the samples and verdict as JSON")
+    b.add_argument("--server-log", help="without URL: keep the started server's output here")
     b.set_defaults(func=_cmd_bench_soak)
     b = bench.add_parser(
         "wake", help="wake-word detections, false wakes per hour and CPU on generated speech"

@@ -47,7 +47,9 @@ class LocalServer:
 
 
 @contextmanager
-def local_server(config_text: str, *, start_timeout_s: float = 60.0) -> Iterator[LocalServer]:
+def local_server(
+    config_text: str, *, start_timeout_s: float = 60.0, log_path: Path | None = None
+) -> Iterator[LocalServer]:
     """Run ``scaivoice serve`` with ``config_text`` (TOML) on a free loopback port.
 
     Yields once ``/health`` answers 200. Leaving the block terminates the server (and kills it
@@ -56,6 +58,7 @@ def local_server(config_text: str, *, start_timeout_s: float = 60.0) -> Iterator
     Args:
         config_text: the server's configuration file.
         start_timeout_s: how long loading may take (the embedded models take minutes).
+        log_path: where the server's output goes (kept); default: a temporary file.
 
     Raises:
         ScaiVoiceError: the server exited at start-up or did not become healthy in time (the
@@ -64,7 +67,7 @@ def local_server(config_text: str, *, start_timeout_s: float = 60.0) -> Iterator
     with tempfile.TemporaryDirectory(prefix="scaivoice-bench-") as tmp:
         config = Path(tmp) / "bench.toml"
         config.write_text(config_text)
-        log_path = Path(tmp) / "server.log"
+        log_path = log_path if log_path is not None else Path(tmp) / "server.log"
         port = _free_port()
         command = [sys.executable, "-m", "scaivoice.engine.cli", "serve", "--config", str(config)]
         command += ["--host", _HOST, "--port", str(port), "--workers", "1"]  # one pid to measure

@@ -30,6 +30,7 @@ from collections import Counter
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -425,14 +426,16 @@ def run_soak_benchmark(
     frame_ms: int = 20,
     api_key: str | None = None,
     as_json: bool = False,
+    server_log: Path | None = None,
 ) -> int:
-    """The ``bench soak`` command: run, print the samples and the verdict.
+    """The ``bench soak`` command: run, print the samples and the verdict. ``server_log``:
+    where the started server's output goes (kept, to read what a session error was).
 
     Returns 0 when nothing grew and no session saw an error, else 1.
     """
     label, speech = speech_utterance("auto")
     began = time.strftime("%Y-%m-%d %H:%M:%S")
-    with _maybe_server(url, stack) as session_url:
+    with _maybe_server(url, stack, server_log) as session_url:
         print(
             f"soak: {sessions} sessions for {minutes:g} min against {session_url} "
             f"({'its own server, ' + stack + ' stack' if url is None else 'given server'}; "
@@ -484,10 +487,11 @@ def run_soak_benchmark(
 
 
 @contextmanager
-def _maybe_server(url: str | None, stack: str) -> Iterator[str]:
+def _maybe_server(url: str | None, stack: str, log_path: Path | None) -> Iterator[str]:
     if url is not None:
         yield url
         return
     config = _EMBEDDED_STACK if stack == "embedded" else _TEST_STACK
-    with local_server(config, start_timeout_s=300.0 if stack == "embedded" else 60.0) as server:
+    timeout_s = 300.0 if stack == "embedded" else 60.0
+    with local_server(config, start_timeout_s=timeout_s, log_path=log_path) as server:
         yield server.session_url
