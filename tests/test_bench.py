@@ -56,6 +56,7 @@ def test_the_proc_readers() -> None:
     assert rss_mib(gone.pid) is None and process_ticks(gone.pid) is None
 
 
+@pytest.mark.slow  # a server and its models in a subprocess: minutes on a busy machine
 def test_bench_turns_runs_through_the_command_line() -> None:
     result = subprocess.run(
         [sys.executable, "-m", "scaivoice.engine.cli", "bench", "turns", "--turns", "3"],

@@ -248,6 +248,8 @@ async def _subprocess_replica(
         str(config),
         "--port",
         "0",
+        "--workers",
+        "1",  # one process: a SIGKILL hits the process that holds the sessions' leases
     ]
     process = await trio.lowlevel.open_process(
         command, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
