@@ -482,7 +482,12 @@ async def test_scaivoice_serve_stays_up_with_a_dead_tts_upstream(tmp_path: Path)
         "max_retries = 0\n"
     )
     command = [sys.executable, "-m", "scaivoice.engine.cli", "serve", "--config", str(config)]
-    env = {**os.environ, "SCAIVOICE_DISABLE_PLUGIN_AUTOLOAD": "1", "SCAIVOICE_PORT": "0"}
+    env = {
+        **os.environ,
+        "SCAIVOICE_DISABLE_PLUGIN_AUTOLOAD": "1",
+        "SCAIVOICE_PORT": "0",
+        "SCAIVOICE_WORKERS": "1",
+    }
     async with trio.open_nursery() as nursery:
         process: trio.Process = await nursery.start(
             partial(
