@@ -39,6 +39,7 @@ def test_the_figures_on_the_small_model(
     # With the KV cache the next turn reads only its new messages (a counter, not a time).
     assert 0 < figures.next_turn_new_tokens < figures.prompt_tokens
     assert (figures.tool_total, figures.no_tool_total) == (1, 1)
+    assert figures.result_total == figures.tool_right
     bench.print_report(report)
     out = capsys.readouterr().out
     for label in (
@@ -49,6 +50,7 @@ def test_the_figures_on_the_small_model(
         "next turn, KV cache",
         "tokens/s out",
         "tool calls",
+        "answers from results",
         "skipped smollm2",
     ):
         assert label in out, out
@@ -80,6 +82,7 @@ def test_the_request_set() -> None:
     two = bench._spread(2)
     assert [r.tool is None for r in two] == [False, True]
     assert len(bench._spread(100)) == 12
+    assert all(r.result and r.mentions for r in bench.TOOL_REQUESTS if r.tool is not None)
 
 
 def test_the_command_line() -> None:

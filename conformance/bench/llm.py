@@ -12,7 +12,9 @@ the plugin host as the engine creates it, greedy (``temperature = 0``):
    (``cache_prompt``, the default: only the new messages are read) and without it.
 3. **Tokens/s out**: generated tokens over the time from the first token to the last.
 4. **Tool calls**: requests that need one of five tools (right tool and right arguments) and
-   requests that need none (no call), each in a fresh conversation with all five tools offered.
+   requests that need none (no call), each in a fresh conversation with all five tools offered;
+   then, for each right call, its result given back: the model should answer in words that name
+   what the result says, without calling again or reading JSON out.
 
 Timings are wall-clock on this machine, with the backend's ``n_threads`` (2); other load on the
 machine slows them. Medians over ``--conversations`` conversations.
@@ -128,28 +130,83 @@ class ToolRequest:
     """A request and the call it needs (``tool = None``: no call).
 
     ``arguments``: each must be present; strings match if the expected text is in the
-    argument (case-insensitive), numbers and booleans must be equal.
+    argument (case-insensitive), numbers and booleans must be equal. ``result``: what the tool
+    returns; the answer to it must be text (no call, no JSON) naming one of ``mentions``.
     """
 
     text: str
     tool: str | None = None
     arguments: Mapping[str, Any] = field(default_factory=dict)
+    result: Mapping[str, Any] = field(default_factory=dict)
+    mentions: tuple[str, ...] = ()
 
+
+_DONE: Mapping[str, Any] = {"ok": True}
 
 TOOL_REQUESTS = (
-    ToolRequest("What's the weather like in Berlin today?", "get_weather", {"city": "Berlin"}),
-    ToolRequest("Set a timer for ten minutes.", "set_timer", {"minutes": 10}),
-    ToolRequest("Add milk to my shopping list.", "add_to_shopping_list", {"item": "milk"}),
     ToolRequest(
-        "Turn off the lights in the kitchen.", "set_lights", {"room": "kitchen", "on": False}
+        "What's the weather like in Berlin today?",
+        "get_weather",
+        {"city": "Berlin"},
+        {"temperature_c": 14, "sky": "cloudy"},
+        ("14", "cloud"),
     ),
-    ToolRequest("Play some jazz.", "play_music", {"genre": "jazz"}),
-    ToolRequest("Is it going to rain in Tokyo?", "get_weather", {"city": "Tokyo"}),
-    ToolRequest("Put eggs on the shopping list.", "add_to_shopping_list", {"item": "eggs"}),
     ToolRequest(
-        "Switch on the living room lights.", "set_lights", {"room": "living room", "on": True}
+        "Set a timer for ten minutes.",
+        "set_timer",
+        {"minutes": 10},
+        {"ok": True, "ends_at": "18:42"},
+        ("10", "ten", "18:42"),
     ),
-    ToolRequest("Start a five minute timer.", "set_timer", {"minutes": 5}),
+    ToolRequest(
+        "Add milk to my shopping list.",
+        "add_to_shopping_list",
+        {"item": "milk"},
+        {"ok": True, "items_on_list": 4},
+        ("milk",),
+    ),
+    ToolRequest(
+        "Turn off the lights in the kitchen.",
+        "set_lights",
+        {"room": "kitchen", "on": False},
+        _DONE,
+        ("kitchen", "off"),
+    ),
+    ToolRequest(
+        "Play some jazz.",
+        "play_music",
+        {"genre": "jazz"},
+        {"ok": True, "now_playing": "Take Five by Dave Brubeck"},
+        ("take five", "brubeck", "jazz"),
+    ),
+    ToolRequest(
+        "Is it going to rain in Tokyo?",
+        "get_weather",
+        {"city": "Tokyo"},
+        {"temperature_c": 22, "sky": "rain"},
+        ("rain",),
+    ),
+    ToolRequest(
+        "Put eggs on the shopping list.",
+        "add_to_shopping_list",
+        {"item": "eggs"},
+        {"ok": True, "items_on_list": 5},
+        ("egg",),
+    ),
+    ToolRequest(
+        "Switch on the living room lights.",
+        "set_lights",
+        {"room": "living room", "on": True},
+        _DONE,
+        ("living room", " on"),
+    ),
+    ToolRequest(
+        "Start a five minute timer.",
+        "set_timer",
+        {"minutes": 5},
+        {"ok": True, "ends_at": "18:37"},
+        ("5", "five", "18:37"),
+    ),
     ToolRequest("Tell me a joke."),
     ToolRequest("What is the capital of Italy?"),
     ToolRequest("Thank you, that's all for now."),
@@ -173,6 +230,8 @@ class ModelFigures:
     tool_total: int = 0
     no_tool_right: int = 0
     no_tool_total: int = 0
+    result_right: int = 0
+    result_total: int = 0
     wrong: list[str] = field(default_factory=list)
 
 
@@ -329,10 +388,32 @@ async def _tool_calls(
             figures.tool_total += 1
             figures.tool_right += right
         if not right:
-            said = "; ".join(f"{c.name} {c.arguments}" for c in calls) or repr(
-                "".join(e for e in reply if isinstance(e, str)).strip()[:80]
-            )
-            figures.wrong.append(f"{item.text!r} -> {said}")
+            figures.wrong.append(f"{item.text!r} -> {_said(reply)}")
+        elif item.tool is not None:
+            await _answer_from_result(llm, request, calls[0], item, figures)
+
+
+async def _answer_from_result(
+    llm: LlmBackend, request: LlmRequest, call: ToolCall, item: ToolRequest, figures: ModelFigures
+) -> None:
+    """The call's result given back: the model should answer in words, naming what it says."""
+    result = ChatMessage("tool", json.dumps(item.result), tool_call_id=call.id)
+    after = (*request.messages, ChatMessage("assistant", "", tool_calls=(call,)), result)
+    send, receive = trio.open_memory_channel[str | ToolCall](math.inf)
+    await llm.respond(LlmRequest(after, max_tokens=64, tools=TOOLS), send)
+    reply = [event async for event in receive]
+    text = "".join(e for e in reply if isinstance(e, str)).casefold()
+    right = not any(isinstance(e, ToolCall) for e in reply) and "{" not in text
+    right = right and any(m.casefold() in text for m in item.mentions)
+    figures.result_total += 1
+    figures.result_right += right
+    if not right:
+        figures.wrong.append(f"{item.text!r} + result {json.dumps(item.result)} -> {_said(reply)}")
+
+
+def _said(reply: Sequence[str | ToolCall]) -> str:
+    calls = [f"{e.name} {e.arguments}" for e in reply if isinstance(e, ToolCall)]
+    return "; ".join(calls) or repr("".join(e for e in reply if isinstance(e, str)).strip()[:80])
 
 
 def _is_right(item: ToolRequest, calls: Sequence[ToolCall]) -> bool:
@@ -390,6 +471,11 @@ def print_report(report: LlmReport, file: Any = None) -> None:
             f"  tool calls            {total}/{m.tool_total + m.no_tool_total} right "
             f"(needing a tool {m.tool_right}/{m.tool_total}, "
             f"needing none {m.no_tool_right}/{m.no_tool_total})",
+            file=out,
+        )
+        print(
+            f"  answers from results  {m.result_right}/{m.result_total} (the right calls' results "
+            "given back: answered in words, no new call)",
             file=out,
         )
         for wrong in m.wrong:
