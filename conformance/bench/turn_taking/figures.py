@@ -72,6 +72,9 @@ class ModeFigures:
     llm_first_token_p50_ms: float | None
     tts_first_audio_p50_ms: float | None
     """From the replies' ``metrics`` frames."""
+    text_to_audio_p50_ms: float | None
+    """The reply's first text -> its first audio (``metrics``): waiting for the first
+    speakable piece (the model's tokens up to a sentence or long clause) and synthesising it."""
     void_overlaps: int
     """Overlaps not counted: the reply had ended before them."""
     no_reply: int
@@ -107,6 +110,15 @@ def _median_of(
 ) -> float | None:
     values = [v for v in map(get, turns) if v is not None]
     return float(statistics.median(values)) if values else None
+
+
+def _text_to_audio(turn: TurnRecord) -> float | None:
+    m = turn.metrics
+    if m is None or m.end_of_turn_to_first_audio_ms is None:
+        return None
+    if m.end_of_turn_to_first_text_ms is None:
+        return None
+    return m.end_of_turn_to_first_audio_ms - m.end_of_turn_to_first_text_ms
 
 
 def mode_figures(
@@ -155,6 +167,7 @@ def mode_figures(
         tts_first_audio_p50_ms=_median_of(
             timed, lambda t: t.metrics.tts_first_audio_ms if t.metrics else None
         ),
+        text_to_audio_p50_ms=_median_of(timed, _text_to_audio),
         void_overlaps=len(overlaps) - len(valid),
         no_reply=sum(t.note == "no reply" for t in turns),
     )
@@ -244,6 +257,11 @@ def print_report(report: TurnTakingReport) -> None:
         ("  metrics.stt_ms, p50", [_ms(m.stt_p50_ms) for m in columns], ""),
         ("  metrics.llm_first_token_ms, p50", [_ms(m.llm_first_token_p50_ms) for m in columns], ""),
         ("  metrics.tts_first_audio_ms, p50", [_ms(m.tts_first_audio_p50_ms) for m in columns], ""),
+        (
+            "  reply's first text -> first audio, p50",
+            [_ms(m.text_to_audio_p50_ms) for m in columns],
+            "",
+        ),
         ("overlaps void (reply already over)", [str(m.void_overlaps) for m in columns], ""),
         (
             "CPU used by other processes meanwhile",
