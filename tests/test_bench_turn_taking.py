@@ -179,6 +179,11 @@ def test_an_overlap_is_judged_from_the_log() -> None:
     answered += [(11.1, frames.State(state="thinking", turn_id=2)), (11.5, _audio(2))]
     record = judge(answered, 11.0)
     assert record.answered and not record.went_on and record.gap_ms is None
+    # Not heard at all, and the reply ended normally soon after: the agent went on.
+    ended = [(10.05, _audio(1))]
+    ended += [(10.4, frames.AgentAudioDone(turn_id=1, duration_ms=900, interrupted=False))]
+    record = judge(ended, math.inf)
+    assert record.valid and record.went_on and record.gap_ms == pytest.approx(350.0)
     # The reply ended as the overlap began: void.
     over = [(10.1, frames.AgentAudioDone(turn_id=1, duration_ms=900, interrupted=False))]
     assert not judge(over, math.inf).valid

@@ -496,7 +496,13 @@ def _judge_overlap(
     last = played.onset
     gap = 0.0
     for at, event in log:
-        if not isinstance(event, AgentAudio) or at < played.onset:
+        if at < played.onset:
+            continue
+        if isinstance(event, frames.AgentAudioDone) and event.turn_id == reply_turn:
+            if not event.interrupted:  # never stopped: it said all it had to say
+                record.went_on, record.gap_ms = True, max(gap, at - last) * 1000
+                break
+        if not isinstance(event, AgentAudio):
             continue
         if user_turn is not None and event.turn_id == user_turn:
             record.answered = True
