@@ -98,6 +98,15 @@ class SpeechSegmenter:
         self._noise: float | None = None
         self._peak = float("-inf")
 
+    def forget_speech(self) -> None:
+        """Forget the speech in progress (a wake word ended it): the next frames start afresh,
+        as after silence. The noise floor is kept."""
+        self._speaking = False
+        self._paused = False
+        self._run_start = None
+        self._silence_from = None
+        self._peak = float("-inf")
+
     @property
     def speaking(self) -> bool:
         """Whether speech has started and not stopped."""

@@ -192,6 +192,11 @@ class SileroVadSession(FeatureSession):
         self._recent = b""  # the last frames before this chunk, for a pre-roll and its context
         self._in_step = True  # the stream scored the frame before this chunk (or none came)
 
+    def forget_speech(self) -> None:
+        """A wake word was heard: the speech in progress is over for the segmenter (the
+        model's state goes on: it is only context)."""
+        self.segmenter.forget_speech()
+
     async def process(self, pcm: bytes) -> Sequence[FeatureEvent]:
         """Feed the next chunk; return speech start / stop events it completes.
 

@@ -238,7 +238,7 @@ def test_wake_word_mode_sleeps_again_after_a_reply() -> None:
 
 def test_a_pause_after_the_wake_word_keeps_the_session_awake_for_the_request() -> None:
     conv = _conversation(wake_word_mode=True, vad_segmentation=True)
-    for event in (WakeWord(), SpeechStop()):
+    for event in (WakeWord(), Commit()):
         conv.handle(event)
     # "Hey Jarvis." ... the turn the wake opened ends with no words: wait for the request
     assert conv.handle(TranscriptFinal(1, "")) == [OpenWakeWindow(1), EmitState("idle", None)]
@@ -257,7 +257,7 @@ def test_a_pause_after_the_wake_word_keeps_the_session_awake_for_the_request() -
 
 def test_the_wake_window_closes_when_nothing_is_asked() -> None:
     conv = _conversation(wake_word_mode=True, vad_segmentation=True)
-    for event in (WakeWord(), SpeechStop(), TranscriptFinal(1, "")):
+    for event in (WakeWord(), Commit(), TranscriptFinal(1, "")):
         conv.handle(event)
     assert conv.handle(WakeWindowClosed(1)) == []
     assert not conv.awake
@@ -266,7 +266,7 @@ def test_the_wake_window_closes_when_nothing_is_asked() -> None:
 
 def test_an_empty_turn_after_the_wake_turn_sends_the_session_to_sleep() -> None:
     conv = _conversation(wake_word_mode=True, vad_segmentation=True)
-    for event in (WakeWord(), SpeechStop(), TranscriptFinal(1, ""), SpeechStart(False)):
+    for event in (WakeWord(), Commit(), TranscriptFinal(1, ""), SpeechStart(False)):
         conv.handle(event)
     conv.handle(SpeechStop())
     assert conv.handle(TranscriptFinal(2, "")) == [EmitState("idle", None)]  # no second window
@@ -280,3 +280,43 @@ def test_turn_ids_increase_across_typed_and_spoken_turns() -> None:
     assert conv.handle(UserAudio())[0] == OpenUserTurn(2)
     conv.handle(Commit())
     assert conv.handle(TranscriptFinal(2, "b")) == [StartAgentTurn(2, "b")]
+
+
+def test_the_turn_a_wake_word_opens_waits_for_speech_after_the_keyword() -> None:
+    """"Hey Jarvis, ... what time is it?": the end of the keyword's speech and the pause after
+    it do not end the turn; the request's own end does."""
+    conv = _conversation(wake_word_mode=True, vad_segmentation=True)
+    assert conv.handle(WakeWord()) == [
+        OpenUserTurn(1),
+        OpenWakeWindow(1),
+        EmitState("listening", 1),
+    ]
+    assert conv.handle(SpeechStop()) == []  # the keyword's speech ended
+    assert conv.state == "listening"
+    assert conv.handle(SpeechStart(barge_in=False)) == []  # the request: the same turn
+    assert conv.handle(SpeechStop()) == [FinalizeUserTurn(1), EmitState("thinking", 1)]
+    assert conv.handle(WakeWindowClosed(1)) == []  # the request came: nothing to close
+    assert conv.handle(TranscriptFinal(1, "what time is it")) == [
+        StartAgentTurn(1, "what time is it")
+    ]
+
+
+def test_a_wake_with_nothing_said_after_it_ends_when_the_window_closes() -> None:
+    conv = _conversation(wake_word_mode=True, vad_segmentation=True)
+    conv.handle(WakeWord())
+    assert conv.handle(SpeechStop()) == []
+    assert conv.handle(WakeWindowClosed(1)) == [FinalizeUserTurn(1), EmitState("thinking", 1)]
+    assert conv.handle(TranscriptFinal(1, "")) == [EmitState("idle", None)]
+    assert not conv.awake  # no second window: asleep
+    assert conv.handle(SpeechStart(barge_in=False)) == []
+
+
+def test_a_commit_ends_the_woken_turn_at_once() -> None:
+    conv = _conversation(wake_word_mode=True, vad_segmentation=True)
+    conv.handle(WakeWord())
+    assert conv.handle(Commit()) == [FinalizeUserTurn(1), EmitState("thinking", 1)]
+
+
+def test_without_vad_segmentation_the_wake_opens_no_window() -> None:
+    conv = _conversation(wake_word_mode=True)
+    assert conv.handle(WakeWord()) == [OpenUserTurn(1), EmitState("listening", 1)]

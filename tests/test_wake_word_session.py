@@ -125,4 +125,4 @@ async def test_the_request_after_the_wake_word_is_the_turn(
     assert items.index(wakes[0]) < items.index(transcripts[0])
     final = transcripts[-1]
     assert final.final and [t for t in transcripts if t.final] == [final]
-    assert _words(final.text) == "what time is it", final.text
+    assert _words(final.text) == "what time is it", (final.text, items)

@@ -10,6 +10,7 @@ at the client, so they include loopback and the client's own parsing: an upper b
 
 from __future__ import annotations
 
+import sys
 import time
 
 import numpy as np
@@ -34,14 +35,25 @@ reply = "Certainly. Here is a reply that is long enough to be interrupted while 
 
 def run_turn_benchmark(*, turns: int, url: str | None, api_key: str | None) -> int:
     """Run the benchmark and print its figures. Returns a process exit code."""
-    if url is not None:
-        return trio.run(_run, url, api_key, turns)
-    with local_server(_CONFIG) as server:
-        return trio.run(_run, server.session_url, api_key, turns)
+    try:
+        if url is not None:
+            return trio.run(_run, url, api_key, turns)
+        with local_server(_CONFIG) as server:
+            return trio.run(_run, server.session_url, api_key, turns)
+    except BenchmarkFailed as failure:
+        print(f"benchmark failed: {failure}", file=sys.stderr)
+        return 1
+
+
+class BenchmarkFailed(RuntimeError):
+    """The server answered a turn of the benchmark with a warning or an error."""
 
 
 async def _next(session: VoiceClient) -> frames.ServerFrame | AgentAudio:
-    return await session.receive()
+    event = await session.receive()
+    if isinstance(event, frames.ErrorFrame | frames.WarningFrame):
+        raise BenchmarkFailed(f"{event.code}: {event.message}")
+    return event
 
 
 async def _run(url: str, api_key: str | None, turns: int) -> int:
@@ -52,7 +64,8 @@ async def _run(url: str, api_key: str | None, turns: int) -> int:
     server_barge_in: list[float] = []
     rng = np.random.default_rng(0)
     speech = (np.sin(np.arange(3200) / 5.0) * 8000).astype("<i2").tobytes()  # 200 ms
-    async with connect(url, api_key=api_key) as session:
+    # Push-to-talk: each turn ends at ``audio.commit`` (a tone is not speech to a VAD).
+    async with connect(url, api_key=api_key, config={"turn_detection": "manual"}) as session:
         await _drain_until(session, "idle")
         for _ in range(turns):
             await session.send_audio(speech)

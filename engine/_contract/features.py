@@ -155,6 +155,17 @@ class FeatureSession(abc.ABC):
         """
         return None
 
+    def forget_speech(self) -> None:
+        """A wake word was just heard: what follows is the request, not more of the speech
+        in progress. A VAD forgets that the user is speaking, so that the pause people leave
+        after the keyword does not read as the end of their request, and speech that runs on
+        from the keyword starts anew. The default does nothing (the engine then waits for a
+        start of speech after the keyword, and ends a request that runs on without one when
+        the wake window closes). No I/O.
+
+        .. versionadded:: 1 (wake word)
+        """
+
 
 class SessionFeature(Resource):
     """A feature, created once per engine and shared by sessions."""

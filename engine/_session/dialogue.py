@@ -245,6 +245,7 @@ class Dialogue:
                 if not self.config.wake_word_enabled:
                     await self._outbox.warn("wake_ignored", "wake frames need wake_word_enabled")
                 self._input.clear_pre_roll()  # the wake word itself is not part of the request
+                self._features.forget_speech()
                 await self._apply(turns, conv.handle(WakeWord()))
             case Playback(turn_id=turn_id, played_ms=played_ms):
                 turn = self._agent_turn
@@ -288,6 +289,7 @@ class Dialogue:
             case WakeDetected(confidence=confidence, keyword=keyword, after_ms=after_ms):
                 await self._outbox.send(WakeFrame(keyword=keyword, confidence=confidence))
                 self._input.keep_last(after_ms)  # the keyword is not part of the request
+                self._features.forget_speech()  # a pause after the keyword ends nothing
                 await self._apply(turns, conv.handle(WakeWord()))
             case AgentOutputStarted(turn_id=turn_id):
                 await self._apply(turns, conv.handle(item))

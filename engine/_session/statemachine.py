@@ -209,8 +209,11 @@ class StartAgentTurn:
 
 @dataclass(frozen=True, slots=True)
 class OpenWakeWindow:
-    """The turn a wake word opened ended with no words (the user paused after the keyword):
-    stay awake a while for the request; ``WakeWindowClosed`` ends the wait."""
+    """Wait a while for the request after a wake word; ``WakeWindowClosed`` ends the wait.
+
+    Asked for when a wake word opens a turn under VAD segmentation (the turn waits for speech
+    after the keyword; if none starts, the window's close ends it), and when the turn a wake
+    word opened ended with no words (the session stays awake for the request)."""
 
     turn_id: int
 
@@ -261,6 +264,9 @@ class Conversation:
         self._agent_turn: int | None = None
         self._queued: StartAgentTurn | None = None
         self._woken_turn: int | None = None  # the user turn a wake word opened
+        # The woken turn while no speech has started since the wake (VAD segmentation): the
+        # pause after the keyword does not end it; its wake window does, if nothing is said.
+        self._awaiting_request: int | None = None
         self._reported: StateName = "idle"
         self._reported_turn: int | None = None
 
@@ -302,7 +308,13 @@ class Conversation:
                 if barge_in and self._agent in (_Agent.PENDING, _Agent.SPEAKING):
                     self._cancel_agent(actions)
                 self._open_user_turn(actions)
+                self._awaiting_request = None  # the request (or something) is being said
+            case SpeechStop() if (
+                self._open_turn is not None and self._open_turn == self._awaiting_request
+            ):
+                pass  # the end of the keyword, or the pause after it: wait for the request
             case SpeechStop() | Commit():
+                self._awaiting_request = None
                 if self._open_turn is not None:
                     self._finalizing.add(self._open_turn)
                     actions.append(FinalizeUserTurn(self._open_turn))
@@ -314,12 +326,15 @@ class Conversation:
                         )
                     )
             case TypedText(text=text):
+                self._awaiting_request = None
                 if self._open_turn is not None:
                     actions.append(DiscardUserTurn(self._open_turn))
                     self._open_turn = None
                 self.last_turn_id += 1
                 self._start_agent(StartAgentTurn(self.last_turn_id, text), actions)
             case TranscriptFinal(turn_id=turn_id, text=text, ignored=ignored):
+                if turn_id == self._awaiting_request:
+                    self._awaiting_request = None
                 if turn_id == self._open_turn:
                     # The STT stream ended on its own (it failed, or it does its own
                     # endpointing): the user turn is over.
@@ -360,6 +375,19 @@ class Conversation:
                     if self._open_turn is None:
                         self._open_user_turn(actions)
                         self._woken_turn = self._open_turn
+                        if self.vad_segmentation and self._open_turn is not None:
+                            self._awaiting_request = self._open_turn
+                            actions.append(OpenWakeWindow(self._open_turn))
+            case WakeWindowClosed(turn_id=turn_id) if (
+                turn_id == self._awaiting_request and turn_id == self._open_turn
+            ):
+                # Nothing was said after the keyword: the turn ends (with what it heard), and
+                # an empty one sends the session back to sleep.
+                self._awaiting_request = None
+                self._woken_turn = None
+                self._finalizing.add(turn_id)
+                actions.append(FinalizeUserTurn(turn_id))
+                self._open_turn = None
             case WakeWindowClosed(turn_id=turn_id):
                 if (
                     self.wake_word_mode

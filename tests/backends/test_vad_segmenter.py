@@ -186,3 +186,17 @@ def test_speech_that_resumes_breaks_the_dated_run() -> None:
     probs = frames("SSSSSS..SSSSSS.........")
     sound = levels("####___####____________")
     assert segmenter().push_many(probs, sound) == [started(0), SpeechStopped(110)]
+
+
+def test_forgetting_the_speech_starts_afresh() -> None:
+    """After a wake word: the pause after the keyword stops nothing, and speech that runs on
+    from the keyword starts anew (after min_speech)."""
+    paused = segmenter(pause_ms=None)
+    assert paused.push_many(frames("SSSS")) == [started(0)]
+    paused.forget_speech()
+    assert not paused.speaking
+    assert paused.push_many(frames("........SSS")) == [started(12)]
+    running_on = segmenter(pause_ms=None)
+    assert running_on.push_many(frames("SSSS")) == [started(0)]
+    running_on.forget_speech()
+    assert running_on.push_many(frames("SSS.....")) == [started(4), stopped(7)]
