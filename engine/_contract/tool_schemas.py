@@ -9,13 +9,12 @@ with a slip (a missing brace, single quotes, a trailing comma) are repaired once
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Mapping
 from typing import Any
 
 import json_repair
-import jsonschema  # type: ignore[import-untyped]
-import jsonschema.exceptions  # type: ignore[import-untyped]
 
 __all__ = [
     "ArgumentsInvalid",
@@ -25,7 +24,6 @@ __all__ = [
     "result_text",
 ]
 
-_VALIDATOR = jsonschema.Draft202012Validator
 _MAX_SCHEMA_BYTES = 64 * 1024
 
 
@@ -61,9 +59,10 @@ def check_parameters_schema(schema: Mapping[str, Any]) -> None:
         raise SchemaInvalid(f"parameters schema is {size} bytes; the limit is {_MAX_SCHEMA_BYTES}")
     if schema.get("type") != "object":
         raise SchemaInvalid('parameters must be a schema of "type": "object"')
+    validator, schema_error = _jsonschema()
     try:
-        _VALIDATOR.check_schema(schema)
-    except jsonschema.exceptions.SchemaError as exc:
+        validator.check_schema(schema)
+    except schema_error as exc:
         raise SchemaInvalid(f"parameters are not a valid JSON Schema: {exc.message}") from exc
 
 
@@ -89,12 +88,23 @@ def parse_arguments(text: str, schema: Mapping[str, Any]) -> dict[str, Any]:
         raise ArgumentsInvalid(
             f"the arguments are not a JSON object: {text[:200]!r}", repaired=repaired
         )
-    errors = sorted(_VALIDATOR(schema).iter_errors(value), key=lambda e: list(e.path))
+    errors = sorted(_jsonschema()[0](schema).iter_errors(value), key=lambda e: list(e.path))
     if errors:
         first = errors[0]
         where = "/".join(str(p) for p in first.path) or "(arguments)"
         raise ArgumentsInvalid(f"{where}: {first.message}", repaired=repaired)
     return value
+
+
+@functools.cache
+def _jsonschema() -> tuple[Any, Any]:
+    """The Draft 2020-12 validator class and the schema error, imported at the first tool:
+    jsonschema and its referencing machinery cost a server ~9 MiB that sessions without tools
+    do not need."""
+    import jsonschema  # type: ignore[import-untyped]
+    import jsonschema.exceptions  # type: ignore[import-untyped]
+
+    return jsonschema.Draft202012Validator, jsonschema.exceptions.SchemaError
 
 
 def result_text(result: Any) -> str:

@@ -14,17 +14,18 @@ import time
 import wave
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Literal
+from types import ModuleType
+from typing import TYPE_CHECKING, Literal
 
-import av
-import av.audio.stream
-import av.container
-import av.error
 import numpy as np
 import trio
 
 from .._audio import resample_pcm16
 from .._errors import AudioDecodeError
+
+if TYPE_CHECKING:
+    import av
+    import av.container
 
 __all__ = [
     "CONTENT_TYPES",
@@ -115,6 +116,7 @@ class AudioDecoder:
         """
         if self.done:
             return True
+        av = _pyav()
         try:
             if self._frames is None:
                 self._open()
@@ -158,6 +160,7 @@ class AudioDecoder:
         self.close()
 
     def _open(self) -> None:
+        av = _pyav()
         container = av.open(io.BytesIO(self._data), mode="r")
         self._container = container
         if not container.streams.audio:
@@ -251,11 +254,12 @@ def _wav(pcm: bytes, sample_rate: int) -> bytes:
 def _ffmpeg(
     pcm: bytes, rate: int, container_format: str, codec: str, bit_rate: int | None
 ) -> bytes:
+    av = _pyav()
     out = io.BytesIO()
     samples = np.frombuffer(pcm, dtype="<i2")
     with av.open(out, mode="w", format=container_format) as container:
         stream = container.add_stream(codec, rate=rate, layout="mono")
-        assert isinstance(stream, av.audio.stream.AudioStream)
+        assert isinstance(stream, av.AudioStream)
         if bit_rate is not None:
             stream.bit_rate = bit_rate
         frame_size = stream.codec_context.frame_size or 1024
@@ -276,3 +280,12 @@ def _ffmpeg(
         for packet in stream.encode(None):
             container.mux(packet)
     return out.getvalue()
+
+
+def _pyav() -> ModuleType:
+    """PyAV (FFmpeg), imported on the first voice note: it costs a server ~15 MiB that one
+    serving only live sessions does not need."""
+    import av
+    import av.error
+
+    return av
