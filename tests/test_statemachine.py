@@ -320,3 +320,10 @@ def test_a_commit_ends_the_woken_turn_at_once() -> None:
 def test_without_vad_segmentation_the_wake_opens_no_window() -> None:
     conv = _conversation(wake_word_mode=True)
     assert conv.handle(WakeWord()) == [OpenUserTurn(1), EmitState("listening", 1)]
+
+
+def test_with_client_vad_frames_the_clients_stop_ends_the_woken_turn() -> None:
+    """The client's own VAD ends turns: its stop after a wake is the end it means."""
+    conv = _conversation(wake_word_mode=True, vad_segmentation=True, server_endpointing=False)
+    assert conv.handle(WakeWord()) == [OpenUserTurn(1), EmitState("listening", 1)]
+    assert conv.handle(SpeechStop()) == [FinalizeUserTurn(1), EmitState("thinking", 1)]

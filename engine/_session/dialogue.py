@@ -744,8 +744,11 @@ class Dialogue:
         self._reconfigure()
 
     def _reconfigure(self) -> None:
+        server_endpointing = (
+            not self._client_vad and self._mode != "manual" and "vad_enabled" in self._features
+        )
         self._conversation.configure(
             wake_word_mode=self.config.wake_word_enabled,
-            vad_segmentation=self._client_vad
-            or (self._mode != "manual" and "vad_enabled" in self._features),
+            vad_segmentation=self._client_vad or server_endpointing,
+            server_endpointing=server_endpointing,
         )

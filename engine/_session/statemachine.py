@@ -250,11 +250,23 @@ class Conversation:
     Args:
         wake_word_mode: stay idle until a wake word.
         vad_segmentation: user turns open on speech start (VAD) rather than on any audio.
+        server_endpointing: the server's VAD ends user turns (not the client's ``vad``
+            frames): a turn a wake word opens then waits for speech after the keyword.
+            Default: as ``vad_segmentation``.
     """
 
-    def __init__(self, *, wake_word_mode: bool = False, vad_segmentation: bool = False) -> None:
+    def __init__(
+        self,
+        *,
+        wake_word_mode: bool = False,
+        vad_segmentation: bool = False,
+        server_endpointing: bool | None = None,
+    ) -> None:
         self.wake_word_mode = wake_word_mode
         self.vad_segmentation = vad_segmentation
+        self.server_endpointing = (
+            vad_segmentation if server_endpointing is None else server_endpointing
+        )
         self.awake = False
         self.last_turn_id = 0
         self._open_turn: int | None = None
@@ -287,10 +299,13 @@ class Conversation:
         """The agent turn running (or stopping), if any."""
         return self._agent_turn
 
-    def configure(self, *, wake_word_mode: bool, vad_segmentation: bool) -> list[Action]:
+    def configure(
+        self, *, wake_word_mode: bool, vad_segmentation: bool, server_endpointing: bool
+    ) -> list[Action]:
         """Apply a config change; takes effect for the next user turn."""
         self.wake_word_mode = wake_word_mode
         self.vad_segmentation = vad_segmentation
+        self.server_endpointing = server_endpointing
         if not wake_word_mode:
             self.awake = False
         return []
@@ -375,7 +390,7 @@ class Conversation:
                     if self._open_turn is None:
                         self._open_user_turn(actions)
                         self._woken_turn = self._open_turn
-                        if self.vad_segmentation and self._open_turn is not None:
+                        if self.server_endpointing and self._open_turn is not None:
                             self._awaiting_request = self._open_turn
                             actions.append(OpenWakeWindow(self._open_turn))
             case WakeWindowClosed(turn_id=turn_id) if (
