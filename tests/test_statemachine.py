@@ -283,7 +283,7 @@ def test_turn_ids_increase_across_typed_and_spoken_turns() -> None:
 
 
 def test_the_turn_a_wake_word_opens_waits_for_speech_after_the_keyword() -> None:
-    """"Hey Jarvis, ... what time is it?": the end of the keyword's speech and the pause after
+    """Hey Jarvis, ... what time is it? The end of the keyword's speech and the pause after
     it do not end the turn; the request's own end does."""
     conv = _conversation(wake_word_mode=True, vad_segmentation=True)
     assert conv.handle(WakeWord()) == [
