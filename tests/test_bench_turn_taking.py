@@ -160,6 +160,7 @@ def test_an_overlap_is_judged_from_the_log() -> None:
     # At once: interrupted at the onset, "uh-huh" is no turn, the rest said as turn 3.
     at_once = [(9.98, _audio(1)), (10.02, _audio(1))]
     at_once += [(10.15, frames.State(state="interrupted", turn_id=1))]
+    at_once += [(10.9, frames.State(state="thinking", turn_id=2))]  # "uh-huh" recognised
     at_once += [(11.0, _final(2, "Uh-huh."))]
     at_once += [(11.1, frames.State(state="thinking", turn_id=3)), (11.2, _audio(3))]
     record = judge(at_once, 11.0)

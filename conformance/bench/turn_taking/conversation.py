@@ -512,8 +512,10 @@ def _judge_overlap(
         if at > judged:
             record.went_on, record.gap_ms = True, gap * 1000
             break
+    # A reply to it: the agent spoke in the overlap's turn. (``thinking`` with its turn id is
+    # not one: that is also the state while the overlap's words are being recognised.)
     record.answered = record.answered or any(
-        isinstance(e, frames.State) and e.state == "thinking" and e.turn_id == user_turn
+        isinstance(e, frames.State) and e.state == "speaking" and e.turn_id == user_turn
         for _, e in log
     )
 
