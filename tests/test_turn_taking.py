@@ -216,6 +216,20 @@ async def test_semantic_waits_through_a_pause_the_model_calls_incomplete() -> No
         assert [(t.turn_id, t.text) for t in finals] == [(1, "my number is five five five one two")]
 
 
+async def test_semantic_waits_when_the_words_so_far_stop_mid_sentence() -> None:
+    """The model hears a finished turn, but the words at the pause end on "and": wait."""
+    async with session(("coffee and milk please",), turn_eagerness="high") as (client, _):
+        ScriptedEndOfTurn.probability = 0.95
+        await speak(client, 400, then_quiet_ms=200)  # interim "coffee and" ... pause
+        with trio.move_on_after(0.5):
+            seen = await client.receive_until("transcript", final=True)
+            raise AssertionError(f"the turn ended on a dangling 'and': {seen}")
+        await speak(client, 300, then_quiet_ms=200)  # "... milk please"
+        seen = await client.receive_until("agent.text.done")
+        finals = [t for t in of(seen, TranscriptFrame) if t.final]
+        assert [(t.turn_id, t.text) for t in finals] == [(1, "coffee and milk please")]
+
+
 async def test_semantic_ends_an_incomplete_turn_at_the_cap() -> None:
     async with session(turn_eagerness="high") as (client, _):
         ScriptedEndOfTurn.probability = 0.05

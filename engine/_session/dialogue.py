@@ -17,6 +17,7 @@ dialogue only once its cancel scope is entered.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from functools import partial
@@ -87,6 +88,7 @@ from .statemachine import (
 )
 from .tools import SessionTools
 from .turn_taking import Overlap, OverlapLong, PauseEnded, TurnTaking, UserIdle
+from .unfinished import sounds_unfinished
 from .user_turn import STT_RATE, InputAudio, UserTurn
 from .wire import AudioIn, Outbox
 
@@ -117,6 +119,11 @@ Item = (
 )
 
 _JOIN_MS = 100  # the most queued audio the dialogue joins into one chunk
+#: How long the end-of-turn judgement waits for the pause's transcription, once the model has
+#: said "complete": the reply needs that transcript before it can start anyway.
+PAUSE_TEXT_WAIT_S = 0.5
+
+log = logging.getLogger("scaivoice.session")
 
 
 class Dialogue:
@@ -171,6 +178,8 @@ class Dialogue:
             None  # a turn's audio transcribed at a pause
         )
         self._snapshot_scope: trio.CancelScope | None = None
+        self._snapshot_done: tuple[int, trio.Event] | None = None  # the pause's transcription
+        self._interim: tuple[int, str] | None = None  # the open turn's latest interim text
         self._taking = TurnTaking(items)
         self._mode = "manual"  # the turn detection in effect (see apply_config)
         self._barge_in_by: int | None = None  # the user turn that cut the last agent turn off
@@ -430,9 +439,36 @@ class Dialogue:
         self._recognised[turn_id] = turn
         await self._items.send(TranscriptFinal(turn_id, text))
 
+    async def _judge_pause(self, turn_id: int, policy: EndOfTurnPolicy) -> float | None:
+        """The end-of-turn model's probability at a pause, overruled by the words: a turn
+        whose transcript so far stops mid-number, on "and", on a comma... is not over (0.0),
+        however finished its intonation sounded. Cancelling abandons both."""
+        probability = await self._features.end_of_turn()
+        if probability is None or probability < policy.complete_at:
+            return probability
+        text = await self._text_at_pause(turn_id)
+        if text is not None and sounds_unfinished(text):
+            log.debug("turn %d: %r sounds unfinished; waiting for more", turn_id, text)
+            return 0.0
+        return probability
+
+    async def _text_at_pause(self, turn_id: int) -> str | None:
+        """The turn's words so far: its latest interim, or the pause's transcription (waited
+        for up to :data:`PAUSE_TEXT_WAIT_S`: the reply needs it first anyway); ``None``
+        when there is none in time."""
+        if self._interim is not None and self._interim[0] == turn_id:
+            return self._interim[1]
+        pending = self._snapshot_done
+        if pending is not None and pending[0] == turn_id:
+            with trio.move_on_after(PAUSE_TEXT_WAIT_S):
+                await pending[1].wait()
+        snapshot = self._snapshot
+        return snapshot[1].text if snapshot is not None and snapshot[0] == turn_id else None
+
     def _on_interim(self, turns: trio.Nursery, turn_id: int, result: Transcript) -> None:
         """Start an early reply on a stable interim; withdraw it on any other interim."""
         text = result.text.strip()
+        self._interim = (turn_id, text)
         overlap = self._taking.overlap
         if overlap is not None and overlap.turn_id == turn_id and text:
             try:  # the dialogue decides; a full queue only delays it to the final
@@ -535,12 +571,20 @@ class Dialogue:
         self._forget_snapshot()
         scope = trio.CancelScope()
         self._snapshot_scope = scope
+        done = trio.Event()
+        self._snapshot_done = (turn_id, done)
         pcm = bytes(user_turn.audio)
         request = SttRequest(
             sample_rate=STT_RATE, language=self.config.language, word_timings=False
         )
 
         async def run() -> None:
+            try:
+                await transcribe()
+            finally:
+                done.set()
+
+        async def transcribe() -> None:
             with scope:
                 final = await transcribe_snapshot(
                     self.engine.stt, pcm, request, counter=self.engine.telemetry
@@ -660,7 +704,7 @@ class Dialogue:
             return  # only audio.commit ends the turn; the VAD only barges in
         elif self._mode == "semantic" and conv.user_turn is not None:
             policy = EndOfTurnPolicy.for_eagerness(self.config.turn_eagerness)
-            judge = self._features.end_of_turn
+            judge = partial(self._judge_pause, conv.user_turn, policy)
             self._taking.judge_pause(turns, conv.user_turn, judge, policy)
         else:
             await self._apply(turns, conv.handle(SpeechStop()))
