@@ -441,15 +441,19 @@ class Dialogue:
 
     async def _judge_pause(self, turn_id: int, policy: EndOfTurnPolicy) -> float | None:
         """The end-of-turn model's probability at a pause, overruled by the words: a turn
-        whose transcript so far stops mid-number, on "and", on a comma... is not over (0.0),
-        however finished its intonation sounded. Cancelling abandons both."""
+        whose transcript so far stops mid-number, on "and", on a comma... is not over however
+        finished its intonation sounded: the answer waits until the silence reaches the
+        policy's ``unfinished_wait_ms`` (the user speaking again cancels it). Cancelling
+        abandons the judgement."""
+        started = trio.current_time()
         probability = await self._features.end_of_turn()
         if probability is None or probability < policy.complete_at:
             return probability
         text = await self._text_at_pause(turn_id)
         if text is not None and sounds_unfinished(text):
             log.debug("turn %d: %r sounds unfinished; waiting for more", turn_id, text)
-            return 0.0
+            silent_s = policy.pause_ms / 1000.0 + (trio.current_time() - started)
+            await trio.sleep(max(0.0, policy.unfinished_wait_ms / 1000.0 - silent_s))
         return probability
 
     async def _text_at_pause(self, turn_id: int) -> str | None:

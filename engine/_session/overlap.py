@@ -60,20 +60,26 @@ class EndOfTurnPolicy:
         pause_ms: silence after speech at which the end-of-turn model is asked.
         complete_at: the model's probability at or above which the turn ends at once.
         max_wait_ms: the longest silence before the turn ends whatever the model said.
+        unfinished_wait_ms: the silence that ends a turn the model called complete but whose
+            words so far stop mid-sentence (a pause inside a dictated number is 0.3-0.9 s;
+            ending the number itself waits this long).
     """
 
-    __slots__ = ("complete_at", "max_wait_ms", "pause_ms")
+    __slots__ = ("complete_at", "max_wait_ms", "pause_ms", "unfinished_wait_ms")
 
-    def __init__(self, pause_ms: int, complete_at: float, max_wait_ms: int) -> None:
+    def __init__(
+        self, pause_ms: int, complete_at: float, max_wait_ms: int, unfinished_wait_ms: int
+    ) -> None:
         self.pause_ms = pause_ms
         self.complete_at = complete_at
         self.max_wait_ms = max_wait_ms
+        self.unfinished_wait_ms = unfinished_wait_ms
 
     @classmethod
     def for_eagerness(cls, eagerness: str) -> EndOfTurnPolicy:
         """``high`` answers soonest, ``low`` waits longest for the user to go on."""
         return {
-            "high": cls(pause_ms=120, complete_at=0.35, max_wait_ms=1200),
-            "medium": cls(pause_ms=180, complete_at=0.5, max_wait_ms=2000),
-            "low": cls(pause_ms=250, complete_at=0.7, max_wait_ms=3000),
+            "high": cls(120, complete_at=0.35, max_wait_ms=1200, unfinished_wait_ms=800),
+            "medium": cls(180, complete_at=0.5, max_wait_ms=2000, unfinished_wait_ms=1000),
+            "low": cls(250, complete_at=0.7, max_wait_ms=3000, unfinished_wait_ms=1500),
         }[eagerness]
