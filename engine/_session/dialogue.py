@@ -121,7 +121,7 @@ Item = (
 _JOIN_MS = 100  # the most queued audio the dialogue joins into one chunk
 #: How long the end-of-turn judgement waits for the pause's transcription, once the model has
 #: said "complete": the reply needs that transcript before it can start anyway.
-PAUSE_TEXT_WAIT_S = 0.5
+PAUSE_TEXT_WAIT_S = 1.0
 
 log = logging.getLogger("scaivoice.session")
 

@@ -24,6 +24,13 @@ _DANGLING = frozenset(
         "minus", "dash", "hyphen", "zero", "double", "triple",
     }
 )  # fmt: skip
+#: Words that say a number is being given: then any number at the end may go on.
+_DICTATION_CUES = frozenset(
+    {
+        "account", "call", "card", "code", "digits", "extension", "number", "phone", "pin",
+        "postcode", "reach", "reference", "serial", "ticket", "zip",
+    }
+)  # fmt: skip
 _WORD = re.compile(r"[a-z0-9']+")
 
 
@@ -32,9 +39,10 @@ def sounds_unfinished(text: str) -> bool:
 
     A question mark at the end always reads as finished. Otherwise: a trailing comma, dash or
     ellipsis; a last word that is a connective, article, preposition or filler; or a number
-    being dictated: a group of three or more digits that is not a year ("call me on 077"), or
-    digit groups in a row ("the code is 4 7"). One short number ("set an alarm for 7", "born
-    in 1990") is an answer, not dictation.
+    being dictated: any number after a word that announces one ("my number is 555", "the code
+    is 47"), a group of three or more digits that is not a year ("call me on 077"), or digit
+    groups in a row ("4 7"). One short number otherwise ("set an alarm for 7", "I'm 47",
+    "born in 1990") is an answer, not dictation.
     """
     stripped = text.strip()
     if not stripped or stripped.endswith("?"):
@@ -53,5 +61,7 @@ def _dictating(words: list[str]) -> bool:
     if not last.isdigit():
         return False
     if len(words) > 1 and words[-2].isdigit():
+        return True
+    if any(word in _DICTATION_CUES for word in words):
         return True
     return len(last) >= 3 and not (len(last) == 4 and 1900 <= int(last) <= 2099)
