@@ -430,6 +430,7 @@ def _cmd_bench_turn_taking(args: argparse.Namespace) -> int:
         turns=args.turns,
         modes=args.mode,
         voices=args.voice,
+        categories=args.category,
         url=args.url,
         api_key=args.api_key,
         as_json=args.json,
@@ -742,6 +743,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--voice",
         action="append",
         help="backend:voice[@speed], repeatable (default: hibari, piper and espeak voices)",
+    )
+    b.add_argument(
+        "--category",
+        action="append",
+        choices=["pauses", "questions", "backchannels", "noises", "interruptions"],
+        help="conversation category to run, repeatable (default: all five)",
     )
     b.add_argument("--url", help="benchmark this server instead of starting one")
     b.add_argument("--api-key")

@@ -223,6 +223,7 @@ def run_turn_taking_benchmark(
     modes: Sequence[str] | None,
     voices: Sequence[str] | None,
     url: str | None,
+    categories: Sequence[str] | None = None,
     api_key: str | None,
     as_json: bool,
 ) -> int:
@@ -232,6 +233,7 @@ def run_turn_taking_benchmark(
         per_category=per_category,
         turns=turns,
         voices=voices or VOICES,
+        categories=categories or CATEGORIES,
         url=url,
         api_key=api_key,
         on_record=None if as_json else _print_record,
