@@ -18,6 +18,7 @@ dialogue only once its cancel scope is entered.
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from functools import partial
@@ -122,6 +123,7 @@ _JOIN_MS = 100  # the most queued audio the dialogue joins into one chunk
 #: How long the end-of-turn judgement waits for the pause's transcription, once the model has
 #: said "complete": the reply needs that transcript before it can start anyway.
 PAUSE_TEXT_WAIT_S = 1.0
+_COVER_SLACK_MS = 100  # an interim ending this close to the end of speech covers it
 
 log = logging.getLogger("scaivoice.session")
 
@@ -179,7 +181,8 @@ class Dialogue:
         )
         self._snapshot_scope: trio.CancelScope | None = None
         self._snapshot_done: tuple[int, trio.Event] | None = None  # the pause's transcription
-        self._interim: tuple[int, str] | None = None  # the open turn's latest interim text
+        self._interim: tuple[int, Transcript] | None = None  # the open turn's latest interim
+        self._interim_heard = trio.Event()  # set (and replaced) at each interim
         self._taking = TurnTaking(items)
         self._mode = "manual"  # the turn detection in effect (see apply_config)
         self._barge_in_by: int | None = None  # the user turn that cut the last agent turn off
@@ -449,30 +452,51 @@ class Dialogue:
         probability = await self._features.end_of_turn()
         if probability is None or probability < policy.complete_at:
             return probability
-        text = await self._text_at_pause(turn_id)
+        user_turn = self._user_turn
+        speech_end_ms = (
+            user_turn.audio_ms - policy.pause_ms - (trio.current_time() - started) * 1000.0
+            if user_turn is not None and user_turn.turn_id == turn_id
+            else math.inf
+        )
+        text = await self._text_at_pause(turn_id, speech_end_ms)
         if text is not None and sounds_unfinished(text):
             log.debug("turn %d: %r sounds unfinished; waiting for more", turn_id, text)
             silent_s = policy.pause_ms / 1000.0 + (trio.current_time() - started)
             await trio.sleep(max(0.0, policy.unfinished_wait_ms / 1000.0 - silent_s))
         return probability
 
-    async def _text_at_pause(self, turn_id: int) -> str | None:
-        """The turn's words so far: its latest interim, or the pause's transcription (waited
-        for up to :data:`PAUSE_TEXT_WAIT_S`: the reply needs it first anyway); ``None``
-        when there is none in time."""
-        if self._interim is not None and self._interim[0] == turn_id:
-            return self._interim[1]
-        pending = self._snapshot_done
-        if pending is not None and pending[0] == turn_id:
-            with trio.move_on_after(PAUSE_TEXT_WAIT_S):
-                await pending[1].wait()
-        snapshot = self._snapshot
-        return snapshot[1].text if snapshot is not None and snapshot[0] == turn_id else None
+    async def _text_at_pause(self, turn_id: int, speech_end_ms: float) -> str | None:
+        """The turn's words up to the pause: the pause's transcription (batch recognisers),
+        or an interim that covers the speech (a stable one, or one whose ``end_ms`` reaches
+        ``speech_end_ms``; an older interim stops mid-sentence and would mislead). Waited for
+        up to :data:`PAUSE_TEXT_WAIT_S` (the reply needs it first anyway); ``None`` when
+        none comes in time, or the recogniser's interims say nothing of where they end."""
+        with trio.move_on_after(PAUSE_TEXT_WAIT_S):
+            while True:
+                snapshot = self._snapshot
+                if snapshot is not None and snapshot[0] == turn_id:
+                    return snapshot[1].text
+                pending = self._snapshot_done
+                if pending is not None and pending[0] == turn_id and not pending[1].is_set():
+                    await pending[1].wait()
+                    continue
+                interim = self._interim
+                if interim is None or interim[0] != turn_id:
+                    return None
+                heard = interim[1]
+                if heard.stable or heard.end_ms >= speech_end_ms - _COVER_SLACK_MS:
+                    return heard.text
+                if heard.end_ms <= 0:
+                    return None
+                await self._interim_heard.wait()
+        return None
 
     def _on_interim(self, turns: trio.Nursery, turn_id: int, result: Transcript) -> None:
         """Start an early reply on a stable interim; withdraw it on any other interim."""
         text = result.text.strip()
-        self._interim = (turn_id, text)
+        self._interim = (turn_id, result)
+        self._interim_heard.set()
+        self._interim_heard = trio.Event()
         overlap = self._taking.overlap
         if overlap is not None and overlap.turn_id == turn_id and text:
             try:  # the dialogue decides; a full queue only delays it to the final
