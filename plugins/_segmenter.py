@@ -99,8 +99,8 @@ class SpeechSegmenter:
         self._peak = float("-inf")
 
     def forget_speech(self) -> None:
-        """Forget the speech in progress (a wake word ended it): the next frames start afresh,
-        as after silence. The noise floor is kept."""
+        """Forget the speech in progress (it stopped, or a wake word ended it): the next
+        frames start afresh, as after silence. The noise floor is kept."""
         self._speaking = False
         self._paused = False
         self._run_start = None
@@ -158,10 +158,7 @@ class SpeechSegmenter:
                 return SpeechPaused(round(self._silence_from))
             return None
         at_ms = round(self._silence_from)
-        self._silence_from = None
-        self._paused = False
-        self._speaking = False
-        self._peak = float("-inf")
+        self.forget_speech()
         return SpeechStopped(at_ms)
 
     def _note_levels(self, probability: float, levels: Sequence[float]) -> None:

@@ -382,3 +382,35 @@ async def test_switching_to_manual_mid_session_opens_turns_at_the_first_audio() 
         await client.receive_until("state", state="listening")
         await client.send_json({"type": "audio.commit"})
         await client.receive_until("transcript", final=True)
+
+
+class _ForgetfulVadSession(_LoudnessVadSession):
+    def forget_speech(self) -> None:
+        raise RuntimeError("a bug in a feature")
+
+
+class ForgetfulVad(LoudnessVad):
+    """A VAD whose ``forget_speech`` (called at a wake) raises."""
+
+    def open_session(self, *, sample_rate: int, options: Mapping[str, Any]) -> FeatureSession:
+        return _ForgetfulVadSession(300.0, sample_rate)
+
+
+async def test_a_feature_that_fails_at_a_wake_is_turned_off_and_the_session_goes_on() -> None:
+    class Plugin:
+        @hookimpl
+        def scaivoice_session_features(self) -> Iterator[FeatureSpec]:
+            yield FeatureSpec(name="forgetful-vad", config_key="vad_enabled", factory=ForgetfulVad)
+
+    host = host_with()
+    host.register(Plugin(), name="forgetful")
+    async with open_test_engine(host=host) as engine:
+        transport, client = memory_transport_pair()
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(run_memory_session, engine, transport)
+            await client.start(wake_word_enabled=True, vad_enabled=True)
+            await client.send_json({"type": "wake"})
+            await client.receive_until("warning", code="feature_failed")
+            await client.send_json({"type": "text", "text": "still there?"})
+            await client.receive_until("agent.text.done")
+            nursery.cancel_scope.cancel()

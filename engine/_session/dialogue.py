@@ -257,7 +257,7 @@ class Dialogue:
                 if not self.config.wake_word_enabled:
                     await self._outbox.warn("wake_ignored", "wake frames need wake_word_enabled")
                 self._input.clear_pre_roll()  # the wake word itself is not part of the request
-                self._features.forget_speech()
+                await self._features_off(self._features.forget_speech())
                 await self._apply(turns, conv.handle(WakeWord()))
             case Playback(turn_id=turn_id, played_ms=played_ms):
                 turn = self._agent_turn
@@ -301,7 +301,8 @@ class Dialogue:
             case WakeDetected(confidence=confidence, keyword=keyword, after_ms=after_ms):
                 await self._outbox.send(WakeFrame(keyword=keyword, confidence=confidence))
                 self._input.keep_last(after_ms)  # the keyword is not part of the request
-                self._features.forget_speech()  # a pause after the keyword ends nothing
+                # A pause after the keyword ends nothing.
+                await self._features_off(self._features.forget_speech())
                 await self._apply(turns, conv.handle(WakeWord()))
             case AgentOutputStarted(turn_id=turn_id):
                 await self._apply(turns, conv.handle(item))
@@ -329,11 +330,7 @@ class Dialogue:
         self._input.remember(pcm)
         await self._apply(turns, self._conversation.handle(UserAudio()))
         events, failed = await self._features.process(pcm)
-        for key in failed:
-            self._reconfigure()
-            await self._outbox.warn(
-                "feature_failed", f"{key}: the server-side feature failed and is now off"
-            )
+        await self._features_off(failed)
         for event in events:
             await self._on_item(turns, event)
         turn = self._user_turn
@@ -351,6 +348,14 @@ class Dialogue:
                 "here; what follows belongs to the next turn",
             )
             await self._apply(turns, self._conversation.handle(Commit()))
+
+    async def _features_off(self, failed: list[str]) -> None:
+        """Features that failed are off: the session goes on without them, and says so."""
+        for key in failed:
+            self._reconfigure()
+            await self._outbox.warn(
+                "feature_failed", f"{key}: the server-side feature failed and is now off"
+            )
 
     async def _apply(self, turns: trio.Nursery, actions: list[Action]) -> None:
         for action in actions:

@@ -101,14 +101,19 @@ class SessionFeatures:
             log.exception("the end-of-turn model failed; this pause ends the turn")
             return None
 
-    def forget_speech(self) -> None:
-        """A wake word was heard: every feature forgets the speech in progress."""
-        for key, feature in list(self._on.items()):
+    def forget_speech(self) -> list[str]:
+        """A wake word was heard: every feature forgets the speech in progress. Returns the
+        keys of the features that failed (now off), as :meth:`process` does."""
+        failed: list[str] = []
+        for key, feature in self._on.items():
             try:
                 feature.forget_speech()
             except Exception:  # a feature's bug degrades the session, it does not end it
                 log.exception("session feature %r failed to forget the speech; it is off", key)
-                del self._on[key]
+                failed.append(key)
+        for key in failed:
+            del self._on[key]
+        return failed
 
     async def process(self, pcm: bytes) -> tuple[list[FeatureEvent], list[str]]:
         """Feed ``pcm`` to every feature that is on; return their events and the keys of the

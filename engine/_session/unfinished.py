@@ -5,13 +5,13 @@ pauses sounds finished at each comma ("my number is five five five, ... one two 
 Smart Turn v3.2 scores the first part 0.97 on generated voices). The words say otherwise: a
 turn that stops on a number being dictated, on a connective ("and", "because"), an article or
 a preposition, a filler ("um"), or a trailing comma, is not over. :func:`sounds_unfinished`
-reads the transcript of the turn so far; the engine then waits for the user like when the
-model says "incomplete", up to the eagerness's cap.
+reads the transcript of the turn so far; the engine then waits for more, up to the
+eagerness's ``unfinished_wait_ms`` of silence.
 """
 
 from __future__ import annotations
 
-import re
+from .overlap import spoken_words
 
 __all__ = ["sounds_unfinished"]
 
@@ -31,7 +31,6 @@ _DICTATION_CUES = frozenset(
         "postcode", "reach", "reference", "serial", "ticket", "zip",
     }
 )  # fmt: skip
-_WORD = re.compile(r"[a-z0-9']+")
 
 
 def sounds_unfinished(text: str) -> bool:
@@ -49,7 +48,7 @@ def sounds_unfinished(text: str) -> bool:
         return False
     if stripped.endswith((",", "-", "…", "...", ";", ":")):
         return True
-    words = _WORD.findall(stripped.lower())
+    words = spoken_words(stripped)
     if not words:
         return False
     last = words[-1]
